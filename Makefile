@@ -1,0 +1,40 @@
+# multiattn — the two commands a user needs are `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export JSONARGPARSE_DEPRECATION_WARNINGS := off
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup test lint format demo bench clean
+
+setup: $(STAMP)
+
+# torch/torchvision/torchaudio are pinned to the combination verified on this machine
+# (DEVELOPERS.md); everything else comes from pyproject.toml.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: setup lint
+	$(BIN)/python -m pytest -q --timeout=900
+
+demo: setup
+	$(BIN)/python scripts/demo.py
+
+bench: setup
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

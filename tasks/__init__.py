@@ -1,0 +1,1 @@
+"""multiattn tasks: each package holds a model, a LightningModule, a LightningDataModule and its data."""
