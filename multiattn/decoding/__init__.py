@@ -1,0 +1,26 @@
+"""Shared decoding: greedy search, batched beam search, and CTC prefix scoring.
+
+One search serves every task: captioning and speech give a ``step_fn`` (see
+:mod:`multiattn.decoding.types`); speech adds a :class:`CTCPrefixScorer` for joint
+CTC/attention decoding (Watanabe et al. 2017).
+"""
+
+from multiattn.decoding.beam import PrefixScorer, beam_search, length_normaliser
+from multiattn.decoding.ctc import CTCCandidates, CTCPrefixScorer, CTCPrefixState, ctc_greedy_decode
+from multiattn.decoding.greedy import greedy_search
+from multiattn.decoding.types import Hypothesis, StepOutput, expand_state, reorder_state
+
+__all__ = [
+    "StepOutput",
+    "Hypothesis",
+    "reorder_state",
+    "expand_state",
+    "greedy_search",
+    "beam_search",
+    "length_normaliser",
+    "PrefixScorer",
+    "CTCPrefixScorer",
+    "CTCPrefixState",
+    "CTCCandidates",
+    "ctc_greedy_decode",
+]

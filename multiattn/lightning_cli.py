@@ -1,0 +1,85 @@
+"""The LightningCLI behind ``multiattn fit|validate|test|predict`` (the only core file that
+imports Lightning at module level; :mod:`multiattn.cli` imports it lazily).
+
+Differences from a bare ``LightningCLI``:
+- subclass mode for both model and data, so any LightningModule / LightningDataModule named by
+  ``class_path`` in a config works;
+- ``config.yaml`` is overwritten on re-runs (Lightning refuses by default, REFERENCE.md);
+- checkpoints are read only through :func:`multiattn.checkpoint.load_checkpoint`
+  (``weights_only=True``): ``--ckpt_path`` never unpickles arbitrary objects;
+- user errors print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
+
+from multiattn.checkpoint import load_checkpoint
+from multiattn.io import UserError
+
+__all__ = ["SafeCheckpointIO", "MultiattnCLI", "build_cli"]
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, but reads go through the restricted unpickler."""
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        if isinstance(path, (str, Path)) and "://" not in str(path):
+            return load_checkpoint(
+                path,
+                map_location=map_location if map_location is not None else "cpu",
+                require_state_dict=False,
+            )
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+class MultiattnCLI(LightningCLI):
+    """LightningCLI in subclass mode with safe checkpoint loading."""
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path itself (for its hyper-parameters) before the trainer
+        # exists; check the file here first so a bad one gets a one-line error, not a traceback.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc") and "://" not in str(ckpt_path):
+            load_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
+        plugins = config.get("plugins")
+        plugins = (
+            [] if plugins is None else (list(plugins) if isinstance(plugins, (list, tuple)) else [plugins])
+        )
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(SafeCheckpointIO())
+        config["plugins"] = plugins
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def build_cli(args: list[str] | None = None, *, run: bool = True) -> MultiattnCLI | None:
+    """Build (and by default run) the CLI. ``run=False`` only parses and instantiates (tests).
+
+    With ``run=False``, ``args`` must not contain a subcommand.
+    """
+    if args is not None and list(args) == sys.argv[1:]:
+        args = None  # the console script: let LightningCLI read sys.argv itself (no double-args warning)
+    try:
+        return MultiattnCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+            auto_configure_optimizers=True,
+        )
+    except UserError as err:
+        print(f"multiattn: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,121 @@
+"""Word timings from a recogniser's alignments: decoder attention and CTC forced alignment.
+
+Two independent estimates of when each word starts:
+
+* **attention**: the decoder's cross-attention row of the word's first character, over encoder
+  frames; the frame of its maximum (``"argmax"``) or its centre of mass (``"centroid"``) becomes
+  a time with :func:`tasks.asr.model.frame_time` (40 ms frames after 4x subsampling). This is the
+  alignment Chorowski et al. 2015 and Chan et al. 2016 plot.
+* **CTC**: ``torchaudio.functional.forced_align`` (Viterbi over CTC paths, Graves et al. 2006)
+  of the transcript's characters on the CTC log-probabilities; a word starts at the first frame of
+  its first character's span and ends after the last frame of its last character's span.
+
+Shape legend: ``T`` output tokens (characters), ``S`` encoder frames, ``V`` vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torchaudio
+from torch import Tensor
+
+from tasks.asr.model import FRAME_SECONDS, frame_time
+
+__all__ = [
+    "WordSpan",
+    "word_char_ranges",
+    "attention_word_starts",
+    "ctc_token_spans",
+    "ctc_word_spans",
+    "spans_matrix",
+]
+
+
+class WordSpan(NamedTuple):
+    """A word with its start and end time in seconds."""
+
+    word: str
+    start: float
+    end: float
+
+
+def word_char_ranges(text: str) -> list[tuple[str, int, int]]:
+    """``(word, first_char_index, last_char_index)`` for each space-separated word of ``text``.
+
+    Indices are character positions in ``text``, which are token positions for a character
+    tokenizer.
+    """
+    ranges, start = [], None
+    for index, char in enumerate(text + " "):
+        if char != " " and start is None:
+            start = index
+        elif char == " " and start is not None:
+            ranges.append((text[start:index], start, index - 1))
+            start = None
+    return ranges
+
+
+def attention_word_starts(attention: Tensor, text: str, *, method: str = "argmax") -> list[float]:
+    """Start time (s) of each word of ``text`` from an ``(T, S)`` attention map (``T >= len(text)``)."""
+    if method not in ("argmax", "centroid"):
+        raise ValueError(f"method: expected 'argmax' or 'centroid', received {method!r}")
+    ranges = word_char_ranges(text)
+    if not ranges:
+        return []
+    if attention.dim() != 2 or attention.shape[0] < len(text):
+        raise ValueError(f"attention: expected shape (>= {len(text)}, S), received {tuple(attention.shape)}")
+    rows = attention[[first for _, first, _ in ranges]].float()  # (words, S)
+    if method == "argmax":
+        frames = rows.argmax(dim=1).float()
+    else:
+        positions = torch.arange(rows.shape[1], dtype=torch.float32)
+        frames = (rows * positions).sum(1) / rows.sum(1).clamp(min=1e-8)
+    return [float(frame_time(f)) for f in frames]
+
+
+def ctc_token_spans(
+    log_probs: Tensor, tokens: Sequence[int], *, blank_id: int = 0
+) -> list[tuple[int, int]] | None:
+    """``[start_frame, end_frame)`` of each token in the CTC forced alignment, ``None`` if impossible.
+
+    Args:
+        log_probs: ``(S, V)`` CTC log-probabilities of one utterance (valid frames only).
+        tokens: the transcript's token ids (no blank).
+    """
+    if not tokens:
+        return []
+    targets = torch.tensor([list(tokens)], dtype=torch.int32)
+    repeats = sum(a == b for a, b in zip(tokens[:-1], tokens[1:]))
+    if log_probs.shape[0] < len(tokens) + repeats:
+        return None  # too few frames for this many labels
+    aligned, scores = torchaudio.functional.forced_align(
+        log_probs.detach().float().cpu().unsqueeze(0), targets, blank=blank_id
+    )  # (1, S), (1, S)
+    spans = torchaudio.functional.merge_tokens(aligned[0], scores[0].exp(), blank=blank_id)
+    return [(span.start, span.end) for span in spans]
+
+
+def ctc_word_spans(
+    log_probs: Tensor, tokens: Sequence[int], text: str, *, blank_id: int = 0
+) -> list[WordSpan] | None:
+    """Word start / end times (s) of ``text`` (tokenised as ``tokens``) from CTC forced alignment."""
+    spans = ctc_token_spans(log_probs, tokens, blank_id=blank_id)
+    if spans is None or len(spans) != len(tokens):
+        return None
+    out = []
+    for word, first, last in word_char_ranges(text):
+        start = frame_time(spans[first][0]) - FRAME_SECONDS / 2
+        end = frame_time(spans[last][1] - 1) + FRAME_SECONDS / 2
+        out.append(WordSpan(word, max(float(start), 0.0), float(end)))
+    return out
+
+
+def spans_matrix(spans: Sequence[tuple[int, int]], num_frames: int) -> Tensor:
+    """``(T, S)`` 0/1 matrix marking the frames of each token's CTC span (for overlays)."""
+    matrix = torch.zeros(len(spans), num_frames)
+    for row, (start, end) in enumerate(spans):
+        matrix[row, start:end] = 1.0
+    return matrix

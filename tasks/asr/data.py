@@ -1,0 +1,256 @@
+"""LightningDataModule for speech: the embedded corpus, LibriSpeech or NeMo manifests.
+
+The data half (:mod:`tasks.asr.dataset`, :mod:`tasks.asr.sources`) reads the sources; this
+module picks the splits, batches utterances of similar duration together (padding is wasted
+compute: a length-bucketed batch of 3 s utterances pads little, a random one pads up to 2x) and
+collates them into a :class:`SpeechBatch`.
+
+Sources (``source``):
+
+* ``"embedded"``: the offline espeak-ng corpus (:func:`tasks.asr.sources.corpus.embedded_corpus`),
+  generated on first use under ``data_dir``; ``test_split`` picks ``test`` or
+  ``test_unseen_voices``. Word timings travel in the batch for the alignment metrics.
+* ``"librispeech"``: ``librispeech_root`` with ``*_subsets`` (e.g. ``train-clean-100``).
+* ``"manifest"``: NeMo-style JSON-lines manifests (``*_manifests``).
+
+Shape legend: ``B`` batch, ``N`` samples (16 kHz).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Sampler
+
+from multiattn.io import UserError
+from tasks.asr.dataset import SpeechDataset, SpeechItem
+from tasks.asr.sources.corpus import embedded_corpus
+from tasks.asr.sources.librispeech import read_librispeech
+from tasks.asr.sources.manifest import read_manifest
+
+__all__ = ["SpeechBatch", "collate_speech", "BucketBatchSampler", "ASRDataModule"]
+
+log = logging.getLogger(__name__)
+SOURCES = ("embedded", "librispeech", "manifest")
+
+
+@dataclass
+class SpeechBatch:
+    """A padded batch of utterances.
+
+    Attributes:
+        waveform: ``(B, N)`` float32, zero padded.
+        lengths: ``(B,)`` valid samples.
+        texts: normalised transcripts.
+        words: per utterance ``[{"word", "start", "end"}]`` in seconds, or ``None`` per item /
+            for the batch when the source has no timings.
+        paths: the audio files.
+    """
+
+    waveform: Tensor
+    lengths: Tensor
+    texts: list[str]
+    words: list[list[dict[str, Any]] | None] | None
+    paths: list[str]
+
+    def to(self, device: torch.device | str) -> SpeechBatch:
+        return dataclasses.replace(self, waveform=self.waveform.to(device), lengths=self.lengths.to(device))
+
+
+def collate_speech(items: list[SpeechItem]) -> SpeechBatch:
+    """Pad waveforms to the longest and keep texts, timings and paths beside them."""
+    lengths = torch.tensor([item.waveform.numel() for item in items], dtype=torch.long)
+    waveform = torch.zeros(len(items), int(lengths.max()) if items else 0)
+    for row, item in enumerate(items):
+        waveform[row, : item.waveform.numel()] = item.waveform
+    words = [
+        None if item.words is None else [{"word": w.word, "start": w.start, "end": w.end} for w in item.words]
+        for item in items
+    ]
+    return SpeechBatch(
+        waveform=waveform,
+        lengths=lengths,
+        texts=[item.text for item in items],
+        words=None if all(w is None for w in words) else words,
+        paths=[item.path for item in items],
+    )
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar duration, in an order fixed by ``(seed, epoch)``.
+
+    Indices are shuffled, cut into pools of ``pool_batches`` batches, each pool sorted by duration
+    and cut into batches, and the batches shuffled; without shuffling, batches follow the dataset
+    order sorted by duration (deterministic evaluation).
+
+    Args:
+        durations: seconds per item.
+        batch_size: items per batch.
+        shuffle: randomise per epoch (training).
+        seed: base seed.
+        pool_batches: batches per sorting pool.
+    """
+
+    def __init__(
+        self, durations: list[float], *, batch_size: int, shuffle: bool, seed: int = 0, pool_batches: int = 50
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, received {batch_size}")
+        self.durations = durations
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.pool_batches = pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        n = len(self.durations)
+        if not self.shuffle:
+            order = sorted(range(n), key=lambda i: self.durations[i])
+            return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(n, generator=generator).tolist()
+        pool = self.batch_size * self.pool_batches
+        batches = []
+        for start in range(0, n, pool):
+            chunk = sorted(order[start : start + pool], key=lambda i: self.durations[i])
+            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        permutation = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i] for i in permutation]
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return (len(self.durations) + self.batch_size - 1) // self.batch_size
+
+
+class ASRDataModule(LightningDataModule):
+    """Speech data for :class:`tasks.asr.system.ASRSystem`.
+
+    Args:
+        source: ``"embedded"``, ``"librispeech"`` or ``"manifest"``.
+        data_dir: embedded corpus cache parent (``data/asr/embedded``).
+        corpus_size: ``"tiny"``, ``"small"`` or ``"default"`` (embedded).
+        corpus_seed: generator seed (embedded).
+        split_sizes: utterances per split, overriding the size preset (embedded).
+        rate_range: speaking rates in words per minute (embedded). Kept at or below ~170 so a
+            character rarely needs more than one 40 ms encoder frame, which CTC requires.
+        test_split: ``"test"`` or ``"test_unseen_voices"`` (embedded).
+        librispeech_root: the folder holding ``train-clean-100`` etc.
+        train_subsets / val_subsets / test_subsets: LibriSpeech subsets.
+        train_manifests / val_manifests / test_manifests: JSON-lines manifests.
+        batch_size: utterances per batch.
+        eval_batch_size: utterances per validation / test batch (default ``batch_size``).
+        max_duration: drop training utterances longer than this (seconds).
+        num_workers: DataLoader workers.
+        seed: batch order seed.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str = "embedded",
+        data_dir: str = "data/asr/embedded",
+        corpus_size: str = "default",
+        corpus_seed: int = 0,
+        split_sizes: dict[str, int] | None = None,
+        rate_range: tuple[int, int] = (120, 170),
+        test_split: str = "test",
+        librispeech_root: str | None = None,
+        train_subsets: list[str] | None = None,
+        val_subsets: list[str] | None = None,
+        test_subsets: list[str] | None = None,
+        train_manifests: list[str] | None = None,
+        val_manifests: list[str] | None = None,
+        test_manifests: list[str] | None = None,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        max_duration: float | None = 20.0,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if source not in SOURCES:
+            raise ValueError(f"source: expected one of {list(SOURCES)}, received {source!r}")
+        self.save_hyperparameters()
+        self.datasets: dict[str, SpeechDataset] = {}
+
+    def _entries(self, stage: str) -> list:
+        hp = self.hparams
+        if hp.source == "embedded":
+            paths = embedded_corpus(
+                hp.data_dir,
+                size=hp.corpus_size,
+                seed=hp.corpus_seed,
+                split_sizes=hp.split_sizes,
+                rate_range=tuple(hp.rate_range),
+            )
+            split = {"train": "train", "val": "validation", "test": hp.test_split}[stage]
+            if split not in paths:
+                raise UserError(f"test_split {split!r}: expected one of {sorted(paths)}")
+            return read_manifest(paths[split])
+        if hp.source == "librispeech":
+            subsets = {"train": hp.train_subsets, "val": hp.val_subsets, "test": hp.test_subsets}[stage]
+            if not hp.librispeech_root or not subsets:
+                raise UserError(f"source librispeech: set librispeech_root and {stage}_subsets")
+            return read_librispeech(hp.librispeech_root, subsets)
+        manifests = {"train": hp.train_manifests, "val": hp.val_manifests, "test": hp.test_manifests}[stage]
+        if not manifests:
+            raise UserError(f"source manifest: set {stage}_manifests (JSON-lines files)")
+        return [entry for path in manifests for entry in read_manifest(path)]
+
+    def prepare_data(self) -> None:
+        if self.hparams.source == "embedded":  # generate once, before any process reads it
+            embedded_corpus(
+                self.hparams.data_dir,
+                size=self.hparams.corpus_size,
+                seed=self.hparams.corpus_seed,
+                split_sizes=self.hparams.split_sizes,
+                rate_range=tuple(self.hparams.rate_range),
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in wanted.get(stage, ("train", "val", "test")) if stage else ("train", "val", "test"):
+            if split not in self.datasets:
+                max_duration = self.hparams.max_duration if split == "train" else None
+                self.datasets[split] = SpeechDataset(self._entries(split), max_duration=max_duration)
+
+    def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        batch_size = self.hparams.batch_size if shuffle else (self.hparams.eval_batch_size or self.hparams.batch_size)
+        sampler = BucketBatchSampler(dataset.durations, batch_size=batch_size, shuffle=shuffle, seed=self.hparams.seed)
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate_speech,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return batch.to(device) if isinstance(batch, SpeechBatch) else super().transfer_batch_to_device(
+            batch, device, dataloader_idx
+        )

@@ -1,0 +1,284 @@
+"""The embedded speech corpus: grammar sentences spoken by espeak-ng voices, with word timings.
+
+Generated offline and deterministically from a seed, cached by
+:func:`multiattn.datacache.cached_generate` under ``<data_dir>/<size>-seed<seed>/``::
+
+    manifest.json                 # cache manifest (parameters, file sizes)
+    train.jsonl  validation.jsonl  test.jsonl  test_unseen_voices.jsonl
+    train/train_00000.flac ...    # 16 kHz mono, 16-bit FLAC
+
+Each ``<split>.jsonl`` is a NeMo-style manifest (see ``manifest.py``) with ``audio_filepath``
+relative to the folder holding it, ``duration``, ``text``, ``words`` (``[{"word", "start",
+"end"}]`` in seconds), ``voice``, ``rate`` (words per minute) and ``pitch`` (0..100).
+
+Splits: ``train``, ``validation`` and ``test`` use the training voices; ``test_unseen_voices`` uses
+voice variants never used in training (other accents and other timbres). Every split has its own
+sentences: sentences are drawn once, de-duplicated by text, and dealt out to the splits, so no
+test sentence is ever heard in training.
+
+Word timings: a word starts at the sample espeak-ng reports in its word event; it ends where the
+next word starts (or at the end of speech), pulled back over trailing low-energy frames.
+
+Determinism: libespeak-ng's output depends on the utterances synthesised before in the same
+process (see ``synth.py``), so the utterances are synthesised in fixed chunks of
+:data:`CHUNK_SIZE`, each in a fresh worker process (``forkserver``: a clean process forks the
+workers), whatever ``num_workers`` is.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from multiattn.datacache import cached_generate
+from tasks.asr.sources.grammar import generate_sentences
+from tasks.asr.sources.manifest import AudioEntry, WordTiming, read_manifest, write_manifest
+
+__all__ = [
+    "SPLITS",
+    "CORPUS_SIZES",
+    "TRAIN_VOICES",
+    "UNSEEN_VOICES",
+    "CHUNK_SIZE",
+    "embedded_corpus",
+    "load_embedded_split",
+]
+
+SPLITS = ("train", "validation", "test", "test_unseen_voices")
+CORPUS_SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"train": 24, "validation": 6, "test": 6, "test_unseen_voices": 6},
+    "small": {"train": 1000, "validation": 100, "test": 200, "test_unseen_voices": 200},
+    "default": {"train": 6000, "validation": 300, "test": 500, "test_unseen_voices": 500},
+}
+TRAIN_VOICES = (
+    "en-us",
+    "en-us+m1",
+    "en-us+m2",
+    "en-us+m3",
+    "en-us+m4",
+    "en-us+m5",
+    "en-us+m6",
+    "en-us+f1",
+    "en-us+f2",
+    "en-us+f3",
+    "en+m1",
+    "en+f2",
+    "en-gb-x-rp+m3",
+    "en-gb-x-rp+f1",
+    "en-us-nyc+m2",
+)
+"""espeak-ng voices of the training, validation and test splits (``en`` is British English)."""
+UNSEEN_VOICES = (
+    "en-gb-scotland+m7",
+    "en-029+f4",
+    "en-gb-x-gbclan+m8",
+    "en-gb-x-gbcwmd+f5",
+    "en-us+m7",
+    "en-us+f4",
+)
+"""Voices of ``test_unseen_voices``: four accents and four timbre variants absent from training."""
+CHUNK_SIZE = 64
+GENERATOR_VERSION = 1
+SAMPLE_RATE = 16000
+_FRAME = 160  # 10 ms at 16 kHz, for the energy trims
+
+
+@dataclass(frozen=True)
+class _Job:
+    split: str
+    index: int
+    text: str
+    voice: str
+    rate: int
+    pitch: int
+    seed: int
+
+
+def _trim_words(words: list[str], starts: list[int], samples: np.ndarray) -> tuple[list[WordTiming], int]:
+    """Word timings in seconds and the end of speech (samples), from starts at ``SAMPLE_RATE``."""
+    frames = samples[: len(samples) // _FRAME * _FRAME].astype(np.float64).reshape(-1, _FRAME)  # (n, 160)
+    energy = np.sqrt((frames**2).mean(axis=1)) if len(frames) else np.zeros(1)  # (n,)
+    threshold = max(0.02 * float(energy.max()), 1e-3)
+    loud = np.flatnonzero(energy > threshold)
+    speech_end = int((loud[-1] + 1) * _FRAME) if loud.size else len(samples)
+    timings = []
+    for i, (word, start) in enumerate(zip(words, starts)):
+        limit = starts[i + 1] if i + 1 < len(starts) else speech_end
+        limit = max(limit, start + _FRAME)
+        first, last = start // _FRAME, max(start // _FRAME, limit // _FRAME)
+        inside = np.flatnonzero(energy[first:last] > threshold)
+        end = (
+            min(limit, (first + int(inside[-1]) + 1) * _FRAME) if inside.size else min(limit, start + _FRAME)
+        )
+        timings.append(WordTiming(word, round(start / SAMPLE_RATE, 4), round(end / SAMPLE_RATE, 4)))
+    return timings, speech_end
+
+
+def _synthesize_chunk(args: tuple[str, list[_Job]]) -> list[dict[str, Any]]:
+    """Worker: synthesise, time, resample and write one chunk of utterances (fresh process)."""
+    import soundfile
+    import torch
+    import torchaudio
+
+    from tasks.asr.sources.synth import EspeakSynthesizer
+
+    torch.set_num_threads(1)
+    root, jobs = Path(args[0]), args[1]
+    synth = EspeakSynthesizer()
+    records = []
+    resamplers: dict[int, torchaudio.transforms.Resample] = {}  # the sinc kernel is built once
+    for job in jobs:
+        result = synth.synthesize(job.text, voice=job.voice, rate=job.rate, pitch=job.pitch, seed=job.seed)
+        wave = torch.from_numpy(result.samples.astype(np.float32) / 32768.0)
+        if result.sample_rate not in resamplers:
+            resamplers[result.sample_rate] = torchaudio.transforms.Resample(result.sample_rate, SAMPLE_RATE)
+        wave = resamplers[result.sample_rate](wave).numpy()
+        words = job.text.split()
+        scale = SAMPLE_RATE / result.sample_rate
+        timings: list[WordTiming] | None = None
+        if all(s is not None for s in result.word_starts):
+            starts = [int(round(s * scale)) for s in result.word_starts]  # type: ignore[operator]
+            timings, speech_end = _trim_words(words, starts, wave)
+        else:  # espeak gave no event for some word: keep the audio, drop the timings
+            _, speech_end = _trim_words(words[:1], [0], wave)
+        # keep 150 ms of trailing silence, drop the rest (espeak pads the end of each utterance)
+        wave = wave[: min(len(wave), speech_end + int(0.15 * SAMPLE_RATE))]
+        pcm = np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16)
+        relative = Path(job.split) / f"{job.split}_{job.index:05d}.flac"
+        (root / job.split).mkdir(parents=True, exist_ok=True)
+        soundfile.write(str(root / relative), pcm, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        entry = AudioEntry(
+            path=root / relative,
+            text=job.text,
+            duration=round(len(pcm) / SAMPLE_RATE, 4),
+            words=timings,
+            meta={"voice": job.voice, "rate": job.rate, "pitch": job.pitch},
+        )
+        records.append({"split": job.split, "index": job.index, "entry": entry})
+    return records
+
+
+def _plan(params: dict[str, Any]) -> list[_Job]:
+    """Every utterance to synthesise: sentences dealt to splits, voice/rate/pitch drawn per utterance."""
+    sizes = params["split_sizes"]
+    total = sum(sizes[s] for s in SPLITS)
+    sentences = generate_sentences(total, seed=params["seed"])  # distinct texts
+    rng = random.Random(params["seed"] + 1)
+    rng.shuffle(sentences)
+    jobs, cursor = [], 0
+    for split in SPLITS:
+        voices = params["unseen_voices"] if split == "test_unseen_voices" else params["train_voices"]
+        for index in range(sizes[split]):
+            jobs.append(
+                _Job(
+                    split=split,
+                    index=index,
+                    text=sentences[cursor],
+                    voice=voices[index % len(voices)] if index < len(voices) else rng.choice(voices),
+                    rate=rng.randint(*params["rate_range"]),
+                    pitch=rng.randint(*params["pitch_range"]),
+                    seed=rng.getrandbits(31),
+                )
+            )
+            cursor += 1
+    return jobs
+
+
+def _generate(root: Path, params: dict[str, Any], num_workers: int, progress: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    jobs = _plan(params)
+    root = root.resolve()  # workers may run in another working directory
+    chunks = [(str(root), jobs[i : i + CHUNK_SIZE]) for i in range(0, len(jobs), CHUNK_SIZE)]
+    entries: dict[str, list[AudioEntry]] = {split: [] for split in SPLITS}
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":  # import once in the server, not once per chunk
+        context.set_forkserver_preload(["tasks.asr.sources.corpus", "torch", "torchaudio", "soundfile"])
+    bar = tqdm(total=len(jobs), desc=f"speech corpus {root.name}", unit="utt", disable=not progress)
+    # maxtasksperchild=1: every chunk starts in a fresh process, so bytes do not depend on num_workers
+    with context.Pool(processes=max(1, num_workers), maxtasksperchild=1) as pool:
+        for records in pool.imap(_synthesize_chunk, chunks):
+            for record in records:
+                entries[record["split"]].append(record["entry"])
+            bar.update(len(records))
+    bar.close()
+    missing_words = 0
+    for split in SPLITS:
+        missing_words += sum(e.words is None for e in entries[split])
+        write_manifest(root / f"{split}.jsonl", entries[split], relative=True)
+    hours = sum(e.duration or 0.0 for split in SPLITS for e in entries[split]) / 3600
+    return {
+        "splits": {s: len(entries[s]) for s in SPLITS},
+        "hours": round(hours, 3),
+        "missing_word_timings": missing_words,
+    }
+
+
+def embedded_corpus(
+    data_dir: str | os.PathLike = "data/asr/embedded",
+    *,
+    size: str = "default",
+    seed: int = 0,
+    split_sizes: dict[str, int] | None = None,
+    train_voices: tuple[str, ...] | list[str] = TRAIN_VOICES,
+    unseen_voices: tuple[str, ...] | list[str] = UNSEEN_VOICES,
+    rate_range: tuple[int, int] = (140, 210),
+    pitch_range: tuple[int, int] = (35, 65),
+    num_workers: int = 2,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Generate (or reuse from cache) the embedded corpus; return each split's manifest path.
+
+    Args:
+        data_dir: parent of the cache folder ``<size>-seed<seed>``.
+        size: a key of :data:`CORPUS_SIZES` (``"tiny"`` ~40 utterances, ``"small"``, ``"default"``).
+        seed: sentences, voices, rates and pitches all derive from it.
+        split_sizes: overrides the preset's utterance count per split.
+        train_voices: espeak-ng voices of train / validation / test.
+        unseen_voices: voices of ``test_unseen_voices``; must share none with ``train_voices``.
+        rate_range: inclusive speaking-rate range, words per minute.
+        pitch_range: inclusive base-pitch range (0..100, espeak's 50 = normal).
+        num_workers: worker processes (libespeak-ng is not thread-safe; output does not depend on it).
+        progress: show a tqdm progress bar while generating.
+
+    Returns:
+        ``{split: Path("<cache>/<split>.jsonl")}`` for every split in :data:`SPLITS`.
+    """
+    if size not in CORPUS_SIZES:
+        raise ValueError(f"unknown corpus size {size!r}; valid: {', '.join(CORPUS_SIZES)}")
+    sizes = {**CORPUS_SIZES[size], **(split_sizes or {})}
+    if set(sizes) != set(SPLITS):
+        raise ValueError(f"split_sizes keys must be among {SPLITS}, got {sorted(sizes)}")
+    shared = set(train_voices) & set(unseen_voices)
+    if shared:
+        raise ValueError(f"unseen_voices must not contain training voices, both have {sorted(shared)}")
+    params = {
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "split_sizes": sizes,
+        "train_voices": list(train_voices),
+        "unseen_voices": list(unseen_voices),
+        "rate_range": list(rate_range),
+        "pitch_range": list(pitch_range),
+        "chunk_size": CHUNK_SIZE,
+        "sample_rate": SAMPLE_RATE,
+    }
+    root = Path(data_dir) / f"{size}-seed{seed}"
+    cached_generate(root, params, lambda folder: _generate(folder, params, num_workers, progress))
+    return {split: root / f"{split}.jsonl" for split in SPLITS}
+
+
+def load_embedded_split(
+    data_dir: str | os.PathLike = "data/asr/embedded", split: str = "train", **kwargs: Any
+) -> list[AudioEntry]:
+    """Entries of one split of :func:`embedded_corpus` (generated first if needed)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    return read_manifest(embedded_corpus(data_dir, **kwargs)[split])

@@ -1,0 +1,352 @@
+"""LightningModule of the hybrid CTC/attention recogniser: loss, decoding, metrics, overlays.
+
+Training loss (Kim, Hori and Watanabe 2017; Watanabe et al. 2017)::
+
+    L = lambda * L_ctc + (1 - lambda) * L_att        lambda = ctc_weight = 0.3
+
+``L_ctc`` is ``F.ctc_loss`` summed over an utterance, ``L_att`` the (label-smoothed) cross-entropy
+summed over its characters plus eos, both averaged over utterances; padding never counts.
+
+Validation decodes free-running (CTC greedy by default, fast) and reports corpus WER / CER
+(``val/wer`` is the checkpoint monitor). Test decodes with ``test_decoding`` (joint CTC/attention
+beam search by default) and, when the data has true word times (the embedded corpus), the
+word-start error of the attention and of the CTC forced alignment. A fixed handful of validation
+utterances is drawn as overlays each epoch (:mod:`tasks.asr.overlay`).
+
+Shape legend: ``B`` batch, ``N`` samples, ``S`` encoder frames, ``T`` target tokens, ``V`` vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+
+from multiattn.metrics.speech import boundary_errors, error_counts, match_words
+from tasks.asr.alignment import attention_word_starts, ctc_token_spans, ctc_word_spans, spans_matrix
+from tasks.asr.decode import DECODING_MODES, DecodeResult, decode_batch
+from tasks.asr.model import ASRModel
+from tasks.asr.tokenizer import CharTokenizer
+
+__all__ = ["ASRSystem"]
+
+
+class ASRSystem(LightningModule):
+    """Joint CTC/attention speech recognition.
+
+    Args:
+        vocab: the tokenizer's vocabulary (specials first); ``None`` = default characters. Stored
+            in the checkpoint, so the checkpoint rebuilds its own tokenizer.
+        embed_dim / num_heads / encoder / encoder_layers / encoder_ff_dim / conv_kernel_size /
+            decoder / decoder_layers / decoder_ff_dim / subsampling_channels / dropout /
+            normalization / spec_augment / freq_mask_param / num_freq_masks / time_mask_ratio /
+            num_time_masks / alignment_layer: see :class:`tasks.asr.model.ASRModel`.
+        ctc_weight: ``lambda`` of the training loss.
+        label_smoothing: of the attention cross-entropy.
+        learning_rate: peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up, then cosine decay to 0 over the run.
+        val_decoding: ``"ctc"`` (fast), ``"attention"`` or ``"joint"`` during validation.
+        test_decoding: decoding mode of ``test``.
+        beam_size: beam of the attention / joint searches.
+        decode_ctc_weight: CTC weight of joint decoding.
+        length_penalty: beam-search length-normalisation exponent.
+        alignment_method: ``"argmax"`` or ``"centroid"`` of the first character's attention row.
+        log_overlays: draw overlays of ``num_overlays`` validation utterances each epoch.
+        num_overlays: how many.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab: list[str] | None = None,
+        embed_dim: int = 144,
+        num_heads: int = 4,
+        encoder: str = "conformer",
+        encoder_layers: int = 4,
+        encoder_ff_dim: int = 576,
+        conv_kernel_size: int = 15,
+        decoder: str = "transformer",
+        decoder_layers: int = 2,
+        decoder_ff_dim: int = 576,
+        subsampling_channels: int = 64,
+        dropout: float = 0.1,
+        normalization: str = "utterance",
+        spec_augment: bool = True,
+        freq_mask_param: int = 27,
+        num_freq_masks: int = 2,
+        time_mask_ratio: float = 0.05,
+        num_time_masks: int = 2,
+        alignment_layer: int = -1,
+        ctc_weight: float = 0.3,
+        label_smoothing: float = 0.1,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-3,
+        warmup_steps: int = 500,
+        val_decoding: str = "ctc",
+        test_decoding: str = "joint",
+        beam_size: int = 10,
+        decode_ctc_weight: float = 0.3,
+        length_penalty: float = 1.0,
+        alignment_method: str = "argmax",
+        log_overlays: bool = True,
+        num_overlays: int = 2,
+    ) -> None:
+        super().__init__()
+        for name, mode in (("val_decoding", val_decoding), ("test_decoding", test_decoding)):
+            if mode not in DECODING_MODES:
+                raise ValueError(f"{name}: expected one of {list(DECODING_MODES)}, received {mode!r}")
+        if not 0.0 <= ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight: expected a value in [0, 1], received {ctc_weight}")
+        self.tokenizer = CharTokenizer(vocab)
+        if vocab is None:
+            vocab = list(self.tokenizer.vocab)
+        self.save_hyperparameters()
+        self.model = ASRModel(
+            vocab_size=len(self.tokenizer),
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            encoder=encoder,
+            encoder_layers=encoder_layers,
+            encoder_ff_dim=encoder_ff_dim,
+            conv_kernel_size=conv_kernel_size,
+            decoder=decoder,
+            decoder_layers=decoder_layers,
+            decoder_ff_dim=decoder_ff_dim,
+            subsampling_channels=subsampling_channels,
+            dropout=dropout,
+            normalization=normalization,
+            spec_augment=spec_augment,
+            freq_mask_param=freq_mask_param,
+            num_freq_masks=num_freq_masks,
+            time_mask_ratio=time_mask_ratio,
+            num_time_masks=num_time_masks,
+            alignment_layer=alignment_layer,
+        )
+        self._outputs: dict[str, list[Any]] = {}
+
+    # ------------------------------------------------------------------ training
+    def compute_loss(self, batch: Any) -> dict[str, torch.Tensor]:
+        """``{"loss", "ctc", "attention", "token_accuracy"}`` for a :class:`tasks.asr.data.SpeechBatch`."""
+        tok = self.tokenizer
+        targets, target_lengths = tok.batch_encode(batch.texts)
+        targets, target_lengths = targets.to(self.device), target_lengths.to(self.device)
+        batch_size = targets.shape[0]
+        bos = targets.new_full((batch_size, 1), tok.bos_id)
+        tokens_in = torch.cat([bos, targets], dim=1)  # (B, T + 1)
+        tokens_out = torch.cat([targets, targets.new_full((batch_size, 1), -100)], dim=1)  # (B, T + 1)
+        tokens_out[torch.arange(batch_size, device=self.device), target_lengths] = tok.eos_id
+        positions = torch.arange(tokens_out.shape[1], device=self.device)[None, :]  # (1, T + 1)
+        tokens_out = tokens_out.masked_fill(positions > target_lengths[:, None], -100)
+        out = self.model(batch.waveform, batch.lengths, tokens_in, target_lengths + 1)
+        ctc = (
+            F.ctc_loss(
+                out.ctc_log_probs.transpose(0, 1),  # (S, B, V)
+                targets,
+                out.encoder_lengths,
+                target_lengths,
+                blank=tok.blank_id,
+                reduction="sum",
+                zero_infinity=True,
+            )
+            / batch_size
+        )
+        logits = out.decoder_logits.float()  # (B, T + 1, V)
+        attention = (
+            F.cross_entropy(
+                logits.flatten(0, 1),
+                tokens_out.flatten(),
+                ignore_index=-100,
+                label_smoothing=self.hparams.label_smoothing,
+                reduction="sum",
+            )
+            / batch_size
+        )
+        lam = self.hparams.ctc_weight
+        valid = tokens_out != -100
+        accuracy = ((logits.argmax(-1) == tokens_out) & valid).sum() / valid.sum().clamp(min=1)
+        return {
+            "loss": lam * ctc + (1 - lam) * attention,
+            "ctc": ctc,
+            "attention": attention,
+            "token_accuracy": accuracy,
+        }
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        losses = self.compute_loss(batch)
+        self.log_dict(
+            {f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch.texts)
+        )
+        return losses["loss"]
+
+    def configure_optimizers(self) -> Any:
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            (no_decay if param.dim() < 2 or "norm" in name else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.learning_rate,
+            betas=(0.9, 0.98),
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1) if self.trainer else 10_000
+        warmup = min(self.hparams.warmup_steps, max(total // 10, 1))
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ decoding
+    def decode(
+        self,
+        waveform: torch.Tensor,
+        lengths: torch.Tensor,
+        *,
+        mode: str | None = None,
+        beam_size: int | None = None,
+        ctc_weight: float | None = None,
+        return_attention: bool = False,
+    ) -> list[DecodeResult]:
+        """Free-running decoding (defaults: ``test_decoding``, ``beam_size``, ``decode_ctc_weight``)."""
+        hp = self.hparams
+        return decode_batch(
+            self.model,
+            self.tokenizer,
+            waveform,
+            lengths,
+            mode=hp.test_decoding if mode is None else mode,
+            beam_size=hp.beam_size if beam_size is None else beam_size,
+            ctc_weight=hp.decode_ctc_weight if ctc_weight is None else ctc_weight,
+            length_penalty=hp.length_penalty,
+            return_attention=return_attention,
+        )
+
+    def alignment_errors(self, result: DecodeResult, words: list[dict[str, Any]]) -> dict[str, list[float]]:
+        """Predicted vs true starts of the correctly recognised words, by attention and by CTC."""
+        chars = self.tokenizer.chars(result.tokens)
+        hyp_words = chars.split()
+        pairs = match_words([w["word"] for w in words], hyp_words)
+        out: dict[str, list[float]] = {"true": [], "attention": [], "ctc": [], "true_ctc": []}
+        if not pairs:
+            return out
+        if result.attention is not None:
+            starts = attention_word_starts(result.attention, chars, method=self.hparams.alignment_method)
+            for ref_index, hyp_index in pairs:
+                out["true"].append(float(words[ref_index]["start"]))
+                out["attention"].append(starts[hyp_index])
+        spans = ctc_word_spans(result.ctc_log_probs, result.tokens, chars, blank_id=self.tokenizer.blank_id)
+        if spans is not None:
+            for ref_index, hyp_index in pairs:
+                out["true_ctc"].append(float(words[ref_index]["start"]))
+                out["ctc"].append(spans[hyp_index].start)
+        return out
+
+    def _evaluate(self, stage: str, batch: Any, mode: str, *, alignment: bool) -> None:
+        losses = self.compute_loss(batch)
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in losses.items()}, batch_size=len(batch.texts), sync_dist=True
+        )
+        results = self.decode(
+            batch.waveform, batch.lengths, mode=mode, return_attention=alignment and mode != "ctc"
+        )
+        store = self._outputs.setdefault(stage, [])
+        for index, result in enumerate(results):
+            record: dict[str, Any] = {"ref": batch.texts[index], "hyp": result.text}
+            words = batch.words[index] if batch.words is not None else None
+            if alignment and words:
+                record["align"] = self.alignment_errors(result, words)
+            store.append(record)
+
+    def _epoch_end(self, stage: str) -> None:
+        records = self._outputs.pop(stage, [])
+        if not records:
+            return
+        refs, hyps = [r["ref"] for r in records], [r["hyp"] for r in records]
+        words, chars = error_counts(refs, hyps, unit="word"), error_counts(refs, hyps, unit="char")
+        metrics = {
+            f"{stage}/wer": words["errors"] / max(words["reference_units"], 1),
+            f"{stage}/cer": chars["errors"] / max(chars["reference_units"], 1),
+        }
+        aligned = [r["align"] for r in records if "align" in r]
+        if aligned:
+            for source, truth in (("attention", "true"), ("ctc", "true_ctc")):
+                predicted = [t for a in aligned for t in a[source]]
+                true = [t for a in aligned for t in a[truth]]
+                if predicted:
+                    stats = boundary_errors(predicted, true)
+                    metrics[f"{stage}/{source}_start_median_ms"] = stats["median_abs_error_ms"]
+                    metrics[f"{stage}/{source}_start_within_50ms"] = stats["within_50ms"]
+                    metrics[f"{stage}/{source}_start_within_100ms"] = stats["within_100ms"]
+        self.log_dict(metrics, prog_bar=stage == "val", sync_dist=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate("val", batch, self.hparams.val_decoding, alignment=False)
+        if (
+            batch_idx == 0
+            and self.hparams.log_overlays
+            and self.trainer is not None
+            and not self.trainer.sanity_checking
+        ):
+            self._log_overlays(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate("test", batch, self.hparams.test_decoding, alignment=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    # ------------------------------------------------------------------ overlays
+    def overlay_figure(
+        self, result: DecodeResult, *, true_starts: list[float] | None = None, title: str | None = None
+    ):
+        """The overlay figure of one decoded utterance (needs ``return_attention=True`` results)."""
+        from tasks.asr.overlay import speech_overlay
+
+        chars = self.tokenizer.chars(result.tokens)
+        spans = ctc_token_spans(result.ctc_log_probs, result.tokens, blank_id=self.tokenizer.blank_id)
+        ctc_matrix = None if not spans else spans_matrix(spans, result.ctc_log_probs.shape[0])
+        words = (
+            ctc_word_spans(result.ctc_log_probs, result.tokens, chars, blank_id=self.tokenizer.blank_id) or []
+        )
+        attention = result.attention if result.attention is not None and result.attention.shape[0] else None
+        return speech_overlay(
+            features=result.features,
+            text=chars,
+            attention=attention,
+            ctc_alignment=ctc_matrix,
+            words=words,
+            true_starts=true_starts,
+            title=title,
+        )
+
+    def _log_overlays(self, batch: Any) -> None:
+        from tasks.common.overlay_logging import log_overlay
+
+        count = min(self.hparams.num_overlays, len(batch.texts))
+        if count == 0:
+            return
+        results = self.decode(
+            batch.waveform[:count],
+            batch.lengths[:count],
+            mode="attention",
+            beam_size=1,
+            return_attention=True,
+        )
+        for index, result in enumerate(results):
+            words = batch.words[index] if batch.words is not None else None
+            true_starts = [float(w["start"]) for w in words] if words else None
+            fig = self.overlay_figure(result, true_starts=true_starts, title=f"ref: {batch.texts[index]}")
+            log_overlay(self.trainer, f"val_overlay/{index}", fig)

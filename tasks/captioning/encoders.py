@@ -1,0 +1,138 @@
+"""Image encoders that turn an image into a grid of annotation vectors.
+
+Show, Attend and Tell (Xu et al. 2015, section 3.1.1) attends over the ``H x W`` grid of a
+convolutional feature map, each cell an annotation vector ``a_i`` of ``C`` channels. Two
+encoders give that grid:
+
+- :class:`ConvEncoder`: a small CNN trained from scratch (the default for the embedded scenes;
+  its receptive field stays local, so each cell describes what is at that place).
+- :class:`TimmEncoder`: any timm backbone by name as a feature map (``features_only=True``,
+  last stage), pretrained through timm when online or from a local weights file, frozen or
+  fine-tuned.
+
+Shape legend: ``B`` batch, ``S`` image side, ``C`` feature channels, ``H, W`` grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from multiattn.io import UserError
+from multiattn.masks import check_shape
+
+__all__ = ["ConvEncoder", "TimmEncoder", "ENCODERS", "build_encoder"]
+
+
+class ConvEncoder(nn.Module):
+    """Conv 3x3 -> BatchNorm -> ReLU stages; the product of ``strides`` is the grid's stride.
+
+    Args:
+        channels: output channels of each stage.
+        strides: stride of each stage (same length as ``channels``).
+        in_channels: image channels.
+    """
+
+    def __init__(
+        self,
+        *,
+        channels: Sequence[int] = (32, 64, 96, 128, 128),
+        strides: Sequence[int] = (2, 2, 2, 1, 1),
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(strides) or not channels:
+            raise ValueError(f"channels and strides: expected equal non-zero lengths, received {channels}, {strides}")
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for width, stride in zip(channels, strides):
+            layers += [
+                nn.Conv2d(previous, width, kernel_size=3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            previous = width
+        self.body = nn.Sequential(*layers)
+        self.out_channels = previous
+        self.reduction = 1
+        for stride in strides:
+            self.reduction *= stride
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, 3, S, S)`` -> ``(B, C, S / reduction, S / reduction)``."""
+        check_shape("images", images, (None, self.body[0].in_channels, None, None))
+        return self.body(images)
+
+
+class TimmEncoder(nn.Module):
+    """The last feature map of a timm backbone.
+
+    Args:
+        name: a timm model name (``resnet18``, ``convnext_tiny``, ...).
+        pretrained: load timm's pretrained weights (downloads unless ``weights_file`` is given).
+        weights_file: a local ``state_dict`` file for the backbone (``.pth`` / ``.safetensors``),
+            passed to timm as ``pretrained_cfg_overlay=dict(file=...)``; implies ``pretrained``.
+        fine_tune: train the backbone too; otherwise it is frozen and kept in eval mode (its
+            BatchNorm statistics stay those of pre-training).
+    """
+
+    def __init__(
+        self, *, name: str, pretrained: bool = False, weights_file: str | None = None, fine_tune: bool = False
+    ) -> None:
+        super().__init__()
+        import timm
+
+        kwargs = {}
+        if weights_file:
+            pretrained = True
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
+        try:
+            self.backbone = timm.create_model(
+                name, features_only=True, out_indices=(-1,), pretrained=pretrained, **kwargs
+            )
+        except RuntimeError as error:
+            if "Unknown model" in str(error):
+                raise UserError(f"--model.encoder_name {name}: not a timm model ({error})") from None
+            raise UserError(f"{weights_file or name}: cannot load backbone weights: {str(error)[:200]}") from None
+        except (FileNotFoundError, OSError) as error:
+            raise UserError(f"{weights_file or name}: cannot load backbone weights ({type(error).__name__})") from None
+        self.out_channels = int(self.backbone.feature_info.channels()[-1])
+        self.reduction = int(self.backbone.feature_info.reduction()[-1])
+        self.fine_tune = fine_tune
+        if not fine_tune:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True) -> TimmEncoder:
+        super().train(mode)
+        if not self.fine_tune:
+            self.backbone.eval()  # frozen: BatchNorm keeps its pre-trained statistics
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, 3, S, S)`` -> ``(B, C, H, W)``."""
+        return self.backbone(images)[-1]
+
+
+ENCODERS = ("cnn", "timm")
+
+
+def build_encoder(
+    kind: str,
+    *,
+    channels: Sequence[int] = (32, 64, 96, 128, 128),
+    strides: Sequence[int] = (2, 2, 2, 1, 1),
+    timm_name: str | None = None,
+    pretrained: bool = False,
+    weights_file: str | None = None,
+    fine_tune: bool = False,
+) -> ConvEncoder | TimmEncoder:
+    """``"cnn"`` -> :class:`ConvEncoder`; ``"timm"`` -> :class:`TimmEncoder` (needs ``timm_name``)."""
+    if kind == "cnn":
+        return ConvEncoder(channels=channels, strides=strides)
+    if kind == "timm":
+        if not timm_name:
+            raise ValueError("encoder 'timm' needs a backbone name (encoder_name)")
+        return TimmEncoder(name=timm_name, pretrained=pretrained, weights_file=weights_file, fine_tune=fine_tune)
+    raise ValueError(f"encoder: expected one of {ENCODERS}, received {kind!r}")

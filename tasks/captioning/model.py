@@ -1,0 +1,190 @@
+"""The captioning model: an image encoder, a grid-attending decoder, and free-running decoding.
+
+Show, Attend and Tell (Xu et al. 2015): an encoder turns the image into a grid of annotation
+vectors; a decoder emits one word at a time, attending over the grid at every word. Decoding
+uses the core's batched :func:`~multiattn.decoding.beam_search` (or
+:func:`~multiattn.decoding.greedy_search`) and returns, with every caption, the attention map of
+each of its words — never teacher-forced outputs.
+
+Shape legend: ``B`` batch, ``S`` image side, ``C`` channels, ``H, W`` grid, ``T`` target steps,
+``V`` vocabulary, ``K`` beam size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from multiattn.attention.spatial import doubly_stochastic_penalty
+from multiattn.decoding import Hypothesis, StepOutput, beam_search, greedy_search
+from tasks.captioning.decoders import DECODERS, ShowAttendTellDecoder, TransformerCaptionDecoder
+from tasks.captioning.encoders import build_encoder
+
+__all__ = ["CaptionModel", "CaptionOutput", "Caption", "build_caption_model"]
+
+
+@dataclass
+class CaptionOutput:
+    """Teacher-forced outputs: ``logits (B, T, V)``, ``attention (B, T, H, W)`` or ``None``."""
+
+    logits: Tensor
+    attention: Tensor | None
+
+
+@dataclass
+class Caption:
+    """One decoded caption: token ids (no ``<bos>`` / ``<eos>``), score, per-word maps ``(T, H, W)``."""
+
+    tokens: list[int]
+    score: float
+    attention: Tensor | None
+    finished: bool
+
+
+class CaptionModel(nn.Module):
+    """Encoder + decoder.
+
+    Args:
+        encoder: ``(B, 3, S, S) -> (B, C, H, W)`` with an ``out_channels`` attribute.
+        decoder: a :class:`ShowAttendTellDecoder` or :class:`TransformerCaptionDecoder`.
+        pad_id: padding token id (ignored by the loss).
+        bos_id: start token id.
+        eos_id: end token id.
+    """
+
+    def __init__(self, *, encoder: nn.Module, decoder: nn.Module, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+
+    def forward(self, images: Tensor, tokens: Tensor, lengths: Tensor, *, with_attention: bool = True) -> CaptionOutput:
+        """Teacher forcing: predict ``tokens[:, 1:]`` from ``tokens[:, :-1]``.
+
+        Args:
+            images: ``(B, 3, S, S)``.
+            tokens: ``(B, T + 1)`` ``<bos> w1 .. wn <eos>`` padded.
+            lengths: ``(B,)`` valid tokens per row (``<bos>`` and ``<eos>`` included).
+        """
+        features = self.encoder(images)  # (B, C, H, W)
+        inputs = tokens[:, :-1]  # (B, T)
+        if isinstance(self.decoder, TransformerCaptionDecoder):
+            logits, attention = self.decoder(features, inputs, lengths - 1, with_attention=with_attention)
+        else:
+            logits, attention = self.decoder(features, inputs, lengths - 1)
+        return CaptionOutput(logits, attention)
+
+    def loss(
+        self, output: CaptionOutput, tokens: Tensor, lengths: Tensor, *, attention_penalty: float = 0.0
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Cross-entropy over the valid targets (padding ignored) plus ``lambda`` times the doubly stochastic penalty.
+
+        Returns:
+            ``(loss, parts)`` with ``parts["nll"]`` (mean per target word) and ``parts["penalty"]``.
+        """
+        targets = tokens[:, 1:]  # (B, T)
+        logits = output.logits.float()
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=self.pad_id)
+        parts = {"nll": nll}
+        loss = nll
+        if attention_penalty > 0 and output.attention is not None:
+            penalty = doubly_stochastic_penalty(output.attention, lengths - 1)
+            parts["penalty"] = penalty
+            loss = loss + attention_penalty * penalty
+        return loss, parts
+
+    def _step(self, tokens: Tensor, state: dict) -> StepOutput:
+        log_probs, state, attention = self.decoder.step(tokens, state)
+        return StepOutput(log_probs, state, attention)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: Tensor,
+        *,
+        beam_size: int = 3,
+        max_len: int = 30,
+        length_penalty: float = 1.0,
+        length_norm: str = "gnmt",
+    ) -> list[Caption]:
+        """Free-running decoding of ``images (B, 3, S, S)``; ``beam_size == 1`` is greedy search.
+
+        Returns:
+            One :class:`Caption` per image with ``attention (len(tokens), H, W)``.
+        """
+        features = self.encoder(images)  # (B, C, H, W)
+        state = self.decoder.init_state(features)
+        batch = images.shape[0]
+        common = dict(batch_size=batch, bos_id=self.bos_id, eos_id=self.eos_id, max_len=max_len)
+        if beam_size == 1:
+            hyps: Sequence[Hypothesis] = greedy_search(self._step, state, **common)
+        else:
+            hyps = beam_search(
+                self._step, state, beam_size=beam_size, length_penalty=length_penalty, length_norm=length_norm, **common
+            )
+        captions = []
+        for hyp in hyps:
+            attention = None if hyp.attention is None else hyp.attention[: len(hyp.tokens)].float().cpu()
+            captions.append(Caption(list(hyp.tokens), float(hyp.score), attention, bool(hyp.finished)))
+        return captions
+
+
+def build_caption_model(
+    *,
+    vocab_size: int,
+    encoder: str = "cnn",
+    encoder_channels: Sequence[int] = (32, 64, 96, 128, 128),
+    encoder_strides: Sequence[int] = (2, 2, 2, 1, 1),
+    encoder_name: str | None = None,
+    encoder_pretrained: bool = False,
+    encoder_weights_file: str | None = None,
+    fine_tune_encoder: bool = False,
+    decoder: str = "show_attend_tell",
+    embed_dim: int = 128,
+    hidden_dim: int = 256,
+    attn_dim: int = 128,
+    num_heads: int = 4,
+    num_layers: int = 3,
+    ff_dim: int = 512,
+    dropout: float = 0.3,
+    gate: bool = True,
+    max_len: int = 64,
+) -> CaptionModel:
+    """Assemble a :class:`CaptionModel` from plain arguments (the system's hyper-parameters)."""
+    enc = build_encoder(
+        encoder,
+        channels=encoder_channels,
+        strides=encoder_strides,
+        timm_name=encoder_name,
+        pretrained=encoder_pretrained,
+        weights_file=encoder_weights_file,
+        fine_tune=fine_tune_encoder,
+    )
+    if decoder == "show_attend_tell":
+        dec: nn.Module = ShowAttendTellDecoder(
+            vocab_size=vocab_size,
+            feature_dim=enc.out_channels,
+            embed_dim=embed_dim,
+            hidden_dim=hidden_dim,
+            attn_dim=attn_dim,
+            dropout=dropout,
+            gate=gate,
+        )
+    elif decoder == "transformer":
+        dec = TransformerCaptionDecoder(
+            vocab_size=vocab_size,
+            feature_dim=enc.out_channels,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            num_layers=num_layers,
+            ff_dim=ff_dim,
+            dropout=dropout,
+            max_len=max_len,
+        )
+    else:
+        raise ValueError(f"decoder: expected one of {DECODERS}, received {decoder!r}")
+    return CaptionModel(encoder=enc, decoder=dec)

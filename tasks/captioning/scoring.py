@@ -1,0 +1,115 @@
+"""Scene-specific scores of generated captions: object naming and where attention looked.
+
+On the embedded scenes every object's box is known. For a *generated* caption (free-running, not
+teacher-forced), each noun phrase ``[size] [colour] shape`` is matched to the one object of the
+image with those attributes; its words then "name" that object and their attention maps are
+scored with :func:`multiattn.metrics.captioning.attention_box_scores` (share of mass inside the
+box, pointing-game hit). A phrase that matches no object, or several, is not scored (counted as
+``unmatched``): the attention of a wrong word has no right place.
+
+Naming accuracy: an image is correct when every colour-shape pair its caption names exists in
+the image (``pairs_correct``); ``objects_exact`` also asks that the caption names all objects.
+
+Shape legend: ``T`` caption words, ``H, W`` attention grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from multiattn.metrics.captioning import attention_box_scores
+from tasks.captioning.sources.scenes import COLOURS, SHAPES, SIZES, colour_shape_pairs
+
+__all__ = ["align_words_to_objects", "SceneScorer"]
+
+
+def align_words_to_objects(words: Sequence[str], objects: Sequence[dict[str, Any]]) -> tuple[list[int], int]:
+    """For each word, the index of the object it names, or -1.
+
+    Returns:
+        ``(owners, unmatched)`` where ``unmatched`` counts phrases that match no single object.
+    """
+    owners = [-1] * len(words)
+    unmatched = 0
+    for j, word in enumerate(words):
+        if word not in SHAPES:
+            continue
+        span = [j]
+        colour = words[j - 1] if j >= 1 and words[j - 1] in COLOURS else None
+        if colour is not None:
+            span.insert(0, j - 1)
+        k = span[0] - 1
+        size = words[k] if k >= 0 and words[k] in SIZES else None
+        if size is not None:
+            span.insert(0, k)
+        candidates = [
+            i
+            for i, obj in enumerate(objects)
+            if obj["shape"] == word
+            and (colour is None or obj["colour"] == colour)
+            and (size is None or obj["size"] == size)
+        ]
+        if len(candidates) == 1:
+            for position in span:
+                owners[position] = candidates[0]
+        else:
+            unmatched += 1
+    return owners, unmatched
+
+
+class SceneScorer:
+    """Accumulates naming accuracy and attention scores over generated captions.
+
+    Args:
+        image_size: ``(height, width)`` in pixels of the images the boxes refer to.
+    """
+
+    def __init__(self, image_size: tuple[int, int]) -> None:
+        self.image_size = image_size
+        self.reset()
+
+    def reset(self) -> None:
+        self.images = 0
+        self.pairs_correct = 0
+        self.objects_exact = 0
+        self.words = 0
+        self.unmatched = 0
+        self.mass_sum = 0.0
+        self.hits = 0
+
+    def add(self, words: Sequence[str], attention: Tensor | None, objects: Sequence[dict[str, Any]]) -> None:
+        """Score one caption: ``words``, its per-word ``attention (T, H, W)``, the scene's ``objects``."""
+        self.images += 1
+        named = colour_shape_pairs(list(words))
+        truth = {(o["colour"], o["shape"]) for o in objects}
+        self.pairs_correct += int(all(pair in truth for pair in named))
+        self.objects_exact += int(set(named) == truth and len(named) == len(truth))
+        owners, unmatched = align_words_to_objects(words, objects)
+        self.unmatched += unmatched
+        scored = [t for t, owner in enumerate(owners) if owner >= 0]
+        if attention is None or not scored:
+            return
+        maps = attention[scored]  # (n, H, W)
+        boxes = torch.tensor([objects[owners[t]]["box"] for t in scored], dtype=torch.long)  # (n, 4)
+        mass, hit = attention_box_scores(maps, boxes, self.image_size)
+        self.words += len(scored)
+        self.mass_sum += float(mass.sum())
+        self.hits += int(hit.sum())
+
+    def compute(self) -> dict[str, float]:
+        """``pairs_correct``, ``objects_exact`` (shares of images), ``attention_mass``,
+        ``pointing_game`` (over scored object words), ``object_words`` and ``unmatched_phrases`` (counts)."""
+        images = max(self.images, 1)
+        words = max(self.words, 1)
+        return {
+            "pairs_correct": self.pairs_correct / images,
+            "objects_exact": self.objects_exact / images,
+            "attention_mass": self.mass_sum / words,
+            "pointing_game": self.hits / words,
+            "object_words": float(self.words),
+            "unmatched_phrases": float(self.unmatched),
+        }

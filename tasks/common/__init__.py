@@ -1,0 +1,1 @@
+"""Lightning-side pieces shared by the tasks (callbacks, overlay logging)."""

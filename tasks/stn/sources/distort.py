@@ -1,0 +1,339 @@
+"""The spatial transformer paper's distorted and cluttered digits, generated in batches.
+
+Jaderberg et al. 2015, section 4.1: MNIST distorted by rotation (R), rotation + scale +
+translation into a larger canvas (RTS), a projective warp (P) and elastic warping (E), and
+"cluttered MNIST": a digit at a random place in a 60x60 canvas with 6x6 fragments of other digits
+as distractors. Every sample is one bilinear ``grid_sample`` of its 28x28 source glyph, with the
+per-sample sampling grids built for a whole chunk at once, so 50k images take seconds.
+
+Each sample keeps its digit's true box, measured on the warped digit alone (before clutter), in
+the pixel coordinates of :func:`multiattn.stn.theta_to_corners`: pixel ``i``'s centre is at
+``i``, so a box spanning ink columns ``c0..c1`` is ``(c0 - 0.5, c1 + 0.5)``.
+
+Shape legend: ``N`` samples in a chunk, ``G`` source glyphs, ``C`` canvas side, ``K`` clutter
+pieces per sample, ``P`` piece side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+__all__ = ["VARIANTS", "DistortionSpec", "DistortedDigits", "distort_digits", "ink_boxes"]
+
+VARIANTS = ("plain", "R", "RTS", "P", "E", "cluttered")
+_GLYPH = 28
+_INK_THRESHOLD = 0.3
+
+
+@dataclass(frozen=True)
+class DistortionSpec:
+    """How one variant distorts a digit (defaults follow the paper's section 4.1).
+
+    Attributes:
+        variant: one of :data:`VARIANTS`.
+        canvas_size: output side; ``None`` picks the paper's (28, RTS 42, cluttered 60).
+        rotation: maximum absolute rotation in degrees; ``None`` picks the variant's
+            (R 90, RTS 45, cluttered 0).
+        scale_range: digit scale range (RTS 0.7-1.2, P 0.75-1.0, cluttered 0.8-1.2).
+        clutter_pieces: (min, max) number of distractor fragments (cluttered only).
+        clutter_size: side of a distractor fragment in pixels.
+        projective_noise: std of the corner perturbation in normalised units (P).
+        elastic_alpha: displacement magnitude in pixels (E).
+        elastic_sigma: Gaussian smoothing of the displacement field in pixels (E).
+    """
+
+    variant: str = "cluttered"
+    canvas_size: int | None = None
+    rotation: float | None = None
+    scale_range: tuple[float, float] | None = None
+    clutter_pieces: tuple[int, int] = (4, 6)
+    clutter_size: int = 6
+    projective_noise: float = 0.1
+    elastic_alpha: float = 34.0
+    elastic_sigma: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; valid variants: {', '.join(VARIANTS)}")
+        low, high = self.clutter_pieces
+        if not 0 <= low <= high:
+            raise ValueError(f"clutter_pieces: expected 0 <= min <= max, received {self.clutter_pieces}")
+
+    @property
+    def canvas(self) -> int:
+        if self.canvas_size is not None:
+            return int(self.canvas_size)
+        return {"RTS": 42, "cluttered": 60}.get(self.variant, _GLYPH)
+
+    @property
+    def max_rotation(self) -> float:
+        if self.rotation is not None:
+            return float(self.rotation)
+        return {"R": 90.0, "RTS": 45.0}.get(self.variant, 0.0)
+
+    @property
+    def scales(self) -> tuple[float, float]:
+        if self.scale_range is not None:
+            return (float(self.scale_range[0]), float(self.scale_range[1]))
+        return {"RTS": (0.7, 1.2), "P": (0.75, 1.0), "cluttered": (0.8, 1.2)}.get(self.variant, (1.0, 1.0))
+
+
+@dataclass(frozen=True)
+class DistortedDigits:
+    """Generated samples.
+
+    Attributes:
+        images: ``(M, C, C)`` uint8, light digit on dark.
+        labels: ``(M,)`` int64.
+        boxes: ``(M, 4)`` float32 ``(x0, y0, x1, y1)`` of the digit's ink.
+        sources: ``(M,)`` int64 index of the source glyph each sample was made from.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    sources: np.ndarray
+
+
+def _uniform(generator: torch.Generator, n: int, low: float, high: float) -> Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+def _similarity_theta(angle: Tensor, scale: Tensor, centre: Tensor, canvas: int) -> Tensor:
+    """``affine_grid`` theta placing the 28x28 glyph, rotated and scaled, centred at ``centre``.
+
+    The glyph's pixel ``q`` (continuous, 0..28) lands at canvas pixel ``centre + s R (q - 14)``.
+    Inverting: input normalised ``= R^-1 (x - centre) / (14 s)`` with ``x = (u + 1) C / 2``.
+
+    Args:
+        angle: ``(N,)`` radians; scale: ``(N,)``; centre: ``(N, 2)`` canvas pixels (x, y).
+
+    Returns:
+        ``(N, 2, 3)``.
+    """
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    inverse_rotation = torch.stack(
+        [torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], 1
+    )  # (N, 2, 2)
+    half = _GLYPH / 2.0
+    linear = inverse_rotation * (canvas / 2.0) / (half * scale)[:, None, None]  # (N, 2, 2)
+    shift = torch.einsum("nij,nj->ni", inverse_rotation, canvas / 2.0 - centre) / (half * scale)[:, None]
+    return torch.cat([linear, shift[:, :, None]], dim=2)  # (N, 2, 3)
+
+
+def _homography_grid(generator: torch.Generator, n: int, spec: DistortionSpec) -> Tensor:
+    """Sampling grid of a random projective warp: ``(N, C, C, 2)``.
+
+    The glyph's corners move to ``s * corner + noise`` in the output; the grid needs the inverse
+    map (output -> input), the homography sending those points back to the corners.
+    """
+    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])  # (4, 2)
+    scale = _uniform(generator, n, *spec.scales)
+    moved = scale[:, None, None] * corners + spec.projective_noise * torch.randn(n, 4, 2, generator=generator)
+    # Direct linear transform: 8 equations for h11..h32 (h33 = 1), per sample.
+    x, y = moved[..., 0], moved[..., 1]  # (N, 4) output points
+    u, v = corners[:, 0].expand(n, 4), corners[:, 1].expand(n, 4)  # (N, 4) input points
+    zeros, ones = torch.zeros_like(x), torch.ones_like(x)
+    rows_u = torch.stack([x, y, ones, zeros, zeros, zeros, -u * x, -u * y], -1)  # (N, 4, 8)
+    rows_v = torch.stack([zeros, zeros, zeros, x, y, ones, -v * x, -v * y], -1)  # (N, 4, 8)
+    system = torch.cat([rows_u, rows_v], dim=1).double()  # (N, 8, 8)
+    target = torch.cat([u, v], dim=1).double()  # (N, 8)
+    params = torch.linalg.solve(system, target).float()  # (N, 8)
+    homography = torch.cat([params, torch.ones(n, 1)], 1).view(n, 3, 3)  # (N, 9) -> (N, 3, 3)
+    canvas = spec.canvas
+    identity = torch.eye(2, 3).expand(n, 2, 3)
+    base = F.affine_grid(identity, [n, 1, canvas, canvas], align_corners=False)  # (N, C, C, 2)
+    homogeneous = torch.cat([base, torch.ones_like(base[..., :1])], -1)  # (N, C, C, 3)
+    mapped = torch.einsum("nhwj,nij->nhwi", homogeneous, homography)  # (N, C, C, 3)
+    return mapped[..., :2] / mapped[..., 2:].clamp(min=1e-3)
+
+
+def _elastic_grid(generator: torch.Generator, n: int, spec: DistortionSpec) -> Tensor:
+    """Identity grid plus a smoothed random displacement field (Simard et al. 2003): ``(N, C, C, 2)``."""
+    canvas = spec.canvas
+    field = torch.rand(n, 2, canvas, canvas, generator=generator) * 2.0 - 1.0  # (N, 2, C, C)
+    radius = int(math.ceil(3 * spec.elastic_sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets / spec.elastic_sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    # Separable blur: rows then columns, each channel (dx, dy) on its own.
+    field = F.conv2d(
+        F.pad(field, (radius, radius, 0, 0), mode="reflect"),
+        kernel.view(1, 1, 1, -1).repeat(2, 1, 1, 1),
+        groups=2,
+    )
+    field = F.conv2d(
+        F.pad(field, (0, 0, radius, radius), mode="reflect"),
+        kernel.view(1, 1, -1, 1).repeat(2, 1, 1, 1),
+        groups=2,
+    )
+    # Normalise to unit RMS so alpha is the displacement scale in pixels regardless of sigma.
+    field = field / field.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1e-8)
+    displacement = (
+        field.permute(0, 2, 3, 1) * (spec.elastic_alpha / 34.0) * 2.0 * (2.0 / canvas)
+    )  # (N, C, C, 2)
+    identity = torch.eye(2, 3).expand(n, 2, 3)
+    base = F.affine_grid(identity, [n, 1, canvas, canvas], align_corners=False)  # (N, C, C, 2)
+    return base + displacement
+
+
+def _sampling_grid(generator: torch.Generator, n: int, spec: DistortionSpec) -> Tensor:
+    """Per-sample grids mapping canvas pixels into the 28x28 glyph: ``(N, C, C, 2)``."""
+    canvas = spec.canvas
+    if spec.variant == "P":
+        return _homography_grid(generator, n, spec)
+    if spec.variant == "E":
+        return _elastic_grid(generator, n, spec)
+    max_angle = math.radians(spec.max_rotation)
+    angle = _uniform(generator, n, -max_angle, max_angle)
+    scale = _uniform(generator, n, *spec.scales)
+    if spec.variant in ("RTS", "cluttered"):
+        # Keep the glyph's 28x28 frame inside the canvas where it fits, so the ink is never cut.
+        margin = torch.minimum(_GLYPH / 2.0 * scale, torch.full_like(scale, canvas / 2.0))
+        centre = torch.stack([_uniform(generator, n, 0, 1), _uniform(generator, n, 0, 1)], -1)  # (N, 2)
+        centre = margin[:, None] + centre * (canvas - 2 * margin)[:, None]
+    else:
+        centre = torch.full((n, 2), canvas / 2.0)
+    theta = _similarity_theta(angle, scale, centre, canvas)
+    return F.affine_grid(theta, [n, 1, canvas, canvas], align_corners=False)  # (N, C, C, 2)
+
+
+def ink_boxes(images: Tensor, threshold: float = _INK_THRESHOLD) -> Tensor:
+    """Bounding boxes of the ink of each image.
+
+    Args:
+        images: ``(N, H, W)`` float in [0, 1].
+        threshold: intensity above which a pixel is ink.
+
+    Returns:
+        ``(N, 4)`` float32 ``(x0, y0, x1, y1)`` with pixel centres at integers (outer pixel edges,
+        ``c0 - 0.5`` .. ``c1 + 0.5``); an image without ink gets the whole canvas.
+    """
+    ink = images > threshold  # (N, H, W)
+    height, width = images.shape[1], images.shape[2]
+    cols, rows = ink.any(dim=1), ink.any(dim=2)  # (N, W), (N, H)
+    empty = ~cols.any(dim=1)
+
+    def first_last(mask: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        first = mask.float().argmax(dim=1)
+        last = size - 1 - mask.flip(1).float().argmax(dim=1)
+        return first.float(), last.float()
+
+    x0, x1 = first_last(cols, width)
+    y0, y1 = first_last(rows, height)
+    boxes = torch.stack([x0 - 0.5, y0 - 0.5, x1 + 0.5, y1 + 0.5], dim=1)
+    whole = torch.tensor([-0.5, -0.5, width - 0.5, height - 0.5])
+    return torch.where(empty[:, None], whole, boxes)
+
+
+def _add_clutter(
+    generator: torch.Generator, canvas: Tensor, glyphs: Tensor, sources: Tensor, spec: DistortionSpec
+) -> Tensor:
+    """Max-composite ``K`` fragments cut from *other* glyphs at random places: ``(N, C, C)``."""
+    n, side = canvas.shape[0], canvas.shape[1]
+    count, piece = len(glyphs), spec.clutter_size
+    low, high = spec.clutter_pieces
+    if high == 0 or count < 2:
+        return canvas
+    pieces = high
+    used = torch.randint(low, high + 1, (n,), generator=generator)  # (N,)
+    active = torch.arange(pieces)[None, :] < used[:, None]  # (N, K)
+    # A different glyph: shift the own index by 1..G-1.
+    other = (sources[:, None] + torch.randint(1, count, (n, pieces), generator=generator)) % count  # (N, K)
+    # Cut from the glyph's central 20x20, where the strokes are, so fragments carry ink.
+    lo, hi = 4, _GLYPH - 4 - piece
+    cut_y = torch.randint(lo, hi + 1, (n, pieces), generator=generator)
+    cut_x = torch.randint(lo, hi + 1, (n, pieces), generator=generator)
+    steps = torch.arange(piece)
+    rows = cut_y[..., None, None] + steps[:, None]  # (N, K, P, 1)
+    cols = cut_x[..., None, None] + steps[None, :]  # (N, K, 1, P)
+    fragments = glyphs[other[..., None, None], rows, cols]  # (N, K, P, P)
+    fragments = fragments * active[..., None, None]
+    put_y = torch.randint(0, side - piece + 1, (n, pieces), generator=generator)
+    put_x = torch.randint(0, side - piece + 1, (n, pieces), generator=generator)
+    flat = (put_y[..., None, None] + steps[:, None]) * side + (
+        put_x[..., None, None] + steps[None, :]
+    )  # (N, K, P, P)
+    out = canvas.reshape(n, side * side)  # (N, C*C)
+    out = out.scatter_reduce(1, flat.reshape(n, -1), fragments.reshape(n, -1), reduce="amax")
+    return out.view(n, side, side)  # (N, C*C) -> (N, C, C)
+
+
+def distort_digits(
+    glyphs: np.ndarray,
+    labels: np.ndarray,
+    spec: DistortionSpec,
+    *,
+    num_samples: int,
+    seed: int,
+    chunk_size: int = 4096,
+    progress: bool = True,
+    description: str | None = None,
+    one_per_source: bool = False,
+) -> DistortedDigits:
+    """Generate ``num_samples`` distorted (or cluttered) digits from source glyphs.
+
+    Each sample draws a source glyph uniformly, a random distortion of ``spec``, and for the
+    cluttered variant its distractor fragments from the *same* glyph pool (so a split's clutter
+    never comes from another split's sources). Deterministic for a given ``seed`` and
+    ``chunk_size``.
+
+    Args:
+        glyphs: ``(G, 28, 28)`` uint8 source digits.
+        labels: ``(G,)`` their labels.
+        spec: the distortion.
+        num_samples: ``M``.
+        seed: random seed.
+        chunk_size: samples warped together (memory vs speed).
+        progress: show a tqdm bar.
+        description: the bar's label.
+        one_per_source: distort every glyph exactly once, in order (``num_samples`` must equal
+            ``G``), the way the paper distorts each MNIST image once; otherwise draw sources
+            uniformly with replacement.
+
+    Returns:
+        :class:`DistortedDigits` with ``(M, C, C)`` images.
+    """
+    if glyphs.ndim != 3 or glyphs.shape[1:] != (_GLYPH, _GLYPH):
+        raise ValueError(f"glyphs: expected shape (G, 28, 28), received {tuple(glyphs.shape)}")
+    if len(glyphs) == 0:
+        raise ValueError("glyphs: no source glyphs to distort")
+    if one_per_source and num_samples != len(glyphs):
+        raise ValueError(
+            f"one_per_source: num_samples must equal the {len(glyphs)} glyphs, received {num_samples}"
+        )
+    generator = torch.Generator().manual_seed(int(seed))
+    source = torch.from_numpy(np.ascontiguousarray(glyphs)).float() / 255.0  # (G, 28, 28)
+    canvas = spec.canvas
+    images = np.empty((num_samples, canvas, canvas), dtype=np.uint8)
+    boxes = np.empty((num_samples, 4), dtype=np.float32)
+    sources = np.empty(num_samples, dtype=np.int64)
+    bar = tqdm(total=num_samples, desc=description or f"stn {spec.variant}", unit="img", disable=not progress)
+    for start in range(0, num_samples, chunk_size):
+        n = min(chunk_size, num_samples - start)
+        if one_per_source:
+            index = torch.arange(start, start + n)  # (N,)
+        else:
+            index = torch.randint(0, len(source), (n,), generator=generator)  # (N,)
+        grid = _sampling_grid(generator, n, spec)  # (N, C, C, 2)
+        digit = F.grid_sample(
+            source[index][:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        digit = digit[:, 0].clamp(0.0, 1.0)  # (N, 1, C, C) -> (N, C, C)
+        boxes[start : start + n] = ink_boxes(digit).numpy()
+        if spec.variant == "cluttered":
+            digit = _add_clutter(generator, digit, source, index, spec)
+        images[start : start + n] = (digit * 255.0).round().to(torch.uint8).numpy()
+        sources[start : start + n] = index.numpy()
+        bar.update(n)
+    bar.close()
+    return DistortedDigits(
+        images=images, labels=np.asarray(labels, dtype=np.int64)[sources], boxes=boxes, sources=sources
+    )

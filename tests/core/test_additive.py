@@ -1,0 +1,96 @@
+"""AdditiveAttention (Bahdanau 2015): shapes, masking, recording parity, gradients, bf16."""
+
+import pytest
+import torch
+
+from multiattn.attention.additive import AdditiveAttention, masked_softmax
+from multiattn.masks import lengths_to_mask
+from multiattn.recording import record_attention
+
+B, S, DQ, DK, DV, A = 3, 7, 5, 6, 4, 8
+
+
+def make(seed: int = 0):
+    torch.manual_seed(seed)
+    module = AdditiveAttention(query_dim=DQ, key_dim=DK, attn_dim=A)
+    query, keys, values = torch.randn(B, DQ), torch.randn(B, S, DK), torch.randn(B, S, DV)
+    return module, query, keys, values
+
+
+def test_shapes_and_normalisation():
+    module, query, keys, values = make()
+    context, weights = module(query, keys, values)
+    assert context.shape == (B, DV) and weights.shape == (B, S)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B))
+    torch.testing.assert_close(context, torch.einsum("bs,bsd->bd", weights, values))
+    context_keys, _ = module(query, keys)  # values default to keys
+    assert context_keys.shape == (B, DK)
+
+
+def test_masked_keys_get_exactly_zero_weight_and_empty_rows_are_finite():
+    module, query, keys, values = make()
+    mask = lengths_to_mask(torch.tensor([7, 3, 0]), S)
+    context, weights = module(query, keys, values, mask=mask)
+    assert torch.all(weights[~mask] == 0)
+    torch.testing.assert_close(weights[:2].sum(-1), torch.ones(2))
+    assert torch.all(weights[2] == 0) and torch.all(context[2] == 0)
+    # Padding invariance: garbage in masked keys changes nothing.
+    keys2, values2 = keys.clone(), values.clone()
+    keys2[~mask] = 1e4
+    values2[~mask] = -1e4
+    context2, weights2 = module(query, keys2, values2, mask=mask)
+    torch.testing.assert_close(context2, context)
+    torch.testing.assert_close(weights2, weights)
+
+
+def test_all_masked_gradient_is_finite():
+    scores = torch.randn(2, 4, requires_grad=True)
+    mask = torch.tensor([[True, False, True, False], [False] * 4])
+    (masked_softmax(scores, mask) * torch.randn(2, 4)).sum().backward()
+    assert torch.isfinite(scores.grad).all()
+
+
+def test_precomputed_keys_equal_inline():
+    module, query, keys, values = make()
+    expected, _ = module(query, keys, values)
+    got, _ = module(query, keys, values, keys_proj=module.precompute(keys))
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="keys_proj"):
+        module(query, keys, values, keys_proj=torch.zeros(B, S, A + 1))
+
+
+def test_recording_parity_and_axes():
+    module, query, keys, values = make()
+    off = module(query, keys, values)
+    with record_attention(module) as rec:
+        on = module(query, keys, values)
+    torch.testing.assert_close(on[0], off[0])
+    (entry,) = rec[""]
+    assert entry.axes == ("batch", "key") and entry.weights.shape == (B, S)
+    torch.testing.assert_close(entry.weights, on[1])
+
+
+def test_every_parameter_gets_a_gradient():
+    module, query, keys, values = make()
+    context, _ = module(query, keys, values)
+    context.pow(2).sum().backward()
+    for name, param in module.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_bf16_autocast_no_nan():
+    module, query, keys, values = make()
+    mask = lengths_to_mask(torch.tensor([7, 2, 0]), S)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        context, weights = module(query, keys, values, mask=mask)
+    assert torch.isfinite(context).all() and torch.isfinite(weights).all()
+
+
+def test_bad_shapes_raise():
+    module, query, keys, values = make()
+    with pytest.raises(ValueError, match="query"):
+        module(torch.randn(B, DQ + 1), keys)
+    with pytest.raises(ValueError, match="mask"):
+        module(query, keys, mask=torch.ones(B, S + 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="bool"):
+        module(query, keys, mask=torch.ones(B, S))

@@ -1,0 +1,113 @@
+"""SoftSpatialAttention and the doubly stochastic penalty (Show, Attend and Tell)."""
+
+import pytest
+import torch
+
+from multiattn.attention.spatial import (
+    SoftSpatialAttention,
+    SpatialAttentionOutput,
+    doubly_stochastic_penalty,
+)
+from multiattn.recording import record_attention
+
+B, C, H, W, DH, A = 2, 6, 3, 4, 5, 7
+
+
+def make(gate: bool = True, seed: int = 0):
+    torch.manual_seed(seed)
+    module = SoftSpatialAttention(feature_dim=C, hidden_dim=DH, attn_dim=A, gate=gate)
+    return module, torch.randn(B, C, H, W), torch.randn(B, DH)
+
+
+def test_shapes_gate_and_flat_input_agree():
+    module, features, hidden = make()
+    out = module(features, hidden)
+    assert isinstance(out, SpatialAttentionOutput)
+    assert out.context.shape == (B, C) and out.weights.shape == (B, H, W) and out.gate.shape == (B, 1)
+    torch.testing.assert_close(out.weights.sum((1, 2)), torch.ones(B))
+    flat = features.flatten(2).transpose(1, 2)  # (B, H*W, C)
+    expected = out.gate * torch.einsum("bn,bnc->bc", out.weights.flatten(1), flat)
+    torch.testing.assert_close(out.context, expected)
+    out_flat = module(flat, hidden, grid_hw=(H, W), features_proj=module.precompute(flat, grid_hw=(H, W)))
+    torch.testing.assert_close(out_flat.context, out.context)
+    torch.testing.assert_close(out_flat.weights, out.weights)
+
+
+def test_no_gate_gives_unit_gate():
+    module, features, hidden = make(gate=False)
+    out = module(features, hidden)
+    assert torch.all(out.gate == 1)
+    torch.testing.assert_close(out.context, torch.einsum("bhw,bchw->bc", out.weights, features))
+
+
+def test_mask_and_empty_rows():
+    module, features, hidden = make()
+    mask = torch.ones(B, H, W, dtype=torch.bool)
+    mask[0, :, -1] = False
+    mask[1] = False
+    out = module(features, hidden, mask=mask)
+    assert torch.all(out.weights[~mask] == 0)
+    torch.testing.assert_close(out.weights[0].sum(), torch.tensor(1.0))
+    assert torch.all(out.weights[1] == 0) and torch.all(out.context[1] == 0)
+    out_flat_mask = module(features, hidden, mask=mask.flatten(1))
+    torch.testing.assert_close(out_flat_mask.weights, out.weights)
+
+
+def test_recording_parity_and_axes():
+    module, features, hidden = make()
+    off = module(features, hidden)
+    with record_attention(module) as rec:
+        on = module(features, hidden)
+    for a, b in zip(on, off):
+        torch.testing.assert_close(a, b)
+    (entry,) = rec[""]
+    assert entry.axes == ("batch", "grid_h", "grid_w") and entry.weights.shape == (B, H, W)
+    assert entry.meta["grid"] == (H, W)
+
+
+def test_gradients_and_bf16():
+    module, features, hidden = make()
+    module(features, hidden).context.pow(2).sum().backward()
+    for name, param in module.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module(features, hidden, mask=torch.zeros(B, H * W, dtype=torch.bool))
+    assert all(torch.isfinite(t).all() for t in out)
+
+
+def test_bad_shapes_raise():
+    module, features, hidden = make()
+    with pytest.raises(ValueError, match="grid_hw"):
+        module(features.flatten(2).transpose(1, 2), hidden)
+    with pytest.raises(ValueError, match="features"):
+        module(torch.randn(B, C + 1, H, W), hidden)
+    with pytest.raises(ValueError, match="hidden"):
+        module(features, torch.randn(B, DH + 1))
+    with pytest.raises(ValueError, match="features"):
+        module(torch.randn(B, H * W, C), hidden, grid_hw=(H, W + 1))
+
+
+def test_doubly_stochastic_penalty_hand_computed():
+    # Item 0: 2 valid steps over 2 cells: sums per cell (0.5+0.25, 0.5+0.75) = (0.75, 1.25)
+    # -> 0.0625 + 0.0625 = 0.125. Step 2 is padding (its weights must be ignored).
+    # Item 1: 1 valid step (1, 0) -> (0)^2 + (1)^2 = 1. Mean over the batch: 0.5625.
+    weights = torch.tensor(
+        [
+            [[0.5, 0.5], [0.25, 0.75], [1.0, 0.0]],
+            [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]],
+        ]
+    )
+    lengths = torch.tensor([2, 1])
+    penalty = doubly_stochastic_penalty(weights, lengths)
+    torch.testing.assert_close(penalty, torch.tensor(0.5625))
+    # All steps counted without lengths: item 0 sums (1.75, 1.25) -> 0.5625 + 0.0625; item 1 (1, 2) -> 1.
+    torch.testing.assert_close(doubly_stochastic_penalty(weights), torch.tensor((0.625 + 1.0) / 2))
+    # (B, T, H, W) layout gives the same value.
+    torch.testing.assert_close(doubly_stochastic_penalty(weights.view(2, 3, 1, 2), lengths), penalty)
+    # Cell mask drops cells; here item 1's second cell (the only non-zero term).
+    cell_mask = torch.tensor([[True, True], [True, False]])
+    torch.testing.assert_close(
+        doubly_stochastic_penalty(weights, lengths, mask=cell_mask), torch.tensor(0.0625)
+    )
+    with pytest.raises(ValueError, match="lengths"):
+        doubly_stochastic_penalty(weights, torch.tensor([4, 1]))

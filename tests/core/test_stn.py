@@ -1,0 +1,173 @@
+"""Spatial transformer (Jaderberg et al. 2015): heads, warp, corners, IoU, recording."""
+
+import pytest
+import torch
+from torch import nn
+
+from multiattn.recording import record_attention
+from multiattn.stn import (
+    STN_HEADS,
+    AffineHead,
+    ProjectiveHead,
+    ScaleTranslateHead,
+    SpatialTransformer,
+    build_stn_head,
+    region_iou,
+    theta_to_corners,
+    warp,
+)
+
+IDENTITY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border"])
+def test_identity_warp_returns_input(align_corners, padding_mode):
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 9, 7)
+    theta = IDENTITY.expand(2, 2, 3)
+    out = warp(images, theta, (9, 7), align_corners=align_corners, padding_mode=padding_mode)
+    torch.testing.assert_close(out, images, atol=1e-5, rtol=0)
+    homography = torch.eye(3).expand(2, 3, 3)
+    out_h = warp(images, homography, (9, 7), align_corners=align_corners, padding_mode=padding_mode)
+    torch.testing.assert_close(out_h, images, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(STN_HEADS))
+def test_heads_start_at_identity(name):
+    torch.manual_seed(0)
+    head = build_stn_head(name, 5)
+    theta = head(torch.randn(4, 5))
+    expected = torch.eye(3)[:2] if name != "projective" else torch.eye(3)
+    torch.testing.assert_close(theta, expected.expand(4, *expected.shape))
+
+
+def test_scale_translate_layout_and_anisotropic():
+    head = ScaleTranslateHead(in_features=2)
+    with torch.no_grad():
+        head.linear.bias.copy_(torch.tensor([0.5, 0.25, -0.5]))
+    theta = head(torch.zeros(1, 2))
+    torch.testing.assert_close(theta[0], torch.tensor([[0.5, 0.0, 0.25], [0.0, 0.5, -0.5]]))
+    aniso = ScaleTranslateHead(in_features=2, anisotropic=True)
+    with torch.no_grad():
+        aniso.linear.bias.copy_(torch.tensor([0.5, 0.75, 0.1, 0.2]))
+    torch.testing.assert_close(aniso(torch.zeros(1, 2))[0], torch.tensor([[0.5, 0.0, 0.1], [0.0, 0.75, 0.2]]))
+
+
+def test_unknown_head_lists_valid_names():
+    with pytest.raises(ValueError, match="affine.*scale_translate"):
+        build_stn_head("rotation", 3)
+
+
+def test_theta_to_corners_hand_computed():
+    theta = torch.tensor([[[0.5, 0.0, 0.5], [0.0, 0.5, 0.0]]])
+    # Normalised corners: x in {0, 1}, y in {-0.5, 0.5}.
+    # align_corners=False: p = ((n + 1) * 60 - 1) / 2 -> x {29.5, 59.5}, y {14.5, 44.5}.
+    expected_false = torch.tensor([[[29.5, 14.5], [59.5, 14.5], [59.5, 44.5], [29.5, 44.5]]])
+    torch.testing.assert_close(theta_to_corners(theta, (60, 60), align_corners=False), expected_false)
+    # align_corners=True: p = (n + 1) * 59 / 2 -> x {29.5, 59}, y {14.75, 44.25}.
+    expected_true = torch.tensor([[[29.5, 14.75], [59.0, 14.75], [59.0, 44.25], [29.5, 44.25]]])
+    torch.testing.assert_close(theta_to_corners(theta, (60, 60), align_corners=True), expected_true)
+    # Height and width are not swapped: a 40 (H) x 60 (W) input.
+    corners = theta_to_corners(IDENTITY[None], (40, 60), align_corners=True)
+    torch.testing.assert_close(corners[0, 2], torch.tensor([59.0, 39.0]))
+
+
+def test_corners_match_where_warp_samples():
+    # A single bright pixel in the input must appear in the warped output at the position the
+    # corner mapping predicts: output corner (1, 1) of a crop whose lower-right corner is that pixel.
+    images = torch.zeros(1, 1, 20, 20)
+    images[0, 0, 14, 9] = 1.0
+    # With align_corners=True pixel p sits at n = 2 p / 19 - 1; the corner x = 1 maps to 0.5 + tx.
+    shift_x, shift_y = 2 * 9 / 19 - 1 - 0.5, 2 * 14 / 19 - 1 - 0.5
+    theta = torch.tensor([[[0.5, 0.0, shift_x], [0.0, 0.5, shift_y]]])
+    corners = theta_to_corners(theta, (20, 20), align_corners=True)
+    torch.testing.assert_close(corners[0, 2], torch.tensor([9.0, 14.0]))
+    out = warp(images, theta, (11, 11), align_corners=True, padding_mode="zeros")
+    assert out[0, 0, -1, -1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_projective_corners_reduce_to_affine():
+    theta = torch.tensor([[[0.8, 0.1, 0.2], [-0.1, 0.7, 0.0]]])
+    homography = torch.cat([theta, torch.tensor([[[0.0, 0.0, 1.0]]])], dim=1)
+    for align in (False, True):
+        torch.testing.assert_close(
+            theta_to_corners(homography, (30, 40), align_corners=align),
+            theta_to_corners(theta, (30, 40), align_corners=align),
+        )
+
+
+def test_region_iou():
+    boxes = torch.tensor([[2.0, 3.0, 10.0, 7.0], [0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 2.0, 2.0]])
+    corners = torch.tensor(
+        [
+            [[2.0, 3.0], [10.0, 3.0], [10.0, 7.0], [2.0, 7.0]],  # identical -> 1
+            [[2.0, 0.0], [6.0, 0.0], [6.0, 4.0], [2.0, 4.0]],  # half overlap: 8 / 24
+            [[5.0, 5.0], [6.0, 5.0], [6.0, 6.0], [5.0, 6.0]],  # disjoint -> 0
+        ]
+    )
+    torch.testing.assert_close(region_iou(corners, boxes), torch.tensor([1.0, 1.0 / 3.0, 0.0]))
+    # Axis-aligned regions: the exact polygon IoU agrees.
+    torch.testing.assert_close(region_iou(corners, boxes, exact=True), torch.tensor([1.0, 1.0 / 3.0, 0.0]))
+
+
+def test_region_iou_exact_for_rotated_region():
+    # A diamond inscribed in a 10x10 box: area 50, inside the box -> exact IoU 0.5; its bounding box is
+    # the box itself -> 1. Both corner orientations give the same result.
+    diamond = torch.tensor([[[5.0, 0.0], [10.0, 5.0], [5.0, 10.0], [0.0, 5.0]]])
+    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    torch.testing.assert_close(region_iou(diamond, box), torch.tensor([1.0]))
+    torch.testing.assert_close(region_iou(diamond, box, exact=True), torch.tensor([0.5]))
+    torch.testing.assert_close(region_iou(diamond.flip(1), box, exact=True), torch.tensor([0.5]))
+    # Box covering the diamond's left half: intersection 25, union 50 + 50 - 25 = 75.
+    half = torch.tensor([[0.0, 0.0, 5.0, 10.0]])
+    torch.testing.assert_close(region_iou(diamond, half, exact=True), torch.tensor([1.0 / 3.0]))
+
+
+def make_transformer(head_name: str = "affine", align_corners: bool = False):
+    torch.manual_seed(0)
+    localization = nn.Sequential(nn.Flatten(), nn.Linear(1 * 8 * 8, 6), nn.ReLU())
+    return SpatialTransformer(
+        localization=localization,
+        head=build_stn_head(head_name, 6),
+        output_size=(8, 8),
+        align_corners=align_corners,
+    )
+
+
+def test_transformer_identity_recording_and_gradients():
+    model = make_transformer()
+    images = torch.rand(3, 1, 8, 8)
+    warped, theta = model(images)
+    torch.testing.assert_close(warped, images, atol=1e-5, rtol=0)
+    assert theta.shape == (3, 2, 3)
+    with record_attention(model) as rec:
+        warped_rec, theta_rec = model(images)
+    torch.testing.assert_close(warped_rec, warped)
+    (entry,) = rec[""]
+    assert entry.axes == ("batch", "row", "col") and entry.weights.shape == (3, 2, 3)
+    assert entry.meta == {"kind": "affine_theta", "input_hw": (8, 8), "align_corners": False}
+    # Gradients reach the localisation net through the sampler (after leaving the identity).
+    with torch.no_grad():
+        model.head.linear.weight.normal_(0, 0.1)
+    model(images)[0].pow(2).sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert len(model.localization_parameters()) == 4
+
+
+def test_transformer_bf16_and_bad_inputs():
+    model = make_transformer("scale_translate")
+    images = torch.rand(2, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        warped, theta = model(images)
+    assert torch.isfinite(warped).all() and warped.dtype == torch.float32
+    with pytest.raises(ValueError, match="images"):
+        model(torch.rand(1, 8, 8))
+    with pytest.raises(ValueError, match="theta"):
+        warp(images, torch.zeros(2, 3, 2), (4, 4), align_corners=False, padding_mode="zeros")
+    with pytest.raises(ValueError, match="padding_mode"):
+        SpatialTransformer(
+            localization=nn.Identity(), head=AffineHead(in_features=2), output_size=(4, 4), padding_mode="x"
+        )
+    assert isinstance(build_stn_head("projective", 2), ProjectiveHead)

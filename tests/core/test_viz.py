@@ -1,0 +1,121 @@
+"""Overlay primitives: every function draws and saves a readable PNG; shapes are validated."""
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from multiattn.viz import (
+    draw_region,
+    figure_to_array,
+    heatmap_overlay,
+    panel_grid,
+    plot_alignment,
+    save_figure,
+    tile_arrays,
+    to_image_array,
+    upsample_weights,
+)
+
+IMAGES = {
+    "gray": np.linspace(0, 1, 24 * 32, dtype=np.float32).reshape(24, 32),
+    "gray1": np.zeros((24, 32, 1), np.uint8),
+    "rgb_float": torch.rand(24, 32, 3),
+    "rgb_uint8": np.full((24, 32, 3), 200, np.uint8),
+}
+
+
+def open_png(path):
+    with Image.open(path) as image:
+        image.load()
+        return image.size
+
+
+@pytest.mark.parametrize("kind", sorted(IMAGES))
+def test_heatmap_overlay_writes_png(tmp_path, kind):
+    fig, (ax,) = panel_grid(1, 1, panel_size=(2.0, 1.5), dpi=50)
+    heatmap_overlay(ax, IMAGES[kind], torch.rand(3, 4), title="word")
+    path = save_figure(fig, tmp_path / "sub" / "heat.png")
+    assert path.stat().st_size > 0
+    assert open_png(path) == (100, 75)
+    assert not list(path.parent.glob(".heat.png*"))  # no temporary left behind
+
+
+def test_heatmap_peak_lands_top_left():
+    weights = np.zeros((4, 4), np.float32)
+    weights[0, 0] = 1.0
+    heat = upsample_weights(weights, (40, 60))
+    quadrants = [heat[:20, :30].sum(), heat[:20, 30:].sum(), heat[20:, :30].sum(), heat[20:, 30:].sum()]
+    assert int(np.argmax(quadrants)) == 0 and quadrants[3] == 0
+    assert np.unravel_index(np.argmax(heat), heat.shape) < (10, 15)
+    bicubic = upsample_weights(weights, (40, 60), mode="bicubic")
+    assert bicubic.min() >= 0 and bicubic[:10, :15].sum() > bicubic[10:, 15:].sum()
+
+
+def test_heatmap_colours_follow_the_peak():
+    # Rendered pixels: with the "jet" map high weights are red, low ones blue, so the top-left
+    # quadrant of the overlay must be the reddest.
+    image = np.full((40, 40), 0.5, np.float32)
+    weights = np.zeros((2, 2), np.float32)
+    weights[0, 0] = 1.0
+    fig, (ax,) = panel_grid(1, 1, panel_size=(2.0, 2.0), dpi=50)
+    fig.set_layout_engine(None)
+    ax.set_position((0, 0, 1, 1))
+    heatmap_overlay(ax, image, weights, cmap="jet")
+    pixels = figure_to_array(fig).astype(np.int32)
+    redness = pixels[..., 0] - pixels[..., 2]  # (H, W)
+    half = redness.shape[0] // 2
+    quadrants = [redness[:half, :half], redness[:half, half:], redness[half:, :half], redness[half:, half:]]
+    means = [q.mean() for q in quadrants]
+    assert int(np.argmax(means)) == 0 and means[0] > 0 > means[3]
+
+
+def test_plot_alignment_and_draw_region(tmp_path):
+    fig, axes = panel_grid(3, 2, panel_size=(2.0, 2.0), dpi=40)
+    assert len(axes) == 3
+    plot_alignment(axes[0], torch.rand(3, 5), row_labels=["a", "b", "c"], col_labels=list("vwxyz"), title="t")
+    plot_alignment(axes[1], np.random.default_rng(0).random((3, 50)), col_extent=1.25)
+    polygon = draw_region(
+        axes[2], IMAGES["rgb_uint8"], torch.tensor([[1.0, 2.0], [20, 2], [20, 15], [1, 15]])
+    )
+    np.testing.assert_allclose(polygon.get_xy()[:4], [[1, 2], [20, 2], [20, 15], [1, 15]])
+    path = save_figure(fig, tmp_path / "grid.png")
+    assert open_png(path) == (160, 160)
+    array = figure_to_array(fig)
+    assert array.shape == (160, 160, 3) and array.dtype == np.uint8 and array.std() > 0
+
+
+def test_tile_arrays_combines_panels():
+    a = np.zeros((10, 20, 3), np.uint8)
+    b = np.ones((6, 6), np.float32)
+    mosaic = tile_arrays([a, b, a], ncols=2, padding=2)
+    assert mosaic.shape == (2 * 10 + 3 * 2, 2 * 20 + 3 * 2, 3) and mosaic.dtype == np.uint8
+    assert mosaic[2:12, 2:22].max() == 0  # first panel copied in place
+    assert mosaic[0, 0, 0] == 255  # white padding
+
+
+def test_matplotlib_backend_untouched():
+    before = matplotlib.get_backend()
+    fig, (ax,) = panel_grid(1, 1, dpi=20)
+    heatmap_overlay(ax, IMAGES["gray"], np.ones((2, 2)))
+    figure_to_array(fig)
+    assert matplotlib.get_backend() == before
+
+
+def test_bad_shapes_raise():
+    fig, (ax,) = panel_grid(1, 1, dpi=20)
+    with pytest.raises(ValueError, match="image"):
+        heatmap_overlay(ax, np.zeros((4, 4, 4)), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="image"):
+        to_image_array(torch.zeros(3, 8, 8, 2))
+    with pytest.raises(ValueError, match="weights"):
+        heatmap_overlay(ax, IMAGES["gray"], np.ones((2, 2, 2)))
+    with pytest.raises(ValueError, match="matrix"):
+        plot_alignment(ax, np.ones(5))
+    with pytest.raises(ValueError, match="row_labels"):
+        plot_alignment(ax, np.ones((2, 3)), row_labels=["a"])
+    with pytest.raises(ValueError, match="corners"):
+        draw_region(ax, IMAGES["gray"], np.ones((3, 2)))
+    with pytest.raises(ValueError, match="panel_grid"):
+        panel_grid(0, 2)

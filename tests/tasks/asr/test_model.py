@@ -1,0 +1,146 @@
+"""ASRModel: lengths, padding invariance, incremental == teacher-forced decoding, joint decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multiattn.subsampling import subsampled_length
+from tasks.asr.decode import decode_batch
+from tasks.asr.features import LogMelFeatures, feature_lengths
+from tasks.asr.model import ASRModel
+from tasks.asr.tokenizer import CharTokenizer
+
+TOK = CharTokenizer()
+
+
+def _model(encoder: str = "conformer", decoder: str = "transformer", **kwargs) -> ASRModel:
+    torch.manual_seed(0)
+    args = dict(
+        vocab_size=len(TOK),
+        num_mels=40,
+        embed_dim=32,
+        num_heads=2,
+        encoder=encoder,
+        encoder_layers=2,
+        encoder_ff_dim=64,
+        conv_kernel_size=5,
+        decoder=decoder,
+        decoder_layers=2,
+        decoder_ff_dim=64,
+        subsampling_channels=8,
+        dropout=0.0,
+    )
+    args.update(kwargs)
+    return ASRModel(**args).eval()
+
+
+def _audio(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    wave = torch.zeros(len(lengths), max(lengths))
+    for row, n in enumerate(lengths):
+        wave[row, :n] = torch.randn(n, generator=generator) * 0.1
+    return wave, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("num_samples", [400, 401, 559, 560, 1500, 16000, 23456])
+def test_encoder_lengths_match_the_formula(num_samples: int) -> None:
+    model = _model()
+    wave, lengths = _audio([num_samples]) if num_samples >= 1520 else (None, None)
+    frames = (num_samples - 400) // 160 + 1
+    l1 = (frames - 3) // 2 + 1
+    expected = max((l1 - 3) // 2 + 1, 0) if l1 > 0 else 0
+    assert int(model.encoder_lengths(torch.tensor([num_samples]))[0]) == expected
+    assert feature_lengths(num_samples) == frames
+    assert subsampled_length(frames) == expected
+    if wave is not None:
+        enc = model.encode(wave, lengths)
+        assert enc.memory.shape[1] == expected == int(enc.lengths[0])
+        assert enc.features.shape[1] == frames
+
+
+@pytest.mark.parametrize("encoder", ["conformer", "transformer", "bilstm"])
+def test_encoder_outputs_are_padding_invariant(encoder: str) -> None:
+    model = _model(encoder)
+    wave, lengths = _audio([6000])
+    alone = model.encode(wave, lengths)
+    padded = torch.cat([wave, torch.randn(1, 3000)], dim=1)
+    batch_wave = torch.cat([padded, torch.randn(1, 9000) * 0.1], dim=0)
+    together = model.encode(batch_wave, torch.tensor([6000, 9000]))
+    n = int(alone.lengths[0])
+    assert int(together.lengths[0]) == n
+    torch.testing.assert_close(together.memory[0, :n], alone.memory[0], atol=1e-4, rtol=1e-4)
+    assert torch.all(together.memory[0, n:] == 0)
+
+
+def test_spec_augment_only_in_training_and_global_norm_stats() -> None:
+    feats = LogMelFeatures(num_mels=40, normalization="global")
+    wave, lengths = _audio([8000, 5000])
+    feats.train()
+    torch.manual_seed(0)
+    a, _ = feats(wave, lengths)
+    assert bool(feats.global_initialised)
+    assert (a == 0).float().mean() > (feats.eval()(wave, lengths)[0] == 0).float().mean()
+    b, _ = feats.eval()(wave, lengths)
+    c, _ = feats(wave, lengths)
+    torch.testing.assert_close(b, c)
+
+
+@pytest.mark.parametrize("decoder", ["transformer", "location"])
+def test_incremental_steps_equal_teacher_forcing(decoder: str) -> None:
+    model = _model(decoder=decoder)
+    wave, lengths = _audio([7000, 5000])
+    enc = model.encode(wave, lengths)
+    tokens = torch.randint(3, len(TOK), (2, 6))
+    tokens[:, 0] = model.bos_id
+    full = model.decoder(tokens, enc.memory, enc.lengths).log_softmax(-1)  # (B, T, V)
+    state = model.init_decoder_state(enc.memory, enc.lengths)
+    step_fn = model.make_step_fn(return_attention=True)
+    for t in range(tokens.shape[1]):
+        out = step_fn(tokens[:, : t + 1], state)
+        state = out.state
+        torch.testing.assert_close(out.log_probs, full[:, t], atol=1e-4, rtol=1e-4)
+        assert out.attention.shape == (2, enc.memory.shape[1])
+        assert torch.all(out.attention[1, int(enc.lengths[1]) :] == 0)
+
+
+@pytest.mark.parametrize("encoder,decoder", [("conformer", "transformer"), ("bilstm", "location")])
+def test_every_parameter_gets_a_gradient(encoder: str, decoder: str) -> None:
+    model = _model(encoder, decoder).train()
+    wave, lengths = _audio([7000, 5000])
+    tokens = torch.randint(3, len(TOK), (2, 5))
+    out = model(wave, lengths, tokens, torch.tensor([5, 3]))
+    (out.ctc_log_probs.logsumexp(-1).sum() * 0 + out.ctc_log_probs[..., 3].sum() + out.decoder_logits.sum()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_joint_decoding_with_zero_ctc_weight_equals_attention_beam_search() -> None:
+    model = _model()
+    wave, lengths = _audio([9000, 6000, 7500])
+    attention = decode_batch(model, TOK, wave, lengths, mode="attention", beam_size=4)
+    joint0 = decode_batch(model, TOK, wave, lengths, mode="joint", beam_size=4, ctc_weight=0.0)
+    assert [r.tokens for r in attention] == [r.tokens for r in joint0]
+    assert [r.score for r in attention] == pytest.approx([r.score for r in joint0])
+
+
+def test_joint_decoding_batched_equals_one_at_a_time_and_respects_length_limit() -> None:
+    model = _model()
+    wave, lengths = _audio([9000, 6000])
+    batched = decode_batch(model, TOK, wave, lengths, mode="joint", beam_size=3, ctc_weight=0.5)
+    for row in range(2):
+        n = int(lengths[row])
+        alone = decode_batch(model, TOK, wave[row : row + 1, :n], lengths[row : row + 1], mode="joint", beam_size=3, ctc_weight=0.5)
+        assert alone[0].tokens == batched[row].tokens
+        assert len(batched[row].tokens) <= batched[row].ctc_log_probs.shape[0]
+
+
+def test_ctc_mode_returns_collapsed_greedy_path() -> None:
+    model = _model()
+    wave, lengths = _audio([9000])
+    result = decode_batch(model, TOK, wave, lengths, mode="ctc")[0]
+    best = result.ctc_log_probs.argmax(-1).tolist()
+    collapsed = [t for i, t in enumerate(best) if t != 0 and (i == 0 or best[i - 1] != t)]
+    assert result.tokens == collapsed
+    with pytest.raises(ValueError, match="mode"):
+        decode_batch(model, TOK, wave, lengths, mode="nope")

@@ -1,0 +1,194 @@
+"""The multiattn command: help, app dispatch, LightningCLI fit/resume, safe checkpoints, DDP."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import torch
+
+from multiattn import cli
+from multiattn.checkpoint import load_checkpoint
+from multiattn.io import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "JSONARGPARSE_DEPRECATION_WARNINGS": "off",
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "multiattn.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_config(tmp_path: Path, name: str, *, max_epochs: int = 2, extra_trainer: str = "") -> Path:
+    root = tmp_path / name
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(
+        f"""
+seed_everything: 7
+trainer:
+  default_root_dir: {root}
+  max_epochs: {max_epochs}
+  accelerator: cpu
+  devices: 1
+  logger: false
+  enable_progress_bar: false
+  enable_model_summary: false
+{extra_trainer}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {root}/checkpoints, save_last: true, monitor: val/loss, filename: best}}
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {root}/checkpoints, save_last: true, every_n_train_steps: 1, save_top_k: 0}}
+    - class_path: tasks.common.callbacks.ExactResume
+      init_args: {{seed: 7}}
+model:
+  class_path: tests.helpers.toy.ToyModule
+data:
+  class_path: tests.helpers.toy.ToyDataModule
+"""
+    )
+    return cfg
+
+
+def test_help_lists_every_command(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ["fit", "validate", "test", "predict", "caption", "classify", "transcribe", "report"]:
+        assert f"  {name}" in out
+
+
+def test_unknown_command_fails(capsys):
+    assert cli.main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_missing_task_says_not_available(monkeypatch, capsys):
+    fake = metadata.EntryPoint(
+        name="caption", value="tasks.no_such_task.app:main", group=cli.ENTRY_POINT_GROUP
+    )
+    monkeypatch.setattr(cli, "_app_entry_point", lambda name: fake)
+    assert cli.main(["caption", "x.png", "--ckpt", "c.ckpt"]) == 2
+    err = capsys.readouterr().err
+    assert "not available yet" in err and "tasks.no_such_task.app" in err
+
+
+def test_every_app_command_is_registered():
+    names = {ep.name for ep in metadata.entry_points(group=cli.ENTRY_POINT_GROUP)}
+    assert set(cli.APP_COMMANDS) <= names
+
+
+def test_fit_writes_checkpoints_and_resumes(tmp_path):
+    cfg = write_config(tmp_path, "run", max_epochs=1)
+    result = run_cli("fit", "-c", str(cfg))
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    step_before = load_checkpoint(last)["global_step"]
+    assert step_before == 8  # 64 samples / batch 8, one epoch
+
+    # Resume for one more epoch; also proves config.yaml may be overwritten.
+    result = run_cli("fit", "-c", str(cfg), "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert load_checkpoint(last)["global_step"] == 16
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+    full = write_config(tmp_path, "full", max_epochs=2)
+    assert run_cli("fit", "-c", str(full)).returncode == 0
+
+    killed = write_config(tmp_path, "killed", max_epochs=2)
+    # Killed at step 11: mid-way through the second epoch (8 batches per epoch).
+    result = run_cli("fit", "-c", str(killed), "--model.kill_at_step", "11")
+    assert result.returncode == -9, result.stderr[-2000:]
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(last)["global_step"] == 11
+    result = run_cli("fit", "-c", str(killed), "--ckpt_path", "last")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(last)
+    assert a["global_step"] == b["global_step"] == 16
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+
+
+class _Evil:
+    """Unpickling this runs ``touch <marker>``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _write_evil_checkpoint(path: Path, marker: Path) -> None:
+    with open(path, "wb") as f:
+        torch.save({"state_dict": {}, "payload": _Evil(marker)}, f, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def test_crafted_checkpoint_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    _write_evil_checkpoint(evil, marker)
+    with pytest.raises(UserError, match="refusing to load"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+
+    cfg = write_config(tmp_path, "run", max_epochs=1)
+    result = run_cli("fit", "-c", str(cfg), "--ckpt_path", str(evil))
+    assert result.returncode == 2
+    assert "refusing to load" in result.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None])
+def test_missing_or_truncated_checkpoint_gets_one_line_error(tmp_path, content):
+    path = tmp_path / "bad.ckpt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UserError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_truncated_real_checkpoint(tmp_path):
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.randn(64, 64)}}, good)
+    data = good.read_bytes()
+    bad = tmp_path / "cut.ckpt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="truncated or corrupt"):
+        load_checkpoint(bad)
+
+
+def test_ddp_spawn_two_cpu_processes(tmp_path):
+    cfg = write_config(
+        tmp_path,
+        "ddp",
+        max_epochs=1,
+        extra_trainer="  strategy: ddp_spawn",
+    )
+    result = run_cli("fit", "-c", str(cfg), "--trainer.devices", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 4  # 64 samples / (8 per batch x 2 processes)
