@@ -72,7 +72,9 @@ class ConformerConvModule(nn.Module):
         norm: ``"layer"`` (per-frame, padding-invariant in training too) or ``"batch"`` (the paper).
     """
 
-    def __init__(self, *, embed_dim: int, kernel_size: int = 15, dropout: float = 0.0, norm: str = "layer") -> None:
+    def __init__(
+        self, *, embed_dim: int, kernel_size: int = 15, dropout: float = 0.0, norm: str = "layer"
+    ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: expected an odd number, received {kernel_size}")
@@ -129,7 +131,9 @@ class ConformerBlock(nn.Module):
         self.attn_norm = nn.LayerNorm(embed_dim)
         self.self_attn = MultiHeadAttention(embed_dim, num_heads, dropout=dropout)
         self.attn_dropout = nn.Dropout(dropout)
-        self.conv = ConformerConvModule(embed_dim=embed_dim, kernel_size=kernel_size, dropout=dropout, norm=conv_norm)
+        self.conv = ConformerConvModule(
+            embed_dim=embed_dim, kernel_size=kernel_size, dropout=dropout, norm=conv_norm
+        )
         self.ff2 = _FeedForward(embed_dim=embed_dim, ff_dim=ff_dim, dropout=dropout)
         self.final_norm = nn.LayerNorm(embed_dim)
 

@@ -26,7 +26,9 @@ def check_shape(name: str, tensor: Tensor, expected: tuple[int | None, ...]) -> 
     ``None`` in ``expected`` matches any size on that axis.
     """
     if not isinstance(tensor, Tensor):
-        raise ValueError(f"{name}: expected a tensor of shape {_fmt(expected)}, received {type(tensor).__name__}")
+        raise ValueError(
+            f"{name}: expected a tensor of shape {_fmt(expected)}, received {type(tensor).__name__}"
+        )
     shape = tuple(tensor.shape)
     ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
     if not ok:

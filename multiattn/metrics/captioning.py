@@ -88,7 +88,9 @@ def caption_metrics(
         ran it, all in [0, 1] except CIDEr-D (about [0, 10]).
     """
     if len(references) != len(hypotheses):
-        raise ValueError(f"references: expected {len(hypotheses)} lists (one per hypothesis), received {len(references)}")
+        raise ValueError(
+            f"references: expected {len(hypotheses)} lists (one per hypothesis), received {len(references)}"
+        )
     if not hypotheses:
         raise ValueError("hypotheses: expected at least one caption, received none")
     if any(len(refs) == 0 for refs in references):

@@ -42,10 +42,14 @@ def _check_pair(references: Sequence[str], hypotheses: Sequence[str]) -> None:
     if isinstance(references, str) or isinstance(hypotheses, str):
         raise ValueError("references / hypotheses: expected lists of strings, received a string")
     if len(references) != len(hypotheses):
-        raise ValueError(f"expected as many hypotheses as references, received {len(hypotheses)} and {len(references)}")
+        raise ValueError(
+            f"expected as many hypotheses as references, received {len(hypotheses)} and {len(references)}"
+        )
 
 
-def error_counts(references: Sequence[str], hypotheses: Sequence[str], *, unit: str = "word") -> dict[str, int]:
+def error_counts(
+    references: Sequence[str], hypotheses: Sequence[str], *, unit: str = "word"
+) -> dict[str, int]:
     """Corpus totals ``{"errors", "reference_units", "substitutions", "deletions", "insertions"}``.
 
     Args:
@@ -119,11 +123,19 @@ def boundary_errors(predicted: Sequence[float], true: Sequence[float]) -> dict[s
         (shares are fractions; NaN statistics when no word was matched).
     """
     if len(predicted) != len(true):
-        raise ValueError(f"expected as many predicted as true times, received {len(predicted)} and {len(true)}")
+        raise ValueError(
+            f"expected as many predicted as true times, received {len(predicted)} and {len(true)}"
+        )
     errors = [abs(p - t) * 1000.0 for p, t in zip(predicted, true)]
     if not errors:
         nan = float("nan")
-        return {"median_abs_error_ms": nan, "mean_abs_error_ms": nan, "within_50ms": nan, "within_100ms": nan, "words": 0}
+        return {
+            "median_abs_error_ms": nan,
+            "mean_abs_error_ms": nan,
+            "within_50ms": nan,
+            "within_100ms": nan,
+            "words": 0,
+        }
     return {
         "median_abs_error_ms": statistics.median(errors),
         "mean_abs_error_ms": statistics.fmean(errors),

