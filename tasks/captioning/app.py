@@ -34,11 +34,20 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = app_parser("caption", "Caption images with a trained captioning checkpoint.", "image files or folders")
-    parser.add_argument("--beam-size", type=int, default=None, help="beam size (default: the checkpoint's; 1 = greedy)")
-    parser.add_argument("--max-len", type=int, default=None, help="longest caption (default: the checkpoint's)")
+    parser = app_parser(
+        "caption", "Caption images with a trained captioning checkpoint.", "image files or folders"
+    )
     parser.add_argument(
-        "--length-penalty", type=float, default=None, help="length normalisation exponent (default: the checkpoint's)"
+        "--beam-size", type=int, default=None, help="beam size (default: the checkpoint's; 1 = greedy)"
+    )
+    parser.add_argument(
+        "--max-len", type=int, default=None, help="longest caption (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=None,
+        help="length normalisation exponent (default: the checkpoint's)",
     )
     return parser
 

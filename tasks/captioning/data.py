@@ -138,9 +138,9 @@ class SceneCaptionData(_CaptionDataBase):
             self.vocab = Vocabulary.build(
                 (c for ann in splits["train"][1] for c in ann["captions"]), min_count=self.min_count
             )
-        for split, (images, annotations) in splits.items():
+        for split, (images, scene_annotations) in splits.items():
             self.datasets[split] = SceneCaptionDataset(
-                images, annotations, self.vocab, train=split == "train", max_words=self.max_words
+                images, scene_annotations, self.vocab, train=split == "train", max_words=self.max_words
             )
 
 
@@ -222,7 +222,10 @@ class CaptionData(_CaptionDataBase):
             return load_karpathy(hp.annotations, hp.image_dir, restval_to=hp.restval_to)
         if hp.format == "flickr8k":
             self._require(
-                token_file=hp.token_file, train_list=hp.train_list, val_list=hp.val_list, test_list=hp.test_list
+                token_file=hp.token_file,
+                train_list=hp.train_list,
+                val_list=hp.val_list,
+                test_list=hp.test_list,
             )
             lists = {"train": hp.train_list, "val": hp.val_list, "test": hp.test_list}
             return load_flickr8k(hp.token_file, hp.image_dir, lists)

@@ -174,7 +174,9 @@ class ImageCaptionDataset(Dataset):
         except UserError as error:
             if record.image_path not in self.skipped:
                 self.skipped.add(record.image_path)
-                warnings.warn(f"skipping unreadable image ({len(self.skipped)} so far): {error}", stacklevel=2)
+                warnings.warn(
+                    f"skipping unreadable image ({len(self.skipped)} so far): {error}", stacklevel=2
+                )
             return None
         choice = int(torch.randint(len(record.references), ())) if self.train else 0
         return CaptionSample(
@@ -185,7 +187,9 @@ class ImageCaptionDataset(Dataset):
         )
 
 
-def filter_readable(records: Sequence[CaptionRecord], *, desc: str = "checking images") -> tuple[list[CaptionRecord], list[str]]:
+def filter_readable(
+    records: Sequence[CaptionRecord], *, desc: str = "checking images"
+) -> tuple[list[CaptionRecord], list[str]]:
     """Keep the records whose image opens and whose header parses (PIL ``verify``); list the others.
 
     Cheap (no decoding of pixel data), so a dataset can be checked up front instead of failing
@@ -200,7 +204,7 @@ def filter_readable(records: Sequence[CaptionRecord], *, desc: str = "checking i
             with Image.open(record.image_path) as img:
                 img.verify()
             kept.append(record)
-        except Exception:  # noqa: BLE001 - any failure means "unreadable"; the file is named below
+        except Exception:
             bad.append(record.image_path)
     for path in bad[:5]:
         log.warning("skipping unreadable image: %s", path)

@@ -43,7 +43,9 @@ class ConvEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if len(channels) != len(strides) or not channels:
-            raise ValueError(f"channels and strides: expected equal non-zero lengths, received {channels}, {strides}")
+            raise ValueError(
+                f"channels and strides: expected equal non-zero lengths, received {channels}, {strides}"
+            )
         layers: list[nn.Module] = []
         previous = in_channels
         for width, stride in zip(channels, strides):
@@ -94,9 +96,13 @@ class TimmEncoder(nn.Module):
         except RuntimeError as error:
             if "Unknown model" in str(error):
                 raise UserError(f"--model.encoder_name {name}: not a timm model ({error})") from None
-            raise UserError(f"{weights_file or name}: cannot load backbone weights: {str(error)[:200]}") from None
+            raise UserError(
+                f"{weights_file or name}: cannot load backbone weights: {str(error)[:200]}"
+            ) from None
         except (FileNotFoundError, OSError) as error:
-            raise UserError(f"{weights_file or name}: cannot load backbone weights ({type(error).__name__})") from None
+            raise UserError(
+                f"{weights_file or name}: cannot load backbone weights ({type(error).__name__})"
+            ) from None
         self.out_channels = int(self.backbone.feature_info.channels()[-1])
         self.reduction = int(self.backbone.feature_info.reduction()[-1])
         self.fine_tune = fine_tune
@@ -134,5 +140,7 @@ def build_encoder(
     if kind == "timm":
         if not timm_name:
             raise ValueError("encoder 'timm' needs a backbone name (encoder_name)")
-        return TimmEncoder(name=timm_name, pretrained=pretrained, weights_file=weights_file, fine_tune=fine_tune)
+        return TimmEncoder(
+            name=timm_name, pretrained=pretrained, weights_file=weights_file, fine_tune=fine_tune
+        )
     raise ValueError(f"encoder: expected one of {ENCODERS}, received {kind!r}")

@@ -28,7 +28,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 
 def array_to_tensor(image: np.ndarray) -> Tensor:
     """uint8 ``(S, S, 3)`` -> normalised float ``(3, S, S)``."""
-    tensor = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float() / 255.0  # (3, S, S)
+    tensor = (
+        torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float() / 255.0
+    )  # (3, S, S)
     mean = torch.tensor(MEAN).view(3, 1, 1)
     std = torch.tensor(STD).view(3, 1, 1)
     return (tensor - mean) / std

@@ -56,13 +56,17 @@ class CaptionModel(nn.Module):
         eos_id: end token id.
     """
 
-    def __init__(self, *, encoder: nn.Module, decoder: nn.Module, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2):
+    def __init__(
+        self, *, encoder: nn.Module, decoder: nn.Module, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2
+    ):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
 
-    def forward(self, images: Tensor, tokens: Tensor, lengths: Tensor, *, with_attention: bool = True) -> CaptionOutput:
+    def forward(
+        self, images: Tensor, tokens: Tensor, lengths: Tensor, *, with_attention: bool = True
+    ) -> CaptionOutput:
         """Teacher forcing: predict ``tokens[:, 1:]`` from ``tokens[:, :-1]``.
 
         Args:
@@ -88,7 +92,9 @@ class CaptionModel(nn.Module):
         """
         targets = tokens[:, 1:]  # (B, T)
         logits = output.logits.float()
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=self.pad_id)
+        nll = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=self.pad_id
+        )
         parts = {"nll": nll}
         loss = nll
         if attention_penalty > 0 and output.attention is not None:
@@ -124,7 +130,12 @@ class CaptionModel(nn.Module):
             hyps: Sequence[Hypothesis] = greedy_search(self._step, state, **common)
         else:
             hyps = beam_search(
-                self._step, state, beam_size=beam_size, length_penalty=length_penalty, length_norm=length_norm, **common
+                self._step,
+                state,
+                beam_size=beam_size,
+                length_penalty=length_penalty,
+                length_norm=length_norm,
+                **common,
             )
         captions = []
         for hyp in hyps:

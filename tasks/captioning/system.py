@@ -142,7 +142,9 @@ class CaptioningSystem(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.model is None:
             if datamodule is None or getattr(datamodule, "vocab", None) is None:
-                raise RuntimeError("CaptioningSystem: no vocabulary (pass vocab= or train with a caption data module)")
+                raise RuntimeError(
+                    "CaptioningSystem: no vocabulary (pass vocab= or train with a caption data module)"
+                )
             self._build(datamodule.vocab)
             # The checkpoint must rebuild the model without the data: store the vocabulary.
             self.hparams["vocab"] = self.vocab.to_list()
@@ -155,11 +157,15 @@ class CaptioningSystem(pl.LightningModule):
         hp = self.hparams
         assert self.model is not None
         encoder_params = [p for p in self.model.encoder.parameters() if p.requires_grad]
-        other = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
+        other = [
+            p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("encoder.")
+        ]
         groups = [{"params": other, "lr": hp.lr}]
         if encoder_params:
             scratch = hp.encoder == "cnn"
-            groups.append({"params": encoder_params, "lr": hp.lr if scratch else (hp.encoder_lr or hp.lr / 10)})
+            groups.append(
+                {"params": encoder_params, "lr": hp.lr if scratch else (hp.encoder_lr or hp.lr / 10)}
+            )
         optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = min(hp.warmup_steps, total // 4)
@@ -178,7 +184,9 @@ class CaptioningSystem(pl.LightningModule):
         assert self.model is not None
         need_attention = self.hparams.attention_penalty > 0 and self.hparams.decoder == "show_attend_tell"
         output = self.model(batch.images, batch.tokens, batch.lengths, with_attention=need_attention)
-        return self.model.loss(output, batch.tokens, batch.lengths, attention_penalty=self.hparams.attention_penalty)
+        return self.model.loss(
+            output, batch.tokens, batch.lengths, attention_penalty=self.hparams.attention_penalty
+        )
 
     def training_step(self, batch: CaptionBatch | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every image of the batch was unreadable (already warned)
@@ -195,7 +203,10 @@ class CaptioningSystem(pl.LightningModule):
         assert self.model is not None
         hp = self.hparams
         settings = dict(
-            beam_size=hp.beam_size, max_len=hp.max_len, length_penalty=hp.length_penalty, length_norm=hp.length_norm
+            beam_size=hp.beam_size,
+            max_len=hp.max_len,
+            length_penalty=hp.length_penalty,
+            length_norm=hp.length_norm,
         )
         settings.update(overrides)
         return self.model.generate(images, **settings)

@@ -23,7 +23,6 @@ PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
 
 
-
 def tokenize(text: str) -> list[str]:
     """Lower-case words of ``text`` without punctuation (``"A dog, running."`` -> ``["a", "dog", "running"]``)."""
     return simple_tokenize(text).split()
@@ -54,7 +53,10 @@ class Vocabulary:
         counts: Counter[str] = Counter()
         for caption in captions:
             counts.update(tokenize(caption) if isinstance(caption, str) else caption)
-        kept = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIALS), key=lambda w: (-counts[w], w))
+        kept = sorted(
+            (w for w, c in counts.items() if c >= min_count and w not in SPECIALS),
+            key=lambda w: (-counts[w], w),
+        )
         return cls([*SPECIALS, *kept])
 
     def __len__(self) -> int:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multiattn.stn import region_iou, theta_to_corners
+from multiattn.stn import OUTPUT_CORNERS, region_iou, theta_to_corners
 from tasks.stn.data import STNBatch
 from tasks.stn.model import STNClassifier, STNOutput
 
@@ -60,6 +60,11 @@ class STNSystem(pl.LightningModule):
         weight_decay: AdamW weight decay.
         scheduler: ``onecycle``, ``cosine`` or ``none``.
         warmup_fraction: share of the steps spent warming up (one-cycle).
+        box_loss_weight: weight of an optional auxiliary loss pulling the sampled region towards the
+            true box (smooth L1 on the four corners, normalised coordinates) when the data has
+            boxes. 0 (the paper) = the transformer learns from the class label alone.
+        box_margin: the box is widened by this fraction of its size on each side for that loss,
+            so the warped digit keeps a dark margin like MNIST's.
         log_overlays: log a grid of sampled regions on the first validation batch each epoch.
         overlay_count: examples in that grid.
     """
@@ -91,6 +96,8 @@ class STNSystem(pl.LightningModule):
         weight_decay: float = 1e-4,
         scheduler: str = "onecycle",
         warmup_fraction: float = 0.1,
+        box_loss_weight: float = 0.0,
+        box_margin: float = 0.1,
         log_overlays: bool = True,
         overlay_count: int = 8,
     ) -> None:
@@ -174,13 +181,40 @@ class STNSystem(pl.LightningModule):
         if prefix == "test":
             self.log("test/error", 1.0 - accuracy, batch_size=size)
         if output.theta is not None and batch.boxes is not None:
-            corners = self.corners(output.theta, tuple(batch.images.shape[-2:]))
+            input_hw = tuple(batch.images.shape[-2:])
+            if self.hparams.box_loss_weight > 0:
+                box_loss = self._box_loss(output.theta, batch.boxes, input_hw)
+                self.log(f"{prefix}/box_loss", box_loss, batch_size=size, on_step=on_step, on_epoch=True)
+                loss = loss + self.hparams.box_loss_weight * box_loss
+            corners = self.corners(output.theta, input_hw)
             iou = region_iou(corners, batch.boxes)
             self.log(f"{prefix}/iou", iou.mean(), batch_size=size, on_step=False, on_epoch=True)
             self.log(
                 f"{prefix}/iou50", (iou > 0.5).float().mean(), batch_size=size, on_step=False, on_epoch=True
             )
         return loss, output
+
+    def _box_loss(self, theta: Tensor, boxes: Tensor, input_hw: tuple[int, int]) -> Tensor:
+        """Smooth L1 between the region's corners and the (widened) box's, in normalised units."""
+        height, width = input_hw
+        margin = self.hparams.box_margin * (boxes[:, 2:] - boxes[:, :2])  # (B, 2)
+        low, high = boxes[:, :2] - margin, boxes[:, 2:] + margin  # (B, 2) pixel x, y
+        size = torch.tensor([width, height], dtype=boxes.dtype, device=boxes.device)
+        # Pixel -> normalised, the inverse of theta_to_corners' mapping.
+        if self.hparams.align_corners:
+            low, high = low * 2.0 / (size - 1.0) - 1.0, high * 2.0 / (size - 1.0) - 1.0
+        else:
+            low, high = (low * 2.0 + 1.0) / size - 1.0, (high * 2.0 + 1.0) / size - 1.0
+        target = torch.stack(
+            [low, torch.stack([high[:, 0], low[:, 1]], -1), high, torch.stack([low[:, 0], high[:, 1]], -1)],
+            dim=1,
+        )  # (B, 4, 2) clockwise from the top-left, as OUTPUT_CORNERS
+        corners = torch.tensor(OUTPUT_CORNERS, dtype=theta.dtype, device=theta.device)  # (4, 2)
+        homogeneous = torch.cat([corners, torch.ones_like(corners[:, :1])], dim=1)  # (4, 3)
+        mapped = torch.einsum("kj,bij->bki", homogeneous, theta.float())  # (B, 4, 2 or 3)
+        if mapped.shape[-1] == 3:
+            mapped = mapped[..., :2] / mapped[..., 2:].clamp(min=1e-3)  # (B, 4, 2)
+        return F.smooth_l1_loss(mapped, target.float(), beta=0.1)
 
     def training_step(self, batch: STNBatch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")[0]

@@ -1,0 +1,1 @@
+"""Caption data sources: generated scenes and readers of the real formats (COCO, Karpathy, Flickr8k)."""

@@ -137,7 +137,9 @@ def load_flickr8k(
         key, sep, caption = line.partition("\t")
         name, hash_sign, _ = key.partition("#")
         if not sep or not hash_sign:
-            raise UserError(f"{token_file}:{number}: expected '<image>#<k>\\t<caption>', received {line[:60]!r}")
+            raise UserError(
+                f"{token_file}:{number}: expected '<image>#<k>\\t<caption>', received {line[:60]!r}"
+            )
         captions.setdefault(name.strip(), []).append(caption.strip())
     root = Path(image_dir)
     records = []

@@ -14,6 +14,15 @@ from tasks.asr.tokenizer import CharTokenizer
 TOK = CharTokenizer()
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; two threads fight on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(encoder: str = "conformer", decoder: str = "transformer", **kwargs) -> ASRModel:
     torch.manual_seed(0)
     args = dict(

@@ -14,7 +14,10 @@ from tasks.captioning.data import CaptionData
 from tasks.captioning.datasets import CaptionBatch
 from tasks.captioning.sources.formats import load_coco, load_flickr8k, load_karpathy
 
-TRAIN = {"t1.jpg": ["A dog runs on grass.", "a dog running"], "t2.jpg": ["A cat sleeps.", "the cat is asleep"]}
+TRAIN = {
+    "t1.jpg": ["A dog runs on grass.", "a dog running"],
+    "t2.jpg": ["A cat sleeps.", "the cat is asleep"],
+}
 VAL = {"v1.jpg": ["A zebra eats.", "zebra eating"]}
 TEST = {"s1.jpg": ["An elephant walks.", "elephant walking"]}
 
@@ -34,13 +37,20 @@ def _coco_file(path, captions, first_id):
     for k, (name, caps) in enumerate(captions.items()):
         images.append({"id": first_id + k, "file_name": name, "height": 20, "width": 30})
         for c in caps:
-            annotations.append({"id": len(annotations) + 100 * first_id, "image_id": first_id + k, "caption": c})
+            annotations.append(
+                {"id": len(annotations) + 100 * first_id, "image_id": first_id + k, "caption": c}
+            )
     path.write_text(json.dumps({"images": images, "annotations": annotations}), encoding="utf-8")
 
 
 def _karpathy_file(path):
     images = []
-    for split, group in (("train", TRAIN), ("val", VAL), ("test", TEST), ("restval", {"r1.jpg": ["A bird flies."]})):
+    for split, group in (
+        ("train", TRAIN),
+        ("val", VAL),
+        ("test", TEST),
+        ("restval", {"r1.jpg": ["A bird flies."]}),
+    ):
         for name, caps in group.items():
             images.append(
                 {
@@ -55,7 +65,12 @@ def _karpathy_file(path):
 
 
 def _flickr_files(root):
-    lines = [f"{name}#{k}\t{c}" for group in (TRAIN, VAL, TEST) for name, caps in group.items() for k, c in enumerate(caps)]
+    lines = [
+        f"{name}#{k}\t{c}"
+        for group in (TRAIN, VAL, TEST)
+        for name, caps in group.items()
+        for k, c in enumerate(caps)
+    ]
     (root / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     for split, group in (("train", TRAIN), ("dev", VAL), ("test", TEST)):
         (root / f"Flickr_8k.{split}Images.txt").write_text("\n".join(group) + "\n", encoding="utf-8")
@@ -121,7 +136,10 @@ def test_karpathy_loads(tmp_path):
 def test_flickr8k_loads(tmp_path):
     _images(tmp_path / "Flicker8k_Dataset", [*TRAIN, *VAL, *TEST])
     _flickr_files(tmp_path)
-    lists = {s: tmp_path / f"Flickr_8k.{n}Images.txt" for s, n in (("train", "train"), ("val", "dev"), ("test", "test"))}
+    lists = {
+        s: tmp_path / f"Flickr_8k.{n}Images.txt"
+        for s, n in (("train", "train"), ("val", "dev"), ("test", "test"))
+    }
     records = load_flickr8k(tmp_path / "Flickr8k.token.txt", tmp_path / "Flicker8k_Dataset", lists)
     assert len(records) == 4 and records[0].references == TRAIN["t1.jpg"]
     data = CaptionData(

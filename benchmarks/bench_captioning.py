@@ -1,0 +1,243 @@
+"""Captioning benchmark: train the default config, score the test split, time decoding and precision.
+
+Measures, side by side in one run (ratios, not absolute claims, on a shared machine):
+
+1. training: ``multiattn fit -c configs/captioning.yaml`` (wall time), unless ``--ckpt`` reuses a
+   checkpoint (its Timer callback state then gives the training time);
+2. the embedded test split, free-running beam search: BLEU-1..4, METEOR (when Java is present),
+   ROUGE-L, CIDEr-D (pycocoevalcap, corpus level, all references), the share of images whose
+   every named colour-shape pair is right, the pointing-game hit rate and the attention mass in
+   the named object's box for object words;
+3. beam search (beam 5) on 64 test images: batched vs one image at a time, identical captions;
+4. training throughput (images/s) in fp32 and bf16-mixed (``torch.autocast``, what Lightning's
+   ``bf16-mixed`` does), interleaved.
+
+Writes ``benchmarks/results/captioning.json`` and ``captioning.md``. Usage::
+
+    python -m benchmarks.bench_captioning                  # full: trains ~20 min
+    python -m benchmarks.bench_captioning --ckpt outputs/captioning/checkpoints/best.ckpt
+    python -m benchmarks.bench_captioning --quick          # tiny config, a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from multiattn.checkpoint import load_checkpoint, load_system
+from multiattn.io import atomic_open, write_json
+from multiattn.metrics.captioning import caption_metrics, java_available
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _config(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _train(config: Path, quick_root: Path | None) -> tuple[Path, float]:
+    cmd = [sys.executable, "-m", "multiattn.cli", "fit", "-c", str(config)]
+    if quick_root is not None:
+        cmd += [
+            f"--data.data_dir={quick_root / 'data'}",
+            f"--trainer.default_root_dir={quick_root}",
+            f"--trainer.logger.init_args.save_dir={quick_root}",
+            f"--trainer.callbacks.init_args.dirpath={quick_root / 'checkpoints'}",
+        ]
+    env = {**os.environ, "JSONARGPARSE_DEPRECATION_WARNINGS": "off"}
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    wall = time.perf_counter() - start
+    dirpath = Path(_config(config)["trainer"]["callbacks"][0]["init_args"]["dirpath"])
+    dirpath = quick_root / "checkpoints" if quick_root is not None else ROOT / dirpath
+    best = dirpath / "best.ckpt"
+    return (best if best.exists() else dirpath / "last.ckpt"), wall
+
+
+def _timer_seconds(ckpt: Path) -> float | None:
+    callbacks = load_checkpoint(ckpt).get("callbacks", {})
+    for key, state in callbacks.items():
+        if "Timer" in key and isinstance(state, dict):
+            return float(state.get("time_elapsed", {}).get("train", 0.0)) or None
+    return None
+
+
+def _test_scores(system, data, *, beam_size: int) -> dict[str, float]:
+    from tasks.captioning.scoring import SceneScorer
+
+    scorer = SceneScorer((data.image_size, data.image_size))
+    references, hypotheses = [], []
+    for batch in data.test_dataloader():
+        for i, caption in enumerate(system.generate(batch.images, beam_size=beam_size)):
+            words = system.vocab.decode_words(caption.tokens)
+            references.append(batch.references[i])
+            hypotheses.append(" ".join(words))
+            scorer.add(words, caption.attention, batch.objects[i])
+    scores = caption_metrics(references, hypotheses)
+    scores.update(scorer.compute())
+    scores["test_images"] = float(len(hypotheses))
+    return scores
+
+
+def _beam_speed(system, images: torch.Tensor, *, beam_size: int) -> dict[str, Any]:
+    system.generate(images[:2], beam_size=beam_size)  # warm-up
+    start = time.perf_counter()
+    batched = system.generate(images, beam_size=beam_size)
+    batched_s = time.perf_counter() - start
+    start = time.perf_counter()
+    single = [system.generate(images[i : i + 1], beam_size=beam_size)[0] for i in range(images.shape[0])]
+    single_s = time.perf_counter() - start
+    identical = all(a.tokens == b.tokens for a, b in zip(batched, single))
+    n = images.shape[0]
+    return {
+        "beam_size": beam_size,
+        "images": n,
+        "batched_ms_per_image": 1000 * batched_s / n,
+        "one_at_a_time_ms_per_image": 1000 * single_s / n,
+        "speedup": single_s / batched_s,
+        "identical_captions": identical,
+        "batched_images_per_s": n / batched_s,
+    }
+
+
+def _throughput(model_args: dict[str, Any], data, *, steps: int, rounds: int) -> dict[str, float]:
+    from tasks.captioning.system import CaptioningSystem
+
+    batches = []
+    for batch in data.train_dataloader():
+        batches.append(batch)
+        if len(batches) == steps:
+            break
+    rates: dict[str, list[float]] = {"fp32": [], "bf16-mixed": []}
+    systems = {}
+    for name in rates:
+        torch.manual_seed(0)
+        systems[name] = CaptioningSystem(
+            **{**model_args, "vocab": data.vocab.to_list(), "input_size": data.image_size}
+        )
+        systems[name].train()
+    optimizers = {k: torch.optim.AdamW(s.parameters(), lr=1e-3) for k, s in systems.items()}
+    for _ in range(rounds):  # interleaved, so both see the same machine load
+        for name, system in systems.items():
+            images = 0
+            start = time.perf_counter()
+            for batch in batches:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bf16-mixed"):
+                    loss, _ = system._loss(batch)
+                optimizers[name].zero_grad()
+                loss.backward()
+                optimizers[name].step()
+                images += len(batch)
+            rates[name].append(images / (time.perf_counter() - start))
+    fp32 = statistics.median(rates["fp32"])
+    bf16 = statistics.median(rates["bf16-mixed"])
+    return {"fp32_images_per_s": fp32, "bf16_mixed_images_per_s": bf16, "bf16_speedup": bf16 / fp32}
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    s, b, t = result["test"], result["beam"], result["throughput"]
+    lines = [
+        "# Captioning benchmark",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Checkpoint: `{result['checkpoint']}`; threads: {result['threads']}; Java: {result['java']}",
+        "",
+        "| metric | value | target |",
+        "| --- | --- | --- |",
+        f"| training time (min) | {result['training_minutes']:.1f} | ≤ 20 |"
+        if result["training_minutes"]
+        else "| training time | n/a | ≤ 20 min |",
+        f"| test BLEU-4 | {s['bleu_4']:.3f} | ≥ 0.75 |",
+        f"| test BLEU-1 / 2 / 3 | {s['bleu_1']:.3f} / {s['bleu_2']:.3f} / {s['bleu_3']:.3f} | |",
+        f"| test METEOR | {s['meteor']:.3f} | |"
+        if "meteor" in s
+        else "| test METEOR | skipped (no Java) | |",
+        f"| test ROUGE-L | {s['rouge_l']:.3f} | |",
+        f"| test CIDEr-D | {s['cider_d']:.3f} | |",
+        f"| images with every colour-shape pair right | {s['pairs_correct']:.3f} | ≥ 0.90 |",
+        f"| images naming exactly their objects | {s['objects_exact']:.3f} | |",
+        f"| pointing game, object words | {s['pointing_game']:.3f} | ≥ 0.80 |",
+        f"| attention mass in the named object's box | {s['attention_mass']:.3f} | |",
+        f"| beam {b['beam_size']}, {b['images']} images: batched ms/image | {b['batched_ms_per_image']:.1f} | |",
+        f"| one at a time ms/image | {b['one_at_a_time_ms_per_image']:.1f} | |",
+        f"| batched speed-up (identical captions: {b['identical_captions']}) | {b['speedup']:.1f}× | ≥ 5× |",
+        f"| training throughput fp32 (images/s) | {t['fp32_images_per_s']:.1f} | |",
+        f"| training throughput bf16-mixed (images/s) | {t['bf16_mixed_images_per_s']:.1f} ({t['bf16_speedup']:.2f}×) | |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_captioning", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny config and sizes (a minute)")
+    parser.add_argument("--ckpt", type=Path, default=None, help="reuse this checkpoint instead of training")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="training config (default configs/captioning.yaml)"
+    )
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--beam-images", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    from tasks.captioning.data import SceneCaptionData
+    from tasks.captioning.system import CaptioningSystem
+
+    config = args.config or ROOT / "configs" / ("captioning_tiny.yaml" if args.quick else "captioning.yaml")
+    quick_root = ROOT / "outputs" / "bench_captioning_quick" if args.quick else None
+    wall = None
+    if args.ckpt is None:
+        ckpt, wall = _train(config, quick_root)
+    else:
+        ckpt = args.ckpt
+    trained_s = _timer_seconds(ckpt) or wall
+    cfg = _config(config)
+    data_args = dict(cfg["data"]["init_args"])
+    if quick_root is not None:
+        data_args["data_dir"] = str(quick_root / "data")
+    data = SceneCaptionData(**data_args)
+    data.setup("test")
+    system = load_system(CaptioningSystem, ckpt)
+    data.set_vocab(system.vocab)
+    with torch.inference_mode():
+        test = _test_scores(system, data, beam_size=system.hparams.beam_size)
+        images = torch.cat([b.images for b in data.test_dataloader()])[: args.beam_images]
+        beam = _beam_speed(system, images, beam_size=args.beam_size)
+    model_args = dict(cfg["model"]["init_args"])
+    throughput = _throughput(model_args, data, steps=2 if args.quick else 6, rounds=2 if args.quick else 3)
+    result = {
+        "command": "python -m benchmarks.bench_captioning "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
+        "checkpoint": str(ckpt),
+        "threads": args.threads,
+        "java": java_available(),
+        "training_minutes": None if trained_s is None else trained_s / 60,
+        "training_wall_minutes": None if wall is None else wall / 60,
+        "test": test,
+        "beam": beam,
+        "throughput": throughput,
+    }
+    name = "captioning_quick" if args.quick else "captioning"
+    write_json(RESULTS / f"{name}.json", result, indent=1)
+    with atomic_open(RESULTS / f"{name}.md", "w", encoding="utf-8") as handle:
+        handle.write(_markdown(result))
+    print(_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

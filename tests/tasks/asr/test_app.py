@@ -1,0 +1,108 @@
+"""``multiattn transcribe``: JSON with words and times, overlays, bad files, long recordings."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from tasks.asr.app import main
+
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; two threads fight on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """A checkpoint of the tiny config (trained for two epochs) and its test audio folder."""
+    from multiattn.lightning_cli import build_cli
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module-scoped, so the function-scoped fixture does not cover it
+    root = tmp_path_factory.mktemp("asr_app")
+    args = [
+        "fit",
+        "-c",
+        str(ROOT / "configs/asr_tiny.yaml"),
+        f"--data.init_args.data_dir={root / 'data'}",
+        f"--trainer.default_root_dir={root / 'out'}",
+        f"--trainer.logger.init_args.save_dir={root / 'out'}",
+        f"--trainer.callbacks.init_args.dirpath={root / 'ckpt'}",
+    ]
+    build_cli(args)
+    torch.set_num_threads(threads)
+    return root / "ckpt" / "last.ckpt", root / "data" / "tiny-seed0" / "test"
+
+
+def test_json_has_text_and_word_times(trained, tmp_path: Path, capsys) -> None:
+    ckpt, audio = trained
+    files = sorted(audio.glob("*.flac"))[:2]
+    overlays = tmp_path / "overlays"
+    code = main([*map(str, files), "--ckpt", str(ckpt), "--json", "--beam-size", "2", "--ctc-weight", "0.5",
+                 "--overlay-dir", str(overlays)])
+    assert code == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["file"] for r in records] == [str(f) for f in files]
+    for record in records:
+        assert {"file", "text", "words", "duration", "segments"} <= set(record)
+        assert isinstance(record["text"], str)
+        for word in record["words"]:
+            assert set(word) == {"word", "start", "end"}
+            assert 0.0 <= word["start"] <= word["end"] <= record["duration"] + 0.1
+    assert sorted(p.name for p in overlays.glob("*.png")) == sorted(f"{f.stem}.png" for f in files)
+
+
+def test_bad_files_are_one_line_errors_and_others_still_run(trained, tmp_path: Path, capsys) -> None:
+    ckpt, audio = trained
+    good = sorted(audio.glob("*.flac"))[0]
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("this is not audio")
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(8000, dtype=np.float32), 16000)
+    code = main([str(good), str(not_audio), str(silent), str(tmp_path / "missing.flac"), "--ckpt", str(ckpt), "--json"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 3
+    assert any("notes.wav" in e for e in errors) and any("silent" in e for e in errors)
+    assert any("missing.flac" in e and "not found" in e for e in errors)
+
+
+def test_long_recording_is_segmented_and_joined(trained, tmp_path: Path, capsys) -> None:
+    ckpt, audio = trained
+    pieces = [soundfile.read(f, dtype="float32")[0] for f in sorted(audio.glob("*.flac"))[:4]]
+    gap = np.zeros(4000, dtype=np.float32)
+    long = np.concatenate([x for p in pieces for x in (p, gap)])
+    path = tmp_path / "long.wav"
+    soundfile.write(path, np.stack([long, long], axis=1), 22050)  # stereo, another rate
+    code = main([str(path), "--ckpt", str(ckpt), "--json", "--max-seconds", "3", "--beam-size", "1", "--mode", "attention"])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["segments"] >= 2
+    assert record["duration"] == pytest.approx(len(long) / 22050, abs=0.01)
+    starts = [w["start"] for w in record["words"]]
+    assert starts == sorted(starts)
+
+
+def test_user_errors_exit_2(trained, capsys) -> None:
+    ckpt, audio = trained
+    file = str(sorted(audio.glob("*.flac"))[0])
+    assert main([file, "--ckpt", str(ckpt), "--ctc-weight", "1.5"]) == 2
+    assert main([file, "--ckpt", "/nonexistent.ckpt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "ctc-weight" in err[0] and "nonexistent.ckpt" in err[1]

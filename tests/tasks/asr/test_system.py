@@ -1,0 +1,145 @@
+"""ASRSystem / ASRDataModule: the tiny config overfits one batch, configs instantiate,
+checkpoints rebuild themselves, validation logs overlays and WER."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from multiattn.checkpoint import load_system
+from tasks.asr.data import ASRDataModule, BucketBatchSampler, collate_speech
+from tasks.asr.system import ASRSystem
+
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+CONFIGS = sorted(Path(__file__).resolve().parents[3].joinpath("configs").glob("asr*.yaml"))
+TINY = dict(
+    embed_dim=32,
+    num_heads=2,
+    encoder_layers=1,
+    encoder_ff_dim=64,
+    conv_kernel_size=5,
+    decoder_layers=1,
+    decoder_ff_dim=64,
+    subsampling_channels=8,
+    dropout=0.0,
+    spec_augment=False,
+    label_smoothing=0.0,
+    warmup_steps=0,
+    beam_size=2,
+    num_overlays=1,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> ASRDataModule:
+    root = tmp_path_factory.mktemp("asr_data")
+    data = ASRDataModule(source="embedded", data_dir=str(root), corpus_size="tiny", batch_size=4)
+    data.prepare_data()
+    data.setup("fit")
+    return data
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread; two threads fight on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_model_overfits_one_batch(tiny_data: ASRDataModule, one_thread) -> None:
+    torch.manual_seed(0)
+    system = ASRSystem(**TINY)
+    batch = next(iter(tiny_data.train_dataloader()))
+    optimizer = torch.optim.Adam(system.parameters(), lr=3e-3)
+    system.train()
+    first = None
+    for _ in range(120):
+        loss = system.compute_loss(batch)
+        optimizer.zero_grad()
+        loss["loss"].backward()
+        optimizer.step()
+        first = first if first is not None else float(loss["loss"].detach())
+    final = system.compute_loss(batch)
+    assert float(final["loss"]) < 0.3 * first
+    assert float(final["token_accuracy"]) > 0.8
+
+
+def test_bucket_sampler_is_deterministic_and_covers_everything() -> None:
+    durations = [float(d) for d in torch.rand(103, generator=torch.Generator().manual_seed(0))]
+    sampler = BucketBatchSampler(durations, batch_size=8, shuffle=True, seed=3, pool_batches=4)
+    first = sampler.batches()
+    assert sorted(i for b in first for i in b) == list(range(103))
+    assert first == BucketBatchSampler(durations, batch_size=8, shuffle=True, seed=3, pool_batches=4).batches()
+    sampler.set_epoch(1)
+    assert sampler.batches() != first
+    ordered = BucketBatchSampler(durations, batch_size=8, shuffle=False).batches()
+    flat = [durations[i] for b in ordered for i in b]
+    assert flat == sorted(flat)
+
+
+def test_batches_carry_padding_lengths_and_word_timings(tiny_data: ASRDataModule) -> None:
+    batch = next(iter(tiny_data.val_dataloader()))
+    assert batch.waveform.shape[0] == len(batch.texts) == batch.lengths.shape[0]
+    assert int(batch.lengths.max()) == batch.waveform.shape[1]
+    assert batch.words is not None and batch.words[0][0]["word"] == batch.texts[0].split()[0]
+    row = int(batch.lengths.argmin())
+    assert torch.all(batch.waveform[row, int(batch.lengths[row]) :] == 0)
+    items = [tiny_data.datasets["val"][0]]
+    assert collate_speech(items).texts == [items[0].text]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_every_config_parses_and_instantiates(config: Path) -> None:
+    from multiattn.lightning_cli import build_cli
+
+    cli = build_cli(["-c", str(config), "--trainer.logger", "false"], run=False)
+    assert isinstance(cli.model, ASRSystem)
+    assert isinstance(cli.datamodule, ASRDataModule)
+
+
+def test_checkpoint_rebuilds_with_vocab_and_validation_logs_overlays(
+    tiny_data: ASRDataModule, tmp_path: Path, one_thread
+) -> None:
+    import lightning.pytorch as pl
+
+    torch.manual_seed(0)
+    system = ASRSystem(**TINY)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=pl.loggers.CSVLogger(tmp_path, name="logs"),
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+    )
+    trainer.fit(system, datamodule=tiny_data)
+    assert "val/wer" in trainer.callback_metrics
+    assert list(tmp_path.rglob("overlays/epoch_000/*.png"))
+    path = tmp_path / "tiny.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert checkpoint["hyper_parameters"]["vocab"] == system.tokenizer.vocab
+    loaded = load_system(ASRSystem, path, decode_ctc_weight=0.5)
+    assert loaded.hparams.decode_ctc_weight == 0.5 and not loaded.training
+    batch = next(iter(tiny_data.val_dataloader()))
+    system.eval()
+    with torch.no_grad():
+        a = system.decode(batch.waveform, batch.lengths, mode="ctc")
+        b = loaded.decode(batch.waveform, batch.lengths, mode="ctc")
+    assert [r.tokens for r in a] == [r.tokens for r in b]
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="val_decoding"):
+        ASRSystem(**{**TINY, "val_decoding": "nope"})
+    with pytest.raises(ValueError, match="source"):
+        ASRDataModule(source="nope")

@@ -1,0 +1,82 @@
+"""STNClassifier: identity initialisation, shapes, gradients, the baseline switch, timm backbones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tasks.stn.model import TRANSFORMS, STNClassifier
+
+
+def _tiny(**kwargs) -> STNClassifier:
+    defaults = dict(
+        localization_channels=(4, 4),
+        localization_hidden_dim=8,
+        classifier_channels=(4, 8),
+        classifier_hidden_dim=16,
+        dropout=0.0,
+    )
+    return STNClassifier(**{**defaults, **kwargs})
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
+def test_identity_initialisation_returns_the_input(transform):
+    torch.manual_seed(0)
+    model = _tiny(transform=transform, output_size=(36, 36)).eval()
+    images = torch.rand(3, 1, 36, 36)
+    output = model(images)
+    identity = torch.eye(output.theta.shape[1], 3)[: output.theta.shape[1]]
+    if output.theta.shape[1] == 3:
+        identity = torch.eye(3)
+    assert torch.allclose(output.theta, identity.expand_as(output.theta), atol=1e-6)
+    # Identity theta with align_corners=False samples pixel centres exactly.
+    assert torch.allclose(output.warped, images, atol=1e-5)
+    assert output.logits.shape == (3, 10)
+
+
+def test_gradients_reach_every_parameter_and_no_nan():
+    torch.manual_seed(0)
+    model = _tiny(output_size=(16, 16))
+    # Move the head off its zero-weight identity so gradients flow into the localisation net too.
+    with torch.no_grad():
+        model.transformer.head.linear.weight.normal_(0, 0.01)
+    output = model(torch.rand(4, 1, 40, 40))
+    loss = torch.nn.functional.cross_entropy(output.logits, torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert len(model.localization_parameters()) > 0
+
+
+def test_warp_happens_before_normalisation():
+    # A zoom-out samples outside the image: the padding must be the dark background (0) in
+    # [0, 1] space, which normalises to -mean/std, not to 0 (normalised grey).
+    model = _tiny(output_size=(8, 8)).eval()
+    with torch.no_grad():
+        model.transformer.head.linear.bias.copy_(torch.tensor([3.0, 0, 0, 0, 3.0, 0]))
+    output = model(torch.ones(1, 1, 8, 8))
+    assert output.warped[0, 0, 0, 0] == 0.0 and output.warped[0, 0, 4, 4] == 1.0
+
+
+def test_baseline_without_transformer():
+    model = _tiny(use_transformer=False)
+    images = torch.rand(2, 1, 60, 60)
+    output = model(images)
+    assert output.theta is None and output.warped is images and output.logits.shape == (2, 10)
+    assert model.localization_parameters() == []
+
+
+def test_timm_backbone_by_name():
+    model = _tiny(classifier="test_resnet", in_channels=3, num_classes=4, mean=(0.5,), std=(0.5,), output_size=(32, 32))
+    output = model(torch.rand(2, 3, 48, 48))
+    assert output.logits.shape == (2, 4) and output.warped.shape == (2, 3, 32, 32)
+
+
+def test_unknown_names_fail_loudly():
+    with pytest.raises(ValueError, match="valid transforms"):
+        _tiny(transform="tps")
+    with pytest.raises(ValueError, match="timm"):
+        _tiny(classifier="no_such_model_anywhere")
+    with pytest.raises(ValueError, match="mean / std"):
+        _tiny(in_channels=3, mean=(0.1, 0.2))
