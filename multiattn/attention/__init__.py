@@ -9,11 +9,19 @@ from __future__ import annotations
 
 from torch import nn
 
+from multiattn.attention.additive import AdditiveAttention
 from multiattn.attention.cache import KVCache, LinearAttentionState
 from multiattn.attention.linear import LinearAttention
+from multiattn.attention.location import LocationAwareAttention
 from multiattn.attention.multihead import MultiHeadAttention
+from multiattn.attention.spatial import SoftSpatialAttention, SpatialAttentionOutput, doubly_stochastic_penalty
 
 __all__ = [
+    "AdditiveAttention",
+    "LocationAwareAttention",
+    "SoftSpatialAttention",
+    "SpatialAttentionOutput",
+    "doubly_stochastic_penalty",
     "ATTENTION",
     "build_attention",
     "KVCache",

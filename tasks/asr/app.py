@@ -34,14 +34,26 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = app_parser("transcribe", "Transcribe speech with a joint CTC/attention checkpoint.", "audio files or folders")
-    parser.add_argument("--beam-size", type=int, default=None, help="beam size (default: the checkpoint's, 10)")
-    parser.add_argument(
-        "--ctc-weight", type=float, default=None, help="CTC weight of joint decoding in [0, 1] (default: the checkpoint's)"
+    parser = app_parser(
+        "transcribe", "Transcribe speech with a joint CTC/attention checkpoint.", "audio files or folders"
     )
-    parser.add_argument("--mode", choices=DECODING_MODES, default="joint", help="decoding (default joint CTC/attention)")
     parser.add_argument(
-        "--max-seconds", type=float, default=20.0, help="longer recordings are decoded in segments of at most this"
+        "--beam-size", type=int, default=None, help="beam size (default: the checkpoint's, 10)"
+    )
+    parser.add_argument(
+        "--ctc-weight",
+        type=float,
+        default=None,
+        help="CTC weight of joint decoding in [0, 1] (default: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--mode", choices=DECODING_MODES, default="joint", help="decoding (default joint CTC/attention)"
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=20.0,
+        help="longer recordings are decoded in segments of at most this",
     )
     return parser
 
@@ -74,7 +86,9 @@ def predict(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         yield from _transcribe_files(system, files[start : start + args.batch_size], args, device)
 
 
-def _transcribe_files(system, files: Sequence[Path], args: argparse.Namespace, device: torch.device) -> Iterator[dict]:
+def _transcribe_files(
+    system, files: Sequence[Path], args: argparse.Namespace, device: torch.device
+) -> Iterator[dict]:
     pieces: list[tuple[int, int, torch.Tensor]] = []  # (file index, start sample, waveform)
     errors: dict[int, str] = {}
     durations: dict[int, float] = {}
@@ -115,14 +129,27 @@ def _transcribe_files(system, files: Sequence[Path], args: argparse.Namespace, d
             result = decoded[piece_id]
             offset = pieces[piece_id][1] / SAMPLE_RATE
             chars = system.tokenizer.chars(result.tokens)
-            spans = ctc_word_spans(result.ctc_log_probs, result.tokens, chars, blank_id=system.tokenizer.blank_id)
+            spans = ctc_word_spans(
+                result.ctc_log_probs, result.tokens, chars, blank_id=system.tokenizer.blank_id
+            )
             if result.text:
                 texts.append(result.text)
             for span in spans or []:
-                words.append({"word": span.word, "start": round(offset + span.start, 3), "end": round(offset + span.end, 3)})
+                words.append(
+                    {
+                        "word": span.word,
+                        "start": round(offset + span.start, 3),
+                        "end": round(offset + span.end, 3),
+                    }
+                )
             if overlay:
                 suffix = f"_seg{number:03d}" if len(own) > 1 else ""
-                _write_overlay(system, result, args.overlay_dir / f"{path.stem}{suffix}.png", f"{path.name}: {result.text}")
+                _write_overlay(
+                    system,
+                    result,
+                    args.overlay_dir / f"{path.stem}{suffix}.png",
+                    f"{path.name}: {result.text}",
+                )
         yield {
             "file": str(path),
             "text": " ".join(texts),

@@ -228,8 +228,12 @@ class ASRDataModule(LightningDataModule):
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
-        batch_size = self.hparams.batch_size if shuffle else (self.hparams.eval_batch_size or self.hparams.batch_size)
-        sampler = BucketBatchSampler(dataset.durations, batch_size=batch_size, shuffle=shuffle, seed=self.hparams.seed)
+        batch_size = (
+            self.hparams.batch_size if shuffle else (self.hparams.eval_batch_size or self.hparams.batch_size)
+        )
+        sampler = BucketBatchSampler(
+            dataset.durations, batch_size=batch_size, shuffle=shuffle, seed=self.hparams.seed
+        )
         return DataLoader(
             dataset,
             batch_sampler=sampler,
@@ -251,6 +255,8 @@ class ASRDataModule(LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return batch.to(device) if isinstance(batch, SpeechBatch) else super().transfer_batch_to_device(
-            batch, device, dataloader_idx
+        return (
+            batch.to(device)
+            if isinstance(batch, SpeechBatch)
+            else super().transfer_batch_to_device(batch, device, dataloader_idx)
         )

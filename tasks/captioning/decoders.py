@@ -30,7 +30,44 @@ from multiattn.positional import SinusoidalPositionalEncoding, sinusoidal_2d
 from multiattn.recording import record_attention
 from multiattn.transformer import TransformerDecoder
 
-__all__ = ["ShowAttendTellDecoder", "TransformerCaptionDecoder", "DECODERS"]
+__all__ = ["GridMemory", "ShowAttendTellDecoder", "TransformerCaptionDecoder", "DECODERS"]
+
+
+class GridMemory:
+    """An image's grid (and its attention projection), shared by all hypotheses of that image.
+
+    Beam search reorders the decoder state every step, but a hypothesis only ever moves between
+    rows of its own image, whose grid is the same: copying ``(N, cells, C)`` tensors every step
+    would cost more than the attention itself. So this object keeps which image each row
+    belongs to and re-gathers the grid only when that changes (the initial beam expansion, or a
+    search that drops rows).
+
+    Args:
+        features: ``(B, N, C)`` per-image grid.
+        features_proj: ``(B, N, A)`` its attention projection.
+    """
+
+    def __init__(self, features: Tensor, features_proj: Tensor) -> None:
+        self.base = (features, features_proj)
+        self.items = torch.arange(features.shape[0], device=features.device)  # (rows,) image of each row
+        self.rows = self.base
+
+    def reorder(self, indices: Tensor) -> GridMemory:
+        """Select hypothesis rows ``indices`` (``(rows',)`` long)."""
+        moved = GridMemory.__new__(GridMemory)
+        moved.base = self.base
+        moved.items = self.items.index_select(0, indices.to(self.items.device))
+        same = moved.items.shape == self.items.shape and torch.equal(moved.items, self.items)
+        moved.rows = self.rows if same else tuple(t.index_select(0, moved.items) for t in self.base)
+        return moved
+
+    @property
+    def features(self) -> Tensor:
+        return self.rows[0]  # (rows, N, C)
+
+    @property
+    def features_proj(self) -> Tensor:
+        return self.rows[1]  # (rows, N, A)
 
 
 class ShowAttendTellDecoder(nn.Module):
@@ -75,9 +112,9 @@ class ShowAttendTellDecoder(nn.Module):
         """``features (B, C, H, W)`` -> the decoding state (hypothesis dimension first everywhere)."""
         flat, (height, width) = flatten_grid(features)  # (B, N, C)
         mean = flat.mean(dim=1)  # (B, C)
+        projected = self.attention.precompute(flat, grid_hw=(height, width))  # (B, N, A)
         return {
-            "features": flat,
-            "features_proj": self.attention.precompute(flat, grid_hw=(height, width)),  # (B, N, A)
+            "memory": GridMemory(flat, projected),
             "h": torch.tanh(self.init_h(mean)),
             "c": torch.tanh(self.init_c(mean)),
             "grid": (height, width),
@@ -86,8 +123,9 @@ class ShowAttendTellDecoder(nn.Module):
     def _advance(self, previous: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any], Tensor]:
         """Consume ``previous`` tokens ``(B,)``: attend with ``h_{t-1}``, update the LSTM, score the next word."""
         embedded = self.embedding(previous)  # (B, E)
+        memory = state["memory"]
         attended = self.attention(
-            state["features"], state["h"], grid_hw=state["grid"], features_proj=state["features_proj"]
+            memory.features, state["h"], grid_hw=state["grid"], features_proj=memory.features_proj
         )
         h, c = self.cell(torch.cat([embedded, attended.context], dim=-1), (state["h"], state["c"]))
         logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(attended.context)))

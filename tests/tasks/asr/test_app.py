@@ -52,8 +52,20 @@ def test_json_has_text_and_word_times(trained, tmp_path: Path, capsys) -> None:
     ckpt, audio = trained
     files = sorted(audio.glob("*.flac"))[:2]
     overlays = tmp_path / "overlays"
-    code = main([*map(str, files), "--ckpt", str(ckpt), "--json", "--beam-size", "2", "--ctc-weight", "0.5",
-                 "--overlay-dir", str(overlays)])
+    code = main(
+        [
+            *map(str, files),
+            "--ckpt",
+            str(ckpt),
+            "--json",
+            "--beam-size",
+            "2",
+            "--ctc-weight",
+            "0.5",
+            "--overlay-dir",
+            str(overlays),
+        ]
+    )
     assert code == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["file"] for r in records] == [str(f) for f in files]
@@ -73,7 +85,17 @@ def test_bad_files_are_one_line_errors_and_others_still_run(trained, tmp_path: P
     not_audio.write_text("this is not audio")
     silent = tmp_path / "silent.wav"
     soundfile.write(silent, np.zeros(8000, dtype=np.float32), 16000)
-    code = main([str(good), str(not_audio), str(silent), str(tmp_path / "missing.flac"), "--ckpt", str(ckpt), "--json"])
+    code = main(
+        [
+            str(good),
+            str(not_audio),
+            str(silent),
+            str(tmp_path / "missing.flac"),
+            "--ckpt",
+            str(ckpt),
+            "--json",
+        ]
+    )
     assert code == 1
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 1
@@ -90,7 +112,20 @@ def test_long_recording_is_segmented_and_joined(trained, tmp_path: Path, capsys)
     long = np.concatenate([x for p in pieces for x in (p, gap)])
     path = tmp_path / "long.wav"
     soundfile.write(path, np.stack([long, long], axis=1), 22050)  # stereo, another rate
-    code = main([str(path), "--ckpt", str(ckpt), "--json", "--max-seconds", "3", "--beam-size", "1", "--mode", "attention"])
+    code = main(
+        [
+            str(path),
+            "--ckpt",
+            str(ckpt),
+            "--json",
+            "--max-seconds",
+            "3",
+            "--beam-size",
+            "1",
+            "--mode",
+            "attention",
+        ]
+    )
     assert code == 0
     record = json.loads(capsys.readouterr().out)
     assert record["segments"] >= 2

@@ -119,7 +119,9 @@ def test_every_parameter_gets_a_gradient(encoder: str, decoder: str) -> None:
     wave, lengths = _audio([7000, 5000])
     tokens = torch.randint(3, len(TOK), (2, 5))
     out = model(wave, lengths, tokens, torch.tensor([5, 3]))
-    (out.ctc_log_probs.logsumexp(-1).sum() * 0 + out.ctc_log_probs[..., 3].sum() + out.decoder_logits.sum()).backward()
+    (
+        out.ctc_log_probs.logsumexp(-1).sum() * 0 + out.ctc_log_probs[..., 3].sum() + out.decoder_logits.sum()
+    ).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
@@ -139,7 +141,15 @@ def test_joint_decoding_batched_equals_one_at_a_time_and_respects_length_limit()
     batched = decode_batch(model, TOK, wave, lengths, mode="joint", beam_size=3, ctc_weight=0.5)
     for row in range(2):
         n = int(lengths[row])
-        alone = decode_batch(model, TOK, wave[row : row + 1, :n], lengths[row : row + 1], mode="joint", beam_size=3, ctc_weight=0.5)
+        alone = decode_batch(
+            model,
+            TOK,
+            wave[row : row + 1, :n],
+            lengths[row : row + 1],
+            mode="joint",
+            beam_size=3,
+            ctc_weight=0.5,
+        )
         assert alone[0].tokens == batched[row].tokens
         assert len(batched[row].tokens) <= batched[row].ctc_log_probs.shape[0]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from multiattn.checkpoint import load_system
 from tasks.asr.data import ASRDataModule, BucketBatchSampler, collate_speech
@@ -15,22 +16,8 @@ from tasks.asr.system import ASRSystem
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 CONFIGS = sorted(Path(__file__).resolve().parents[3].joinpath("configs").glob("asr*.yaml"))
-TINY = dict(
-    embed_dim=32,
-    num_heads=2,
-    encoder_layers=1,
-    encoder_ff_dim=64,
-    conv_kernel_size=5,
-    decoder_layers=1,
-    decoder_ff_dim=64,
-    subsampling_channels=8,
-    dropout=0.0,
-    spec_augment=False,
-    label_smoothing=0.0,
-    warmup_steps=0,
-    beam_size=2,
-    num_overlays=1,
-)
+# The tiny config's model, so "the tiny config overfits one batch" tests that very config.
+TINY = yaml.safe_load((CONFIGS[0].parent / "asr_tiny.yaml").read_text())["model"]["init_args"]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +42,7 @@ def test_tiny_model_overfits_one_batch(tiny_data: ASRDataModule, one_thread) -> 
     torch.manual_seed(0)
     system = ASRSystem(**TINY)
     batch = next(iter(tiny_data.train_dataloader()))
-    optimizer = torch.optim.Adam(system.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(system.parameters(), lr=TINY["learning_rate"])
     system.train()
     first = None
     for _ in range(120):
@@ -74,7 +61,9 @@ def test_bucket_sampler_is_deterministic_and_covers_everything() -> None:
     sampler = BucketBatchSampler(durations, batch_size=8, shuffle=True, seed=3, pool_batches=4)
     first = sampler.batches()
     assert sorted(i for b in first for i in b) == list(range(103))
-    assert first == BucketBatchSampler(durations, batch_size=8, shuffle=True, seed=3, pool_batches=4).batches()
+    assert (
+        first == BucketBatchSampler(durations, batch_size=8, shuffle=True, seed=3, pool_batches=4).batches()
+    )
     sampler.set_epoch(1)
     assert sampler.batches() != first
     ordered = BucketBatchSampler(durations, batch_size=8, shuffle=False).batches()

@@ -156,3 +156,19 @@ def test_timm_encoder_loads_local_weights_file(tmp_path):
     )
     out = model(torch.randn(2, 3, 64, 64), torch.tensor([[1, 5, 2], [1, 2, 0]]), torch.tensor([3, 2]))
     assert out.attention.shape == (2, 2, 2, 2)
+
+
+def test_grid_memory_reorders_like_a_tensor():
+    from tasks.captioning.decoders import GridMemory
+
+    features = torch.randn(3, 5, 4)
+    projected = torch.randn(3, 5, 2)
+    memory = GridMemory(features, projected)
+    expanded = memory.reorder(torch.arange(3).repeat_interleave(2))  # beam expansion, K = 2
+    assert torch.equal(expanded.features, features.repeat_interleave(2, dim=0))
+    within = expanded.reorder(torch.tensor([1, 1, 2, 3, 5, 4]))  # rows move inside their image
+    assert within.features is expanded.features  # nothing copied
+    assert torch.equal(within.features_proj, projected.repeat_interleave(2, dim=0))
+    dropped = within.reorder(torch.tensor([0, 4]))  # rows of images 0 and 2 only
+    assert torch.equal(dropped.features, features[[0, 2]])
+    assert torch.equal(dropped.features_proj, projected[[0, 2]])

@@ -1,0 +1,323 @@
+"""Speech recognition benchmark: quality of the three decoders, alignment, speed.
+
+Run: ``.venv/bin/python -m benchmarks.bench_asr [--quick] [--ckpt C] [--threads N]``; writes
+``benchmarks/results/asr.json`` and ``benchmarks/results/asr.md``.
+
+1. Training: without ``--ckpt``, trains the default config (``multiattn fit -c configs/asr.yaml``,
+   or ``configs/asr_tiny.yaml`` with ``--quick``) and records its wall time; with ``--ckpt``,
+   evaluates that checkpoint (the training time is then read from its log when present).
+2. Quality on ``test`` and ``test_unseen_voices`` of the embedded corpus: corpus WER / CER of CTC
+   greedy, attention beam search and joint CTC/attention beam search, side by side (beam 10,
+   joint CTC weight from the checkpoint unless ``--ctc-weight``).
+3. Alignment on ``test``: each correctly recognised word's start from the decoder attention
+   (arg-max frame of its first character) and from the CTC forced alignment, against espeak-ng's
+   word events: median absolute error (ms), share within 50 / 100 ms.
+4. Decoding speed: real-time factor of joint decoding (beam 10, 16 utterances per batch), and
+   the same utterances one at a time, with a check that the transcripts are identical.
+5. Training throughput, seconds of audio per second, fp32 vs bf16 autocast, side by side on the
+   same batches (forward + backward + AdamW step of the checkpoint's architecture).
+
+JSON keys: ``config``, ``checkpoint``, ``threads``, ``load_average``, ``train_minutes``,
+``quality[split][decoder] = {wer, cer, utterances}``, ``alignment[source] = {median_abs_error_ms,
+mean_abs_error_ms, within_50ms, within_100ms, words}``, ``decoding = {batch_size, beam_size,
+ctc_weight, audio_seconds, batched_seconds, rtf_batched, single_seconds, rtf_single,
+batched_speedup, identical_transcripts}``, ``training_throughput = {fp32, bf16_mixed,
+bf16_speedup}`` (audio seconds per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _train(config: str) -> tuple[Path, float]:
+    env = {**os.environ, "JSONARGPARSE_DEPRECATION_WARNINGS": "off"}
+    start = time.time()
+    subprocess.run(
+        [sys.executable, "-m", "multiattn.cli", "fit", "-c", config], check=True, cwd=ROOT, env=env
+    )
+    minutes = (time.time() - start) / 60
+    out = "outputs/asr_tiny" if "tiny" in config else "outputs/asr"
+    return ROOT / out / "checkpoints" / "best.ckpt", minutes
+
+
+def _train_minutes_from_log(ckpt: Path) -> float | None:
+    """Wall time between the first and the last write of the run's metrics (its log folder)."""
+    logs = sorted((ckpt.parent.parent / "logs").glob("version_*/metrics.csv"))
+    if not logs:
+        return None
+    config = logs[-1].parent / "config.yaml"  # written by SaveConfigCallback when fit starts
+    return (logs[-1].stat().st_mtime - config.stat().st_mtime) / 60 if config.exists() else None
+
+
+def _loader(data_args: dict, split: str, batch_size: int, limit: int | None):
+    from tasks.asr.data import ASRDataModule
+
+    data = ASRDataModule(**{**data_args, "test_split": split, "eval_batch_size": batch_size})
+    data.prepare_data()
+    data.setup("test")
+    dataset = data.datasets["test"]
+    if limit is not None:
+        dataset.entries = dataset.entries[:limit]
+    return data.test_dataloader(), dataset
+
+
+def _quality(system, loader, modes, beam_size: int, ctc_weight: float, alignment: bool) -> tuple[dict, dict]:
+    from multiattn.metrics.speech import boundary_errors, error_counts
+
+    refs: list[str] = []
+    hyps: dict[str, list[str]] = {mode: [] for mode in modes}
+    align: dict[str, list[float]] = {"true": [], "attention": [], "ctc": [], "true_ctc": []}
+    for batch in loader:
+        refs.extend(batch.texts)
+        for mode in modes:
+            want_attention = alignment and mode == "joint"
+            results = system.decode(
+                batch.waveform,
+                batch.lengths,
+                mode=mode,
+                beam_size=beam_size,
+                ctc_weight=ctc_weight,
+                return_attention=want_attention,
+            )
+            hyps[mode].extend(r.text for r in results)
+            if want_attention and batch.words is not None:
+                for result, words in zip(results, batch.words):
+                    if words:
+                        for key, values in system.alignment_errors(result, words).items():
+                            align[key].extend(values)
+    quality = {}
+    for mode in modes:
+        words, chars = (
+            error_counts(refs, hyps[mode], unit="word"),
+            error_counts(refs, hyps[mode], unit="char"),
+        )
+        quality[mode] = {
+            "wer": words["errors"] / max(words["reference_units"], 1),
+            "cer": chars["errors"] / max(chars["reference_units"], 1),
+            "utterances": len(refs),
+        }
+    alignment_stats = {}
+    if align["attention"]:
+        alignment_stats["attention"] = boundary_errors(align["attention"], align["true"])
+    if align["ctc"]:
+        alignment_stats["ctc"] = boundary_errors(align["ctc"], align["true_ctc"])
+    return quality, alignment_stats
+
+
+def _decoding_speed(
+    system, dataset, *, count: int, batch_size: int, beam_size: int, ctc_weight: float
+) -> dict:
+    from tasks.asr.data import collate_speech
+
+    items = [dataset[i] for i in range(min(count, len(dataset)))]
+    items.sort(key=lambda item: item.waveform.numel())  # batches of similar length, as the app does
+    audio_seconds = sum(item.waveform.numel() for item in items) / 16000
+    start = time.perf_counter()
+    batched = []
+    for i in range(0, len(items), batch_size):
+        batch = collate_speech(items[i : i + batch_size])
+        batched.extend(
+            r.tokens
+            for r in system.decode(
+                batch.waveform, batch.lengths, mode="joint", beam_size=beam_size, ctc_weight=ctc_weight
+            )
+        )
+    batched_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    single = []
+    for item in items:
+        batch = collate_speech([item])
+        single.extend(
+            r.tokens
+            for r in system.decode(
+                batch.waveform, batch.lengths, mode="joint", beam_size=beam_size, ctc_weight=ctc_weight
+            )
+        )
+    single_seconds = time.perf_counter() - start
+    return {
+        "batch_size": batch_size,
+        "beam_size": beam_size,
+        "ctc_weight": ctc_weight,
+        "utterances": len(items),
+        "audio_seconds": audio_seconds,
+        "batched_seconds": batched_seconds,
+        "rtf_batched": batched_seconds / audio_seconds,
+        "single_seconds": single_seconds,
+        "rtf_single": single_seconds / audio_seconds,
+        "batched_speedup": single_seconds / batched_seconds,
+        "identical_transcripts": batched == single,
+    }
+
+
+def _training_throughput(hparams: dict, dataset, *, steps: int, batch_size: int) -> dict:
+    from tasks.asr.data import collate_speech
+    from tasks.asr.system import ASRSystem
+
+    batches = [
+        collate_speech([dataset[i % len(dataset)] for i in range(s * batch_size, (s + 1) * batch_size)])
+        for s in range(steps + 1)
+    ]
+    out = {}
+    for name, enabled in (("fp32", False), ("bf16_mixed", True)):
+        torch.manual_seed(0)
+        system = ASRSystem(**hparams).train()
+        optimizer = torch.optim.AdamW(system.parameters(), lr=1e-4)
+        elapsed, audio = 0.0, 0.0
+        for index, batch in enumerate(batches):
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+                loss = system.compute_loss(batch)["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if index:  # the first step warms up allocators and kernels
+                elapsed += time.perf_counter() - start
+                audio += float(batch.lengths.sum()) / 16000
+        out[name] = audio / elapsed
+    out["bf16_speedup"] = out["bf16_mixed"] / out["fp32"]
+    return out
+
+
+def _markdown(result: dict) -> str:
+    lines = [
+        "# Speech recognition benchmark",
+        "",
+        f"Checkpoint `{result['checkpoint']}`, {result['threads']} thread(s), load average {result['load_average']}.",
+        f"Training wall time: {result['train_minutes']} min.",
+        "",
+        "| split | decoder | WER % | CER % | utterances |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for split, decoders in result["quality"].items():
+        for mode, q in decoders.items():
+            lines.append(
+                f"| {split} | {mode} | {100 * q['wer']:.2f} | {100 * q['cer']:.2f} | {q['utterances']} |"
+            )
+    lines += [
+        "",
+        "| word-start source | median abs error ms | mean ms | within 50 ms | within 100 ms | words |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for source, a in result["alignment"].items():
+        lines.append(
+            f"| {source} | {a['median_abs_error_ms']:.1f} | {a['mean_abs_error_ms']:.1f} | "
+            f"{100 * a['within_50ms']:.1f}% | {100 * a['within_100ms']:.1f}% | {a['words']} |"
+        )
+    d = result["decoding"]
+    lines += [
+        "",
+        f"Joint decoding, beam {d['beam_size']}, CTC weight {d['ctc_weight']}, {d['utterances']} utterances "
+        f"({d['audio_seconds']:.1f} s of audio):",
+        "",
+        "| mode | seconds | real-time factor |",
+        "| --- | ---: | ---: |",
+        f"| batched ({d['batch_size']} per batch) | {d['batched_seconds']:.2f} | {d['rtf_batched']:.4f} |",
+        f"| one at a time | {d['single_seconds']:.2f} | {d['rtf_single']:.4f} |",
+        "",
+        f"Batched speed-up: {d['batched_speedup']:.2f}x; identical transcripts: {d['identical_transcripts']}.",
+        "",
+    ]
+    t = result["training_throughput"]
+    lines += [
+        "| training precision | audio seconds / second |",
+        "| --- | ---: |",
+        f"| fp32 | {t['fp32']:.1f} |",
+        f"| bf16-mixed | {t['bf16_mixed']:.1f} |",
+        "",
+        f"bf16-mixed / fp32: {t['bf16_speedup']:.2f}x.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_asr", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny config, few utterances (smoke run)")
+    parser.add_argument(
+        "--ckpt", type=Path, default=None, help="evaluate this checkpoint instead of training"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)"
+    )
+    parser.add_argument("--ctc-weight", type=float, default=None, help="joint decoding CTC weight")
+    parser.add_argument("--beam-size", type=int, default=10)
+    parser.add_argument("--limit", type=int, default=None, help="utterances per test split (default all)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["quality", "speed", "throughput"])
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from multiattn.checkpoint import load_checkpoint, load_system
+    from multiattn.io import atomic_open, write_json
+    from tasks.asr.system import ASRSystem
+
+    config = "configs/asr_tiny.yaml" if args.quick else "configs/asr.yaml"
+    if args.ckpt is None:
+        ckpt, minutes = _train(config)
+    else:
+        ckpt, minutes = args.ckpt, _train_minutes_from_log(args.ckpt)
+    checkpoint = load_checkpoint(ckpt)
+    system = load_system(ASRSystem, ckpt)
+    ctc_weight = system.hparams.decode_ctc_weight if args.ctc_weight is None else args.ctc_weight
+    data_args = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    data_args = {k: v for k, v in data_args.items() if not k.startswith("_")}
+    if not data_args or data_args.get("source") != "embedded":
+        data_args = {"source": "embedded", "data_dir": "data/asr/embedded", "rate_range": (120, 170)}
+    limit = 8 if args.quick else args.limit
+    result: dict = {
+        "config": config,
+        "checkpoint": str(ckpt),
+        "threads": args.threads,
+        "load_average": round(os.getloadavg()[0], 2),
+        "train_minutes": None if minutes is None else round(minutes, 1),
+        "quality": {},
+        "alignment": {},
+    }
+    modes = ("ctc", "attention", "joint")
+    with torch.inference_mode():
+        if "quality" not in args.skip:
+            for split in ("test", "test_unseen_voices"):
+                loader, _ = _loader(data_args, split, 16, limit)
+                quality, alignment = _quality(
+                    system, loader, modes, args.beam_size, ctc_weight, split == "test"
+                )
+                result["quality"][split] = quality
+                if alignment:
+                    result["alignment"] = alignment
+                print(split, quality, alignment, flush=True)
+        _, test_set = _loader(data_args, "test", 16, None)
+        if "speed" not in args.skip:
+            result["decoding"] = _decoding_speed(
+                system,
+                test_set,
+                count=16 if args.quick else 64,
+                batch_size=16,
+                beam_size=args.beam_size,
+                ctc_weight=ctc_weight,
+            )
+            print(result["decoding"], flush=True)
+    if "throughput" not in args.skip:
+        hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+        result["training_throughput"] = _training_throughput(
+            hparams, test_set, steps=2 if args.quick else 4, batch_size=4 if args.quick else 16
+        )
+        print(result["training_throughput"], flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_json(RESULTS / "asr.json", result, indent=1)
+    if not args.skip:
+        with atomic_open(RESULTS / "asr.md", "w", encoding="utf-8") as handle:
+            handle.write(_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
