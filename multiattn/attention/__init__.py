@@ -14,7 +14,11 @@ from multiattn.attention.cache import KVCache, LinearAttentionState
 from multiattn.attention.linear import LinearAttention
 from multiattn.attention.location import LocationAwareAttention
 from multiattn.attention.multihead import MultiHeadAttention
-from multiattn.attention.spatial import SoftSpatialAttention, SpatialAttentionOutput, doubly_stochastic_penalty
+from multiattn.attention.spatial import (
+    SoftSpatialAttention,
+    SpatialAttentionOutput,
+    doubly_stochastic_penalty,
+)
 
 __all__ = [
     "AdditiveAttention",

@@ -105,6 +105,10 @@ class CaptionModel(nn.Module):
 
     def _step(self, tokens: Tensor, state: dict) -> StepOutput:
         log_probs, state, attention = self.decoder.step(tokens, state)
+        # <pad> and <bos> are never words: forbidding them keeps one attention map per word.
+        log_probs = log_probs.index_fill(
+            1, torch.tensor([self.pad_id, self.bos_id], device=log_probs.device), float("-inf")
+        )
         return StepOutput(log_probs, state, attention)
 
     @torch.no_grad()

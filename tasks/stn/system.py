@@ -61,8 +61,8 @@ class STNSystem(pl.LightningModule):
         scheduler: ``onecycle``, ``cosine`` or ``none``.
         warmup_fraction: share of the steps spent warming up (one-cycle).
         box_loss_weight: weight of an optional auxiliary loss pulling the sampled region towards the
-            true box (smooth L1 on the four corners, normalised coordinates) when the data has
-            boxes. 0 (the paper) = the transformer learns from the class label alone.
+            true box (smooth L1 on the four corners, relative to the box's size) when the data
+            has boxes. 0 (the paper) = the transformer learns from the class label alone.
         box_margin: the box is widened by this fraction of its size on each side for that loss,
             so the warped digit keeps a dark margin like MNIST's.
         log_overlays: log a grid of sampled regions on the first validation batch each epoch.
@@ -97,7 +97,7 @@ class STNSystem(pl.LightningModule):
         scheduler: str = "onecycle",
         warmup_fraction: float = 0.1,
         box_loss_weight: float = 0.0,
-        box_margin: float = 0.1,
+        box_margin: float = 0.05,
         log_overlays: bool = True,
         overlay_count: int = 8,
     ) -> None:
@@ -195,7 +195,11 @@ class STNSystem(pl.LightningModule):
         return loss, output
 
     def _box_loss(self, theta: Tensor, boxes: Tensor, input_hw: tuple[int, int]) -> Tensor:
-        """Smooth L1 between the region's corners and the (widened) box's, in normalised units."""
+        """Smooth L1 between the region's corners and the (widened) box's, relative to the box size.
+
+        Errors are divided by the box's width (x) and height (y), so a narrow digit ("1") is held
+        to the same relative precision as a wide one: the loss tracks IoU, not pixels.
+        """
         height, width = input_hw
         margin = self.hparams.box_margin * (boxes[:, 2:] - boxes[:, :2])  # (B, 2)
         low, high = boxes[:, :2] - margin, boxes[:, 2:] + margin  # (B, 2) pixel x, y
@@ -214,7 +218,9 @@ class STNSystem(pl.LightningModule):
         mapped = torch.einsum("kj,bij->bki", homogeneous, theta.float())  # (B, 4, 2 or 3)
         if mapped.shape[-1] == 3:
             mapped = mapped[..., :2] / mapped[..., 2:].clamp(min=1e-3)  # (B, 4, 2)
-        return F.smooth_l1_loss(mapped, target.float(), beta=0.1)
+        extent = (high - low).clamp(min=2.0 / size)[:, None, :].float()  # (B, 1, 2), at least a pixel
+        relative = (mapped - target.float()) / extent
+        return F.smooth_l1_loss(relative, torch.zeros_like(relative), beta=0.1)
 
     def training_step(self, batch: STNBatch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -101,6 +102,13 @@ def test_atomic_open_keeps_old_file_on_error(tmp_path):
         raise RuntimeError("boom")
     assert json.loads(path.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_files_follow_the_umask(tmp_path):
+    write_json(tmp_path / "a.json", [])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_cached_generate_regenerates_when_corrupt(tmp_path):

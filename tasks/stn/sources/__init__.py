@@ -1,0 +1,1 @@
+"""Data sources of the spatial transformer task: embedded generated digits, real formats, user images."""

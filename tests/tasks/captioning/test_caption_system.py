@@ -150,3 +150,32 @@ def test_data_module_hands_vocab_over(tmp_path):
     assert all(w in data.vocab for c in captions for w in c.split())
     batch = next(iter(data.val_dataloader()))
     assert batch.objects is not None and np.all(batch.lengths.numpy() <= batch.tokens.shape[1])
+
+
+def test_timm_checkpoint_needs_no_weights_file_to_caption(tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    weights = tmp_path / "backbone.pth"
+    torch.save(timm.create_model("resnet10t", pretrained=False, num_classes=0).state_dict(), weights)
+    vocab = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "circle"]
+    system = CaptioningSystem(
+        vocab=vocab,
+        input_size=96,
+        encoder="timm",
+        encoder_name="resnet10t",
+        encoder_weights_file=str(weights),
+        embed_dim=16,
+        hidden_dim=16,
+        attn_dim=8,
+        beam_size=2,
+        max_len=5,
+    )
+    ckpt = tmp_path / "timm.ckpt"
+    torch.save({"state_dict": system.state_dict(), "hyper_parameters": dict(system.hparams)}, ckpt)
+    weights.unlink()  # the backbone's weights are inside the checkpoint
+    image = _scene_pngs(tmp_path / "imgs", 1)[0]
+    capsys.readouterr()
+    assert caption_main([str(image), "--ckpt", str(ckpt), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert set(record["words"]) <= set(vocab[4:])
+    assert len(record["attention_peaks"]) == len(record["words"])

@@ -67,7 +67,9 @@ def test_letterbox_maps_back_to_user_pixels(tmp_path):
     array = np.zeros((30, 90), np.uint8)
     array[10, 60] = 255
     Image.fromarray(array).save(tmp_path / "wide.png")
-    tensor, letterbox = prepare_image(read_image(tmp_path / "wide.png"), channels=1, size=(45, 45), light_on_dark=True)
+    tensor, letterbox = prepare_image(
+        read_image(tmp_path / "wide.png"), channels=1, size=(45, 45), light_on_dark=True
+    )
     assert (letterbox.side, letterbox.top, letterbox.left) == (90, 30, 0)
     # The centre of user pixel (60, 10) is square pixel (60, 40), i.e. model coordinate (29.75, 19.75).
     mapped = letterbox.to_original(torch.tensor([[29.75, 19.75], [-0.5, -0.5]]))
@@ -79,7 +81,11 @@ def test_letterbox_maps_back_to_user_pixels(tmp_path):
 def test_non_images_fail_in_one_line_naming_the_file(tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("this is not an image")
-    for path, message in ((bad, "not a readable image"), (tmp_path / "missing.png", "no such file"), (tmp_path, "directory")):
+    for path, message in (
+        (bad, "not a readable image"),
+        (tmp_path / "missing.png", "no such file"),
+        (tmp_path, "directory"),
+    ):
         with pytest.raises(UserError) as info:
             read_image(path)
         text = str(info.value)

@@ -68,7 +68,9 @@ def test_baseline_without_transformer():
 
 
 def test_timm_backbone_by_name():
-    model = _tiny(classifier="test_resnet", in_channels=3, num_classes=4, mean=(0.5,), std=(0.5,), output_size=(32, 32))
+    model = _tiny(
+        classifier="test_resnet", in_channels=3, num_classes=4, mean=(0.5,), std=(0.5,), output_size=(32, 32)
+    )
     output = model(torch.rand(2, 3, 48, 48))
     assert output.logits.shape == (2, 4) and output.warped.shape == (2, 3, 32, 32)
 

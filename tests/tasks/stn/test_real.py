@@ -29,7 +29,9 @@ def write_idx(path: Path, array: np.ndarray, *, compress: bool = False) -> None:
         path.write_bytes(payload)
 
 
-def write_mnist(root: Path, folder: str = "MNIST", *, train: int = 40, test: int = 12, compress: bool = False):
+def write_mnist(
+    root: Path, folder: str = "MNIST", *, train: int = 40, test: int = 12, compress: bool = False
+):
     rng = np.random.default_rng(0)
     raw = root / folder / "raw"
     for prefix, count in (("train", train), ("t10k", test)):
@@ -82,7 +84,18 @@ def write_cifar(root: Path, *, per_batch: int = 6) -> Path:
         }
         with open(folder / name, "wb") as handle:
             pickle.dump(batch, handle, protocol=2)
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    names = [
+        b"airplane",
+        b"automobile",
+        b"bird",
+        b"cat",
+        b"deer",
+        b"dog",
+        b"frog",
+        b"horse",
+        b"ship",
+        b"truck",
+    ]
     with open(folder / "batches.meta", "wb") as handle:
         pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch}, handle, protocol=2)
     return folder
@@ -131,7 +144,15 @@ def write_image_folder(root: Path, *, per_class: int = 5, splits: bool = False) 
 @pytest.mark.parametrize("splits", [False, True])
 def test_image_folder_data_module(tmp_path, splits):
     write_image_folder(tmp_path, splits=splits)
-    data = STNDataModule(source="image_folder", root=str(tmp_path), variant="plain", image_size=24, channels=3, batch_size=4, val_size=2)
+    data = STNDataModule(
+        source="image_folder",
+        root=str(tmp_path),
+        variant="plain",
+        image_size=24,
+        channels=3,
+        batch_size=4,
+        val_size=2,
+    )
     data.setup("fit")
     assert data.class_names == ["circle", "square"] and data.in_channels == 3
     batch = next(iter(data.train_dataloader()))
@@ -141,13 +162,21 @@ def test_image_folder_data_module(tmp_path, splits):
 
 def test_mnist_data_module_applies_clutter(tmp_path):
     write_mnist(tmp_path)
-    data = STNDataModule(source="mnist", root=str(tmp_path), variant="cluttered", val_size=8, batch_size=8, progress=False)
+    data = STNDataModule(
+        source="mnist", root=str(tmp_path), variant="cluttered", val_size=8, batch_size=8, progress=False
+    )
     data.setup("fit")
     assert data.input_size == (60, 60)
     batch = next(iter(data.train_dataloader()))
     assert batch.images.shape == (8, 1, 60, 60) and batch.boxes.shape == (8, 4)
-    assert len(data.datasets["train"]) == 32 and len(data.datasets["val"]) == 8 and len(data.datasets["test"]) == 12
-    plain = STNDataModule(source="mnist", root=str(tmp_path), variant="plain", val_size=8, batch_size=40, progress=False)
+    assert (
+        len(data.datasets["train"]) == 32
+        and len(data.datasets["val"]) == 8
+        and len(data.datasets["test"]) == 12
+    )
+    plain = STNDataModule(
+        source="mnist", root=str(tmp_path), variant="plain", val_size=8, batch_size=40, progress=False
+    )
     plain.setup("fit")
     test = next(iter(plain.test_dataloader()))
     # The measured box of a bar drawn at columns 2+2k..4+2k, rows 4..23.

@@ -68,7 +68,9 @@ def test_splits_share_no_source(glyphs):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_variants_shapes_and_boxes(glyphs, variant):
     spec = DistortionSpec(variant=variant)
-    made = distort_digits(glyphs.images[:64], glyphs.labels[:64], spec, num_samples=40, seed=1, progress=False)
+    made = distort_digits(
+        glyphs.images[:64], glyphs.labels[:64], spec, num_samples=40, seed=1, progress=False
+    )
     side = spec.canvas
     assert made.images.shape == (40, side, side) and made.images.dtype == np.uint8
     assert made.labels.tolist() == glyphs.labels[:64][made.sources].tolist()
@@ -83,10 +85,26 @@ def test_variants_shapes_and_boxes(glyphs, variant):
 
 
 def test_rotation_and_identity(glyphs):
-    plain = distort_digits(glyphs.images[:8], glyphs.labels[:8], DistortionSpec(variant="plain"), num_samples=8, seed=0, progress=False, one_per_source=True)
+    plain = distort_digits(
+        glyphs.images[:8],
+        glyphs.labels[:8],
+        DistortionSpec(variant="plain"),
+        num_samples=8,
+        seed=0,
+        progress=False,
+        one_per_source=True,
+    )
     # The identity warp reproduces the glyph (bilinear at pixel centres is exact).
     assert np.abs(plain.images.astype(int) - glyphs.images[:8].astype(int)).max() <= 1
-    rotated = distort_digits(glyphs.images[:8], glyphs.labels[:8], DistortionSpec(variant="R"), num_samples=8, seed=0, progress=False, one_per_source=True)
+    rotated = distort_digits(
+        glyphs.images[:8],
+        glyphs.labels[:8],
+        DistortionSpec(variant="R"),
+        num_samples=8,
+        seed=0,
+        progress=False,
+        one_per_source=True,
+    )
     assert np.abs(rotated.images.astype(int) - glyphs.images[:8].astype(int)).mean() > 5
 
 
@@ -99,7 +117,14 @@ def test_cluttered_has_distractors_outside_the_box(glyphs):
         mask[int(np.ceil(y0)) : int(y1) + 1, int(np.ceil(x0)) : int(x1) + 1] = False
         outside += int((image[mask] > 80).any())
     assert outside >= 28  # nearly every canvas has clutter away from the digit
-    none = distort_digits(glyphs.images, glyphs.labels, DistortionSpec(variant="cluttered", clutter_pieces=(0, 0)), num_samples=8, seed=2, progress=False)
+    none = distort_digits(
+        glyphs.images,
+        glyphs.labels,
+        DistortionSpec(variant="cluttered", clutter_pieces=(0, 0)),
+        num_samples=8,
+        seed=2,
+        progress=False,
+    )
     recomputed = ink_boxes(__import__("torch").from_numpy(none.images).float() / 255.0).numpy()
     assert np.allclose(recomputed, none.boxes, atol=1.0)
 
@@ -115,7 +140,14 @@ def test_generator_deterministic(glyphs):
 
 def test_one_per_source_checks_count(glyphs):
     with pytest.raises(ValueError, match="one_per_source"):
-        distort_digits(glyphs.images[:4], glyphs.labels[:4], DistortionSpec(variant="R"), num_samples=5, seed=0, one_per_source=True)
+        distort_digits(
+            glyphs.images[:4],
+            glyphs.labels[:4],
+            DistortionSpec(variant="R"),
+            num_samples=5,
+            seed=0,
+            one_per_source=True,
+        )
     with pytest.raises(ValueError, match="unknown variant"):
         DistortionSpec(variant="Q")
 

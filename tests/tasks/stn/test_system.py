@@ -34,7 +34,14 @@ def _tiny_model_args() -> dict:
 
 def _batch(count: int = 16, variant: str = "RTS") -> STNBatch:
     hand = load_handwritten_digits()
-    made = distort_digits(hand.images[:200], hand.labels[:200], DistortionSpec(variant=variant), num_samples=count, seed=0, progress=False)
+    made = distort_digits(
+        hand.images[:200],
+        hand.labels[:200],
+        DistortionSpec(variant=variant),
+        num_samples=count,
+        seed=0,
+        progress=False,
+    )
     images = torch.from_numpy(made.images).float()[:, None] / 255.0  # (B, H, W) -> (B, 1, H, W)
     return STNBatch(images=images, labels=torch.from_numpy(made.labels), boxes=torch.from_numpy(made.boxes))
 
@@ -65,7 +72,7 @@ def test_tiny_config_overfits_one_batch():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     system.eval()
     with torch.no_grad():
         accuracy = (system.model(batch.images).logits.argmax(1) == batch.labels).float().mean()
@@ -95,7 +102,9 @@ def test_predict_step_outputs():
     assert torch.allclose(out["probabilities"].sum(1), torch.ones(4), atol=1e-5)
     assert out["theta"].shape == (4, 2, 3) and out["corners"].shape == (4, 4, 2)
     # Identity at initialisation: the region is the whole 42x42 input.
-    assert torch.allclose(out["corners"][0], torch.tensor([[-0.5, -0.5], [41.5, -0.5], [41.5, 41.5], [-0.5, 41.5]]), atol=1e-4)
+    assert torch.allclose(
+        out["corners"][0], torch.tensor([[-0.5, -0.5], [41.5, -0.5], [41.5, 41.5], [-0.5, 41.5]]), atol=1e-4
+    )
     baseline = STNSystem(**{**_tiny_model_args(), "use_transformer": False}).eval()
     with torch.no_grad():
         assert baseline.predict_step(batch.images)["corners"] is None
@@ -123,7 +132,16 @@ def test_fit_checkpoint_and_classify_app(tmp_path, monkeypatch, capsys):
     (tmp_path / "broken.png").write_text("not an image")
     capsys.readouterr()
     code = classify_main(
-        ["digit.png", "paper.jpg", "broken.png", "--ckpt", str(checkpoints / "last.ckpt"), "--json", "--overlay-dir", "ov"]
+        [
+            "digit.png",
+            "paper.jpg",
+            "broken.png",
+            "--ckpt",
+            str(checkpoints / "last.ckpt"),
+            "--json",
+            "--overlay-dir",
+            "ov",
+        ]
     )
     captured = capsys.readouterr()
     assert code == 1  # one file failed
