@@ -89,7 +89,7 @@ class ASRSystem(LightningModule):
         val_decoding: str = "ctc",
         test_decoding: str = "joint",
         beam_size: int = 10,
-        decode_ctc_weight: float = 0.3,
+        decode_ctc_weight: float = 0.5,
         length_penalty: float = 1.0,
         alignment_method: str = "argmax",
         log_overlays: bool = True,

@@ -61,12 +61,13 @@ def test_config_parses_and_instantiates(config, tmp_path, monkeypatch):
 
 def test_tiny_config_overfits_one_batch():
     torch.manual_seed(0)
-    system = STNSystem(**{**_tiny_model_args(), "learning_rate": 0.01})
+    args = _tiny_model_args()
+    system = STNSystem(**args)
     batch = _batch()
-    optimizer = torch.optim.Adam(system.parameters(), lr=0.01)
+    optimizer = system.configure_optimizers()  # the config's AdamW groups (scheduler: none)
     system.train()
     losses = []
-    for _ in range(80):
+    for _ in range(100):
         output = system.model(batch.images)
         loss = torch.nn.functional.cross_entropy(output.logits, batch.labels)
         optimizer.zero_grad()
@@ -77,6 +78,16 @@ def test_tiny_config_overfits_one_batch():
     with torch.no_grad():
         accuracy = (system.model(batch.images).logits.argmax(1) == batch.labels).float().mean()
     assert losses[-1] < 0.1 * losses[0] and float(accuracy) == 1.0
+
+
+def test_system_rejects_data_of_another_shape(tmp_path):
+    class _Trainer:
+        datamodule = STNDataModule(source="cifar10", root=str(tmp_path), variant="plain")
+
+    system = STNSystem(**_tiny_model_args())
+    system._trainer = _Trainer()  # only what setup() reads
+    with pytest.raises(ValueError, match="in_channels"):
+        system.setup("predict")
 
 
 def test_box_loss_and_iou_agree_with_an_exact_region():
