@@ -218,7 +218,9 @@ def write_wav(waveform: np.ndarray, sample_rate: int, path: Path) -> None:
     import soundfile
 
     with atomic_path(path) as tmp:
-        soundfile.write(str(tmp), np.asarray(waveform, dtype=np.float32), sample_rate, subtype="PCM_16", format="WAV")
+        soundfile.write(
+            str(tmp), np.asarray(waveform, dtype=np.float32), sample_rate, subtype="PCM_16", format="WAV"
+        )
 
 
 # ---- the command ------------------------------------------------------------------------------
@@ -233,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--inputs", nargs="+", help="image / audio files or folders (images: classifier and captioning; audio: speech)"
+        "--inputs",
+        nargs="+",
+        help="image / audio files or folders (images: classifier and captioning; audio: speech)",
     )
     source.add_argument("--split", choices=SPLITS, help="examples of the checkpoint's own data split")
     parser.add_argument("--limit", type=int, default=48, help="examples taken from --split (default 48)")
@@ -241,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="data root: each task's data under DATA_DIR/<task>"
     )
-    parser.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda, ...")
+    parser.add_argument(
+        "--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda, ..."
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (default 16)")
     parser.add_argument("--title", default="multiattn attention explorer", help="page title")
     return parser
@@ -283,7 +289,7 @@ def build_report(args: argparse.Namespace, log: Callable[[str], None] = lambda _
             checkpoint = load_checkpoint(ckpt)
         except UserError:
             raise
-        except Exception as err:  # noqa: BLE001 - torch.load of a junk file raises e.g. struct.error
+        except Exception as err:
             raise UserError(f"{ckpt}: not a readable checkpoint ({type(err).__name__}: {err})") from None
         loaded.append((ckpt, checkpoint, detect_task(ckpt, checkpoint)))
     files = [Path(f) for f in args.inputs] if args.inputs else None
@@ -331,7 +337,11 @@ def build_report(args: argparse.Namespace, log: Callable[[str], None] = lambda _
         if file not in seen:
             seen.add(file)
             unique.append((file, message))
-    report = {"title": args.title, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sections": sections}
+    report = {
+        "title": args.title,
+        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "sections": sections,
+    }
     return write_report(report, out_dir), unique
 
 

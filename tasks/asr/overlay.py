@@ -61,9 +61,9 @@ def speech_overlay(
     """
     panels = 1 + (attention is not None) + (ctc_alignment is not None)
     rows = max(len(text), 1)
-    fig, axes = panel_grid(
-        panels, 1, panel_size=(max(6.0, min(14.0, 0.9 * features.shape[0] * HOP_SECONDS * 4)), 2.6)
-    )
+    width = max(6.0, min(14.0, 3.6 * features.shape[0] * HOP_SECONDS))
+    height = max(2.6, min(6.0, 0.1 * rows))  # room for one readable label per character
+    fig, axes = panel_grid(panels, 1, panel_size=(width, height))
     spec_end = (features.shape[0] - 1) * HOP_SECONDS + WINDOW_SECONDS
     plot_alignment(
         axes[0],
@@ -84,7 +84,7 @@ def speech_overlay(
         frames = matrix.shape[1]
         first_edge = frame_time(0) - FRAME_SECONDS / 2  # left edge of encoder frame 0
         labels = _char_labels(text) + ["</s>"] * (matrix.shape[0] - len(text))
-        step = max(1, rows // 40)
+        step = max(1, rows // 60)
         ax = axes[panel]
         plot_alignment(
             ax, matrix.float().cpu(), col_extent=(first_edge, first_edge + frames * FRAME_SECONDS), title=name

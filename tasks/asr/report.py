@@ -133,7 +133,9 @@ def _decode_and_write(
         save_figure(figure, image_path)
         figure.clear()
         statuses, deleted = (
-            word_statuses(reference, [w for w, _, _ in timed]) if reference is not None else (["ok"] * len(timed), [])
+            word_statuses(reference, [w for w, _, _ in timed])
+            if reference is not None
+            else (["ok"] * len(timed), [])
         )
         item: dict[str, Any] = {
             "file": file,

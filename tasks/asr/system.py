@@ -308,6 +308,11 @@ class ASRSystem(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
 
+    def predict_step(self, batch: Any, batch_idx: int) -> list[dict[str, str]]:
+        """``multiattn predict``: ``[{"file", "text"}]`` per batch, decoded with ``test_decoding``."""
+        results = self.decode(batch.waveform, batch.lengths)
+        return [{"file": path, "text": result.text} for path, result in zip(batch.paths, results)]
+
     # ------------------------------------------------------------------ overlays
     def overlay_figure(
         self, result: DecodeResult, *, true_starts: list[float] | None = None, title: str | None = None

@@ -130,7 +130,14 @@ def _split_section(request: SectionRequest, system: CaptioningSystem):
         for row, caption in enumerate(captions):
             words = system.vocab.decode_words(caption.tokens)
             objects = None if batch.objects is None else batch.objects[row]
-            item = _item(request, start + row, f"{request.split}/{batch.image_ids[row]}", pictures[row], words, caption.attention)
+            item = _item(
+                request,
+                start + row,
+                f"{request.split}/{batch.image_ids[row]}",
+                pictures[row],
+                words,
+                caption.attention,
+            )
             item["references"] = list(batch.references[row])
             item["scores"] = _item_scores(item["references"], words, objects, caption.attention, size)
             if objects is not None:

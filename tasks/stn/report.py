@@ -124,7 +124,9 @@ def _inputs_section(request: SectionRequest, system: STNSystem) -> tuple[list[di
         if "error" in record:
             request.errors.append((record["file"], record["error"]))
             continue
-        picture = image_to_array(read_image(record["file"]), channels=system.hparams.in_channels)  # (H, W[, C])
+        picture = image_to_array(
+            read_image(record["file"]), channels=system.hparams.in_channels
+        )  # (H, W[, C])
         warped = _warped(system, record["file"], request)
         items.append(
             _item(

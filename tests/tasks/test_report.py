@@ -37,7 +37,9 @@ CHROMIUM_ARGS = [
 def _tiny_config(task: str, work: Path) -> Path:
     """configs/<task>_tiny.yaml with every output and data path moved under ``work``."""
     text = (ROOT / "configs" / f"{task}_tiny.yaml").read_text()
-    text = text.replace(f"outputs/{task}_tiny", str(work / task)).replace(f"data/{task}_tiny", str(work / "data" / task))
+    text = text.replace(f"outputs/{task}_tiny", str(work / task)).replace(
+        f"data/{task}_tiny", str(work / "data" / task)
+    )
     path = work / f"{task}_tiny.yaml"
     path.write_text(text)
     return path
@@ -51,7 +53,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     for task in TASKS:
         command = [sys.executable, "-m", "multiattn.cli", "fit", "-c", str(_tiny_config(task, work))]
         command += ["--trainer.max_epochs", "1", "--model.log_overlays", "false"]
-        log = open(work / f"{task}.log", "w")  # noqa: SIM115 - closed below
+        log = open(work / f"{task}.log", "w")
         runs[task] = (subprocess.Popen(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT), log)
     for task, (process, log) in runs.items():
         process.wait(timeout=600)
@@ -65,7 +67,14 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def report(checkpoints, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report")
-    argv = [f"--ckpt={checkpoints[t]}" for t in TASKS] + ["--split", "test", "--limit", "3", "--out", str(out)]
+    argv = [f"--ckpt={checkpoints[t]}" for t in TASKS] + [
+        "--split",
+        "test",
+        "--limit",
+        "3",
+        "--out",
+        str(out),
+    ]
     assert report_main(argv + ["--device", "cpu", "--batch-size", "2"]) == 0
     return out
 
@@ -91,12 +100,18 @@ def test_split_report_files_and_fields(report):
     assert {"BLEU-1", "BLEU-4", "CIDEr-D", "ROUGE-L"} <= set(caption["metrics"])
     for item in caption["items"]:
         h, w = item["grid"]
-        assert len(item["attention"]) == len(item["words"]) and all(len(r) == h * w for r in item["attention"])
+        assert len(item["attention"]) == len(item["words"]) and all(
+            len(r) == h * w for r in item["attention"]
+        )
         assert item["references"] and "BLEU-4" in item["scores"]
     stn = sections["stn"]
     assert {"accuracy", "mean IoU", "IoU>0.5"} <= set(stn["metrics"])
     for item in stn["items"]:
-        assert len(item["corners"]) == 4 and item["true_label"] in item["probabilities"] and 0 <= item["iou"] <= 1
+        assert (
+            len(item["corners"]) == 4
+            and item["true_label"] in item["probabilities"]
+            and 0 <= item["iou"] <= 1
+        )
         assert abs(sum(item["probabilities"].values()) - 1) < 1e-2
         with Image.open(report / item["image"]) as img:
             assert img.size == (item["width"], item["height"])
@@ -139,7 +154,9 @@ def test_inputs_mode_skips_unreadable_files(checkpoints, tmp_path, capsys):
     # image (70x50 enlarged x3, pixel centres at integers).
     from tasks.stn.app import main as classify_main
 
-    assert classify_main([*map(str, good), "--ckpt", str(checkpoints["stn"]), "--json", "--device", "cpu"]) == 0
+    assert (
+        classify_main([*map(str, good), "--ckpt", str(checkpoints["stn"]), "--json", "--device", "cpu"]) == 0
+    )
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     for item, record in zip(section["items"], records, strict=True):
         assert (item["width"], item["height"]) == (210, 150)
@@ -155,10 +172,20 @@ def test_user_errors_are_one_line(checkpoints, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not of a multiattn task" in err
     (tmp_path / "junk.ckpt").write_bytes(b"junk")
-    assert report_main(["--ckpt", str(tmp_path / "junk.ckpt"), "--split", "test", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        report_main(["--ckpt", str(tmp_path / "junk.ckpt"), "--split", "test", "--out", str(tmp_path / "o")])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "junk.ckpt" in err
-    argv = ["--ckpt", str(checkpoints["asr"]), "--inputs", str(tmp_path / "missing.wav"), "--out", str(tmp_path / "o")]
+    argv = [
+        "--ckpt",
+        str(checkpoints["asr"]),
+        "--inputs",
+        str(tmp_path / "missing.wav"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert report_main(argv) == 2  # nothing readable: nothing to report
     assert "nothing to report" in capsys.readouterr().err
 
@@ -206,8 +233,10 @@ def test_report_in_headless_chromium(report, tmp_path):
         assert page.locator("[data-testid=bars]").count() == 3
 
         page.get_by_role("button", name="speech").click()
-        k, w = max(((k, w) for k, it in enumerate(speech) for w in range(len(it["words"]))),
-                   key=lambda kw: speech[kw[0]]["words"][kw[1]]["start"])
+        k, w = max(
+            ((k, w) for k, it in enumerate(speech) for w in range(len(it["words"]))),
+            key=lambda kw: speech[kw[0]]["words"][kw[1]]["start"],
+        )
         start = speech[k]["words"][w]["start"]
         assert start > 0.01
         player = page.locator(".item").nth(k).locator("[data-testid=audio]")

@@ -45,7 +45,8 @@ class DistortionSpec:
         clutter_pieces: (min, max) number of distractor fragments (cluttered only).
         clutter_size: side of a distractor fragment in pixels.
         projective_noise: std of the corner perturbation in normalised units (P).
-        elastic_alpha: displacement magnitude in pixels (E).
+        elastic_alpha: displacement strength (E), Simard's alpha: the smoothed field is scaled to
+            an RMS displacement of ``2 * alpha / 34`` pixels (2 px at Simard's 34).
         elastic_sigma: Gaussian smoothing of the displacement field in pixels (E).
     """
 
@@ -174,7 +175,7 @@ def _elastic_grid(generator: torch.Generator, n: int, spec: DistortionSpec) -> T
         kernel.view(1, 1, -1, 1).repeat(2, 1, 1, 1),
         groups=2,
     )
-    # Normalise to unit RMS so alpha is the displacement scale in pixels regardless of sigma.
+    # Normalise to unit RMS, so the displacement size depends on alpha only, not on sigma.
     field = field / field.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1e-8)
     displacement = (
         field.permute(0, 2, 3, 1) * (spec.elastic_alpha / 34.0) * 2.0 * (2.0 / canvas)

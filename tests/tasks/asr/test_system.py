@@ -125,6 +125,9 @@ def test_checkpoint_rebuilds_with_vocab_and_validation_logs_overlays(
         a = system.decode(batch.waveform, batch.lengths, mode="ctc")
         b = loaded.decode(batch.waveform, batch.lengths, mode="ctc")
     assert [r.tokens for r in a] == [r.tokens for r in b]
+    predictions = loaded.predict_step(batch, 0)
+    assert [p["file"] for p in predictions] == batch.paths
+    assert all(isinstance(p["text"], str) for p in predictions)
 
 
 def test_bad_arguments() -> None:
