@@ -253,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ctc-weight", type=float, default=None, help="joint decoding CTC weight")
     parser.add_argument("--beam-size", type=int, default=10)
     parser.add_argument("--limit", type=int, default=None, help="utterances per test split (default all)")
+    parser.add_argument(
+        "--train-minutes",
+        type=float,
+        default=None,
+        help="training wall time to record (a run split over sessions)",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["quality", "speed", "throughput"])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -264,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.ckpt is None:
         ckpt, minutes = _train(config)
     else:
-        ckpt, minutes = args.ckpt, _train_minutes_from_log(args.ckpt)
+        ckpt = args.ckpt
+        minutes = args.train_minutes if args.train_minutes is not None else _train_minutes_from_log(ckpt)
     checkpoint = load_checkpoint(ckpt)
     system = load_system(ASRSystem, ckpt)
     ctc_weight = system.hparams.decode_ctc_weight if args.ctc_weight is None else args.ctc_weight
@@ -312,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(result["training_throughput"], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / "asr.json", result, indent=1)
+    # A partial run (--skip) must not replace the full results.
+    write_json(RESULTS / ("asr_partial.json" if args.skip else "asr.json"), result, indent=1)
     if not args.skip:
         with atomic_open(RESULTS / "asr.md", "w", encoding="utf-8") as handle:
             handle.write(_markdown(result))

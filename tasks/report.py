@@ -20,6 +20,8 @@ model and writes the assets:
 
 ``--data-dir D`` puts every task's data under ``D/<task>`` instead of the folder recorded in the
 checkpoint. Exit status: 0, 1 when some input file was skipped, 2 on a user error (one line).
+
+Shape legend: ``H, W`` image size, ``C`` channels (assets only; the adapters hold the tensors).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ BLEU-1..4, METEOR when Java is present, ROUGE-L, CIDEr-D) plus the scene scores.
 the user's images, read and resized exactly as ``multiattn caption`` reads them.
 
 Assets: ``<n>.png``, the image the model saw (``S x S``), enlarged by an integer factor for the
-page. ``attention`` holds one row of ``H*W`` weights per word (3 significant digits), ``grid``
+page. ``attention`` holds one row of ``H*W`` weights per word (3 significant digits; weights below
+1/1000 of the map's maximum written as 0, which the page draws identically), ``grid``
 is ``[H, W]``.
 
 Shape legend: ``B`` batch, ``S`` image side, ``T`` caption words, ``H, W`` attention grid.
@@ -60,7 +61,13 @@ def attention_rows(attention: torch.Tensor | None, count: int) -> tuple[list[int
     flat = attention[:count].float().reshape(-1, height * width)  # (T, H, W) -> (T, H*W)
     # Three significant digits: a near-uniform map (all weights ~1/(H*W)) keeps its small
     # differences, which the page stretches to the full colour map (it divides by the maximum).
-    rows = [[float(f"{float(v):.3g}") for v in row] for row in flat]
+    # Weights below 1/1000 of their map's maximum are written as 0: the page draws them in the
+    # same colour (8-bit), and a trained, peaked map is mostly such cells ("1.23e-05" x 144).
+    floors = flat.max(dim=1).values * 1e-3  # (T,)
+    rows = [
+        [0 if v < floor else float(f"{v:.3g}") for v in row.tolist()]
+        for row, floor in zip(flat, floors.tolist())
+    ]
     rows += [[0.0] * (height * width) for _ in range(count - len(rows))]  # words without a map
     return [height, width], rows
 
@@ -145,7 +152,7 @@ def _split_section(request: SectionRequest, system: CaptioningSystem):
             references.append(item["references"])
             hypotheses.append(" ".join(words))
             items.append(item)
-    metrics: dict[str, Any] = {"examples": len(items)}
+    metrics: dict[str, Any] = {}
     if items:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "java not found": the page says which metrics exist
@@ -176,7 +183,7 @@ def _inputs_section(request: SectionRequest, system: CaptioningSystem):
         for (path, _, picture), caption in zip(loaded, captions):
             words = system.vocab.decode_words(caption.tokens)
             items.append(_item(request, len(items), str(path), picture, words, caption.attention))
-    return items, {"examples": len(items)}, f"{len(items)} image file(s) given with --inputs"
+    return items, {}, f"{len(items)} image file(s) given with --inputs"
 
 
 @torch.inference_mode()

@@ -106,7 +106,7 @@ def _split_section(request: SectionRequest, system: STNSystem) -> tuple[list[dic
                 item["iou"] = round(float(iou[row]), 4)
                 ious.append(float(iou[row]))
             items.append(item)
-    metrics: dict[str, Any] = {"examples": len(items), "accuracy": correct / max(len(items), 1)}
+    metrics: dict[str, Any] = {"accuracy": correct / max(len(items), 1)}
     if ious:
         metrics["mean IoU"] = float(np.mean(ious))
         metrics["IoU>0.5"] = float(np.mean([v > 0.5 for v in ious]))
@@ -140,8 +140,7 @@ def _inputs_section(request: SectionRequest, system: STNSystem) -> tuple[list[di
                 record["probabilities"],
             )
         )
-    metrics = {"examples": len(items)}
-    return items, metrics, f"{len(items)} image file(s) given with --inputs"
+    return items, {}, f"{len(items)} image file(s) given with --inputs"
 
 
 def _warped(system: STNSystem, file: str, request: SectionRequest) -> np.ndarray:

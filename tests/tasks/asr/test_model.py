@@ -163,3 +163,28 @@ def test_ctc_mode_returns_collapsed_greedy_path() -> None:
     assert result.tokens == collapsed
     with pytest.raises(ValueError, match="mode"):
         decode_batch(model, TOK, wave, lengths, mode="nope")
+
+
+def test_beam_shared_cache_equals_reordering_everything() -> None:
+    model = _model()
+    wave, lengths = _audio([9000, 6000])
+    enc = model.encode(wave, lengths)
+    shared = model.init_decoder_state(enc.memory, enc.lengths)
+    plain = model.decoder.decoder.init_cache(enc.memory, shared.cache.memory_mask)
+    expand = torch.tensor([0, 0, 0, 1, 1, 1])  # B = 2 items -> K = 3 beams each: memory rows change
+    within = [torch.tensor([2, 0, 0, 5, 3, 4]), torch.tensor([1, 1, 2, 3, 3, 3])]
+    swap = torch.tensor([3, 4, 5, 0, 1, 2])  # rows change item: the memory must follow
+    tokens = torch.randint(3, len(TOK), (6, 5))
+    tokens[:, 0] = model.bos_id
+    shared.reorder(expand)
+    plain.reorder(expand)
+    for step, indices in enumerate([*within, swap]):
+        a, _, _ = model.decoder.step(tokens[:, : step + 1], shared)
+        x = model.decoder._embed(tokens[:, step : step + 1], offset=plain.length)
+        b = model.decoder.out(model.decoder.decoder(x, cache=plain)[:, 0]).float().log_softmax(-1)
+        torch.testing.assert_close(a, b)
+        shared.reorder(indices)
+        plain.reorder(indices)
+        tokens = tokens.index_select(0, indices)
+    for mine, theirs in zip(shared.cache.cross_attn, plain.cross_attn):
+        torch.testing.assert_close(mine.key, theirs.key)
