@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
@@ -33,6 +32,7 @@ from tasks.asr.dataset import SpeechDataset, SpeechItem
 from tasks.asr.sources.corpus import embedded_corpus
 from tasks.asr.sources.librispeech import read_librispeech
 from tasks.asr.sources.manifest import read_manifest
+from tasks.common.data import SplitDataModule
 
 __all__ = ["SpeechBatch", "collate_speech", "BucketBatchSampler", "ASRDataModule"]
 
@@ -134,7 +134,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         return (len(self.durations) + self.batch_size - 1) // self.batch_size
 
 
-class ASRDataModule(LightningDataModule):
+class ASRDataModule(SplitDataModule):
     """Speech data for :class:`tasks.asr.system.ASRSystem`.
 
     Args:
@@ -241,18 +241,6 @@ class ASRDataModule(LightningDataModule):
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return (

@@ -16,7 +16,6 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from multiattn.io import UserError
@@ -29,13 +28,14 @@ from tasks.captioning.datasets import (
 from tasks.captioning.sources.formats import CaptionRecord, load_coco, load_flickr8k, load_karpathy
 from tasks.captioning.sources.scenes import generate_scenes, load_scene_split
 from tasks.captioning.vocab import Vocabulary
+from tasks.common.data import SplitDataModule
 
 __all__ = ["SceneCaptionData", "CaptionData"]
 
 SPLITS = ("train", "val", "test")
 
 
-class _CaptionDataBase(pl.LightningDataModule):
+class _CaptionDataBase(SplitDataModule):
     """Loaders, vocabulary hand-over and batching shared by both data modules."""
 
     batch_size: int
@@ -61,18 +61,6 @@ class _CaptionDataBase(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             drop_last=False,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 class SceneCaptionData(_CaptionDataBase):

@@ -23,7 +23,6 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from multiattn.io import UserError
 from multiattn.resumable import ResumableSampler
+from tasks.common.data import SplitDataModule
 from tasks.stn.sources.distort import VARIANTS, DistortionSpec, distort_digits, ink_boxes
 from tasks.stn.sources.embedded import generate_embedded, load_split
 from tasks.stn.sources.images import prepare_image, read_image
@@ -113,7 +113,7 @@ def _load_folder_image(path: str, *, channels: int, size: tuple[int, int], light
     return prepare_image(read_image(path), channels=channels, size=size, light_on_dark=light_on_dark)[0]
 
 
-class STNDataModule(pl.LightningDataModule):
+class STNDataModule(SplitDataModule):
     """Data for the spatial transformer classifier.
 
     Args:
@@ -329,15 +329,3 @@ class STNDataModule(pl.LightningDataModule):
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
