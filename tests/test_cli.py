@@ -160,7 +160,7 @@ def test_crafted_checkpoint_is_refused(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None])
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"\x80\x02}q", b"junk", None])
 def test_missing_or_truncated_checkpoint_gets_one_line_error(tmp_path, content):
     path = tmp_path / "bad.ckpt"
     if content is not None:
