@@ -192,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="intra-op threads (1: stable on a shared machine)"
     )
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="only these methods")
+    parser.add_argument("--lengths", nargs="+", type=int, default=None, help="only these sequence lengths T")
+    parser.add_argument(
+        "--name", default="attention", help="results file stem under benchmarks/results (default: attention)"
+    )
     parser.add_argument("--case", nargs=3, metavar=("METHOD", "DTYPE", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
@@ -203,7 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     from multiattn.io import atomic_open, write_json
 
     rows = []
-    for method, length in _cases(args.quick):
+    cases = [
+        (method, length)
+        for method, length in _cases(args.quick)
+        if (args.methods is None or method in args.methods)
+        and (args.lengths is None or length in args.lengths)
+    ]
+    for method, length in cases:
         for dtype in ("fp32", "bf16"):
             row = {"method": method, "dtype": dtype, "T": length}
             estimate = _explicit_bytes(length) / 2**30
@@ -224,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": _ratios(rows),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / "attention.json", result, indent=2)
-    with atomic_open(RESULTS / "attention.md", encoding="utf-8") as handle:
+    write_json(RESULTS / f"{args.name}.json", result, indent=2)
+    with atomic_open(RESULTS / f"{args.name}.md", encoding="utf-8") as handle:
         handle.write(_markdown(result))
     print(_markdown(result))
     return 0
