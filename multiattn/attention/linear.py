@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multiattn.attention.cache import KVCache, LinearAttentionState
-from multiattn.attention.multihead import AXES, merge_heads, resolve_source, split_heads
+from multiattn.attention.multihead import AXES, init_projections, merge_heads, resolve_source, split_heads
 from multiattn.masks import build_attention_mask
 from multiattn.recording import emit, is_recording
 
@@ -74,19 +74,16 @@ class LinearAttention(nn.Module):
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
-        self.embed_dim = embed_dim
-        self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
-        self.context_dim = embed_dim if context_dim is None else context_dim
-        self.dropout = dropout
+        init_projections(
+            self,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            context_dim=context_dim,
+            dropout=dropout,
+            bias=bias,
+        )
         self.chunk_size = chunk_size
         self.eps = eps
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self.k_proj = nn.Linear(self.context_dim, embed_dim, bias=bias)
-        self.v_proj = nn.Linear(self.context_dim, embed_dim, bias=bias)
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 
     def forward(
         self,

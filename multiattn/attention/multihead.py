@@ -69,6 +69,26 @@ def resolve_source(
     return x
 
 
+def init_projections(
+    module: nn.Module, *, embed_dim: int, num_heads: int, context_dim: int | None, dropout: float, bias: bool
+) -> None:
+    """Set the sizes and the q/k/v/out projections every dot-product attention module shares.
+
+    Keys and values are projected from ``context_dim`` (``embed_dim`` for self-attention).
+    """
+    if embed_dim % num_heads:
+        raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+    module.embed_dim = embed_dim
+    module.num_heads = num_heads
+    module.head_dim = embed_dim // num_heads
+    module.context_dim = embed_dim if context_dim is None else context_dim
+    module.dropout = dropout
+    module.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+    module.k_proj = nn.Linear(module.context_dim, embed_dim, bias=bias)
+    module.v_proj = nn.Linear(module.context_dim, embed_dim, bias=bias)
+    module.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017).
 
@@ -94,17 +114,14 @@ class MultiHeadAttention(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
-        self.embed_dim = embed_dim
-        self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
-        self.context_dim = embed_dim if context_dim is None else context_dim
-        self.dropout = dropout
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self.k_proj = nn.Linear(self.context_dim, embed_dim, bias=bias)
-        self.v_proj = nn.Linear(self.context_dim, embed_dim, bias=bias)
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        init_projections(
+            self,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            context_dim=context_dim,
+            dropout=dropout,
+            bias=bias,
+        )
 
     def forward(
         self,
