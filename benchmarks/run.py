@@ -34,6 +34,21 @@ def discover() -> list[str]:
     return sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
 
 
+def _set_aside(name: str) -> dict[Path, bytes]:
+    """The full-run results of ``name`` (a quick run must not replace them)."""
+    return {p: p.read_bytes() for p in (RESULTS / f"{name}.json", RESULTS / f"{name}.md") if p.exists()}
+
+
+def _quick_results_beside(name: str, kept: dict[Path, bytes]) -> None:
+    """Move what a quick run wrote to ``<name>_quick.*`` and put the full-run files back."""
+    for suffix in (".json", ".md"):
+        written = RESULTS / f"{name}{suffix}"
+        if written.exists() and kept.get(written) != written.read_bytes():
+            written.replace(RESULTS / f"{name}_quick{suffix}")
+    for path, data in kept.items():
+        path.write_bytes(data)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (each benchmark's --quick)")
@@ -49,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", f"benchmarks.bench_{name}", *(["--quick"] if args.quick else [])]
         print(f"== {' '.join(cmd[1:])}", flush=True)
         start = time.perf_counter()
+        kept = _set_aside(name) if args.quick else {}
         code = subprocess.call(cmd, cwd=HERE.parent, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+        if args.quick:
+            _quick_results_beside(name, kept)
         status[name] = f"exit {code} after {time.perf_counter() - start:.0f} s"
     lines = [
         "# Benchmark summary",
@@ -62,11 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name in names:
         lines += [f"## {name} ({status[name]})", ""]
-        md = RESULTS / f"{name}.md"
+        md = RESULTS / f"{name}{'_quick' if args.quick else ''}.md"
+        md = md if md.exists() else RESULTS / f"{name}.md"
         lines += [md.read_text().strip() if md.exists() else "(no table written)", ""]
-    with atomic_open(RESULTS / "SUMMARY.md") as f:
+    with atomic_open(RESULTS / ("SUMMARY_quick.md" if args.quick else "SUMMARY.md")) as f:
         f.write("\n".join(lines) + "\n")
-    print(f"wrote {RESULTS / 'SUMMARY.md'}")
+    print(f"wrote {RESULTS / ('SUMMARY_quick.md' if args.quick else 'SUMMARY.md')}")
     return 0 if all(s.startswith("exit 0") for s in status.values()) else 1
 
 
