@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from multiattn.attention import ATTENTION, KVCache, LinearAttentionState, MultiHeadAttention, build_attention
 from multiattn.attention.multihead import split_heads
+from multiattn.decoding.shared import reindex_items
 from multiattn.masks import check_lengths, check_shape, lengths_to_mask
 
 __all__ = [
@@ -139,11 +140,15 @@ class DecoderCache:
         self_attn: one self-attention cache per layer (appended every step).
         cross_attn: one static cross-attention cache per layer (memory projected once).
         memory_mask: ``(B, S)`` bool, ``None`` when every memory position is valid.
+        items: ``(B,)`` the batch item each row belongs to. A reorder that keeps every row on its
+            own item (every beam-search step after the first expansion) leaves the static
+            cross-attention caches and the memory mask as they are: they hold the same rows.
     """
 
     self_attn: list[KVCache | LinearAttentionState]
     cross_attn: list[KVCache]
     memory_mask: Tensor | None = None
+    items: Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -152,7 +157,13 @@ class DecoderCache:
 
     def reorder(self, indices: Tensor) -> None:
         """Keep batch rows ``indices`` (``(B',)`` long), in that order, in every layer."""
-        for cache in (*self.self_attn, *self.cross_attn):
+        for cache in self.self_attn:
+            cache.reorder(indices)
+        if self.items is not None:
+            self.items, unchanged = reindex_items(self.items, indices)
+            if unchanged:
+                return
+        for cache in self.cross_attn:
             cache.reorder(indices)
         if self.memory_mask is not None:
             self.memory_mask = self.memory_mask.index_select(0, indices)
@@ -266,7 +277,8 @@ class TransformerDecoder(nn.Module):
             value = split_heads(attn.v_proj(memory), attn.num_heads)  # (B, nh, S, hd)
             cache.append(key, value)
             cross_caches.append(cache)
-        return DecoderCache(self_caches, cross_caches, memory_mask)
+        items = torch.arange(memory.shape[0], device=memory.device)  # (B,)
+        return DecoderCache(self_caches, cross_caches, memory_mask, items)
 
     def forward(
         self,

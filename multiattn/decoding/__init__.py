@@ -8,6 +8,7 @@ CTC/attention decoding (Watanabe et al. 2017).
 from multiattn.decoding.beam import PrefixScorer, beam_search, length_normaliser
 from multiattn.decoding.ctc import CTCCandidates, CTCPrefixScorer, CTCPrefixState, ctc_greedy_decode
 from multiattn.decoding.greedy import greedy_search
+from multiattn.decoding.shared import ItemMemory, reindex_items
 from multiattn.decoding.types import Hypothesis, StepOutput, expand_state, reorder_state
 
 __all__ = [
@@ -23,4 +24,6 @@ __all__ = [
     "CTCPrefixState",
     "CTCCandidates",
     "ctc_greedy_decode",
+    "ItemMemory",
+    "reindex_items",
 ]

@@ -37,7 +37,6 @@ from multiattn.transformer import DecoderCache, TransformerDecoder
 
 __all__ = [
     "TransformerAttentionDecoder",
-    "BeamSharedCache",
     "LocationLSTMDecoder",
     "DECODERS",
     "build_decoder",
@@ -96,9 +95,9 @@ class TransformerAttentionDecoder(nn.Module):
         maps = recorder[f"decoder.layers.{self.alignment_layer}.cross_attn"]
         return torch.cat([m.weights.float().mean(dim=1) for m in maps], dim=1)  # (B, T, S)
 
-    def init_state(self, memory: Tensor, memory_lengths: Tensor) -> BeamSharedCache:
-        cache = self.decoder.init_cache(memory, lengths_to_mask(memory_lengths, memory.shape[1]))
-        return BeamSharedCache(cache, torch.arange(memory.shape[0], device=memory.device))
+    def init_state(self, memory: Tensor, memory_lengths: Tensor) -> DecoderCache:
+        # DecoderCache shares each utterance's cross-attention keys / values across its beams.
+        return self.decoder.init_cache(memory, lengths_to_mask(memory_lengths, memory.shape[1]))
 
     def step(
         self, tokens: Tensor, state: Any, *, return_attention: bool = False
@@ -108,47 +107,12 @@ class TransformerAttentionDecoder(nn.Module):
         attention = None
         if return_attention:
             with record_attention(self) as rec:
-                h = self.decoder(x, cache=state.cache)  # (N, 1, D)
+                h = self.decoder(x, cache=state)  # (N, 1, D)
             attention = self.alignment(rec)[:, 0]  # (N, S)
         else:
-            h = self.decoder(x, cache=state.cache)  # (N, 1, D)
+            h = self.decoder(x, cache=state)  # (N, 1, D)
         log_probs = self.out(h[:, 0]).float().log_softmax(dim=-1)  # (N, V)
         return log_probs, state, attention
-
-
-class BeamSharedCache:
-    """A :class:`~multiattn.transformer.DecoderCache` that skips copying unchanged cross-attention rows.
-
-    Beam search reorders the state after every step, but it only ever moves hypotheses within
-    their own utterance, and every row of one utterance holds the same projected memory. So the
-    static cross-attention keys / values (``(N, nh, S, hd)`` per layer, by far the largest part of
-    the state) are reordered only when some row would receive another utterance's memory (e.g.
-    when the search first expands ``B`` rows to ``B * K``); the self-attention caches are always
-    reordered. The result is identical to reordering everything.
-
-    Attributes:
-        cache: the wrapped decoder cache.
-        item: ``(N,)`` the utterance each row belongs to.
-    """
-
-    def __init__(self, cache: DecoderCache, item: Tensor) -> None:
-        self.cache = cache
-        self.item = item
-
-    @property
-    def length(self) -> int:
-        return self.cache.length
-
-    def reorder(self, indices: Tensor) -> None:
-        indices = indices.to(self.item.device)
-        new_item = self.item.index_select(0, indices)
-        same_memory = new_item.shape == self.item.shape and bool((new_item == self.item).all())
-        if same_memory:
-            for cache in self.cache.self_attn:
-                cache.reorder(indices)
-        else:
-            self.cache.reorder(indices)
-        self.item = new_item
 
 
 class LocationLSTMDecoder(nn.Module):

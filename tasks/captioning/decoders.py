@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from multiattn.attention.spatial import SoftSpatialAttention, flatten_grid
+from multiattn.decoding import ItemMemory
 from multiattn.positional import SinusoidalPositionalEncoding, sinusoidal_2d
 from multiattn.recording import record_attention
 from multiattn.transformer import TransformerDecoder
@@ -33,14 +34,9 @@ from multiattn.transformer import TransformerDecoder
 __all__ = ["GridMemory", "ShowAttendTellDecoder", "TransformerCaptionDecoder", "DECODERS"]
 
 
-class GridMemory:
-    """An image's grid (and its attention projection), shared by all hypotheses of that image.
-
-    Beam search reorders the decoder state every step, but a hypothesis only ever moves between
-    rows of its own image, whose grid is the same: copying ``(N, cells, C)`` tensors every step
-    would cost more than the attention itself. So this object keeps which image each row
-    belongs to and re-gathers the grid only when that changes (the initial beam expansion, or a
-    search that drops rows).
+class GridMemory(ItemMemory):
+    """An image's grid and its attention projection, shared by all hypotheses of that image
+    (the core's :class:`~multiattn.decoding.ItemMemory` with named fields).
 
     Args:
         features: ``(B, N, C)`` per-image grid.
@@ -48,18 +44,7 @@ class GridMemory:
     """
 
     def __init__(self, features: Tensor, features_proj: Tensor) -> None:
-        self.base = (features, features_proj)
-        self.items = torch.arange(features.shape[0], device=features.device)  # (rows,) image of each row
-        self.rows = self.base
-
-    def reorder(self, indices: Tensor) -> GridMemory:
-        """Select hypothesis rows ``indices`` (``(rows',)`` long)."""
-        moved = GridMemory.__new__(GridMemory)
-        moved.base = self.base
-        moved.items = self.items.index_select(0, indices.to(self.items.device))
-        same = moved.items.shape == self.items.shape and torch.equal(moved.items, self.items)
-        moved.rows = self.rows if same else tuple(t.index_select(0, moved.items) for t in self.base)
-        return moved
+        super().__init__(features, features_proj)
 
     @property
     def features(self) -> Tensor:
