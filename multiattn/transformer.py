@@ -139,16 +139,24 @@ class DecoderCache:
     Attributes:
         self_attn: one self-attention cache per layer (appended every step).
         cross_attn: one static cross-attention cache per layer (memory projected once).
-        memory_mask: ``(B, S)`` bool, ``None`` when every memory position is valid.
+        memory_mask: ``(G, S)`` bool, ``None`` when every memory position is valid.
         items: ``(B,)`` the batch item each row belongs to. A reorder that keeps every row on its
             own item (every beam-search step after the first expansion) leaves the static
-            cross-attention caches and the memory mask as they are: they hold the same rows.
+            cross-attention caches and the memory mask as they are. When rows change item (the
+            first expansion, dropped rows) and form equal groups of consecutive rows per item,
+            the cross-attention caches and ``memory_mask`` hold one row per group (``G`` rows,
+            grouped queries of :class:`~multiattn.attention.multihead.MultiHeadAttention`);
+            otherwise one per row.
+        item_cross: per layer, the ``(key, value)`` ``(B0, nh, S, hd)`` of the original items.
+        item_mask: ``(B0, S)`` the memory mask of the original items.
     """
 
     self_attn: list[KVCache | LinearAttentionState]
     cross_attn: list[KVCache]
     memory_mask: Tensor | None = None
     items: Tensor | None = None
+    item_cross: list[tuple[Tensor, Tensor]] | None = None
+    item_mask: Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -159,14 +167,23 @@ class DecoderCache:
         """Keep batch rows ``indices`` (``(B',)`` long), in that order, in every layer."""
         for cache in self.self_attn:
             cache.reorder(indices)
-        if self.items is not None:
-            self.items, unchanged = reindex_items(self.items, indices)
-            if unchanged:
-                return
-        for cache in self.cross_attn:
-            cache.reorder(indices)
-        if self.memory_mask is not None:
-            self.memory_mask = self.memory_mask.index_select(0, indices)
+        if self.items is None:
+            for cache in self.cross_attn:
+                cache.reorder(indices)
+            if self.memory_mask is not None:
+                self.memory_mask = self.memory_mask.index_select(0, indices)
+            return
+        self.items, unchanged = reindex_items(self.items, indices)
+        if unchanged:
+            return
+        # Rows grouped K per item (beam search) read one copy of their item's keys / values.
+        groups, counts = torch.unique_consecutive(self.items, return_counts=True)  # (G,), (G,)
+        select = groups if bool((counts == counts[0]).all()) else self.items
+        assert self.item_cross is not None
+        for cache, (key, value) in zip(self.cross_attn, self.item_cross):
+            cache.key, cache.value = key.index_select(0, select), value.index_select(0, select)
+        if self.item_mask is not None:
+            self.memory_mask = self.item_mask.index_select(0, select)
 
 
 class TransformerDecoderLayer(nn.Module):
@@ -278,7 +295,8 @@ class TransformerDecoder(nn.Module):
             cache.append(key, value)
             cross_caches.append(cache)
         items = torch.arange(memory.shape[0], device=memory.device)  # (B,)
-        return DecoderCache(self_caches, cross_caches, memory_mask, items)
+        item_cross = [(cache.key, cache.value) for cache in cross_caches]
+        return DecoderCache(self_caches, cross_caches, memory_mask, items, item_cross, memory_mask)
 
     def forward(
         self,

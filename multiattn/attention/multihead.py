@@ -13,6 +13,11 @@ Rows whose keys are all masked (e.g. an empty source) get zero weights and a zer
 in both paths. SDPA would return NaN there, so such rows are unmasked for the kernel and their
 result is zeroed afterwards.
 
+Grouped queries: when the (cached) keys have ``G`` rows and the queries ``B = G * K``, query rows
+``g*K .. g*K+K-1`` all attend to key row ``g`` (beam search: the ``K`` hypotheses of one input
+share its cross-attention memory). The ``K`` rows become ``K * T`` queries of one attention call,
+so the keys are read once per group instead of once per row.
+
 Shape legend: ``B`` batch, ``T`` query length, ``S`` key length, ``D`` embed_dim, ``Dc`` context
 dim, ``nh`` num_heads, ``hd`` head_dim.
 """
@@ -89,6 +94,13 @@ def init_projections(
     module.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 
 
+def _ungroup(x: Tensor, per_group: int) -> Tensor:
+    """``(G, nh, K * T, X)`` per-group rows back to ``(G * K, nh, T, X)`` (grouped queries)."""
+    groups, heads, rows, last = x.shape
+    x = x.view(groups, heads, per_group, rows // per_group, last)  # (G, nh, K, T, X)
+    return x.transpose(1, 2).reshape(groups * per_group, heads, rows // per_group, last)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017).
 
@@ -139,7 +151,8 @@ class MultiHeadAttention(nn.Module):
             context: ``(B, S, Dc)`` keys/values source, ``None`` for self-attention. May be
                 omitted once a static (cross-attention) cache is filled.
             mask: bool, ``True`` = may attend; key padding ``(B, S)`` or full ``(B, T, S)``, where
-                ``S`` counts cached keys too.
+                ``S`` counts cached keys too. With grouped queries (a static cache of ``G`` rows),
+                key padding ``(G, S)`` only.
             is_causal: query ``t`` sees keys ``<= t + (S - T)`` (queries are the last ``T`` steps).
             cache: a :class:`KVCache`; self-attention appends this call's keys/values, a static
                 cache is filled from ``context`` on first use and read afterwards.
@@ -157,18 +170,28 @@ class MultiHeadAttention(nn.Module):
             v = split_heads(self.v_proj(source), self.num_heads)  # (B, nh, S, hd)
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, nh, S_past + S, hd)
-        if k.shape[0] != batch:
-            raise ValueError(f"cache: expected batch {batch}, received cached keys of shape {tuple(k.shape)}")
+        groups = k.shape[0]
+        per_group = batch // groups if groups and batch % groups == 0 else 0
+        if per_group == 0 or (per_group > 1 and (is_causal or (mask is not None and mask.dim() != 2))):
+            raise ValueError(
+                f"cache: expected batch {batch} (or a divisor of it, for cross-attention with a key-padding "
+                f"mask), received cached keys of shape {tuple(k.shape)}"
+            )
+        if per_group > 1:  # K consecutive query rows share one key set: one attention per group
+            q = q.view(groups, per_group, self.num_heads, query_len, self.head_dim)  # (G, K, nh, T, hd)
+            q = q.transpose(1, 2).reshape(groups, self.num_heads, per_group * query_len, self.head_dim)
         key_len = k.shape[2]
         attn_mask = build_attention_mask(
-            query_len, key_len, mask=mask, is_causal=is_causal, batch=batch, device=x.device
+            q.shape[2], key_len, mask=mask, is_causal=is_causal, batch=groups, device=x.device
         )  # (B or 1, 1, T, S) or None
         if is_recording():
-            out = self._explicit(q, k, v, attn_mask)
+            out = self._explicit(q, k, v, attn_mask, per_group=per_group)
         else:
             out = self._fast(
                 q, k, v, attn_mask, is_causal=is_causal and mask is None and query_len == key_len
             )
+        if per_group > 1:
+            out = _ungroup(out, per_group)  # (G, nh, K * T, hd) -> (B, nh, T, hd)
         return self.out_proj(merge_heads(out))
 
     def _fast(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, *, is_causal: bool) -> Tensor:
@@ -183,7 +206,9 @@ class MultiHeadAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=kernel_mask, dropout_p=dropout_p)
         return out * valid_rows.to(out.dtype)  # (B, nh, T, hd)
 
-    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
+    def _explicit(
+        self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, *, per_group: int = 1
+    ) -> Tensor:
         scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, S)
         if attn_mask is not None:
             valid_rows = attn_mask.any(dim=-1, keepdim=True)  # (B or 1, 1, T, 1)
@@ -191,7 +216,7 @@ class MultiHeadAttention(nn.Module):
             weights = scores.softmax(dim=-1) * valid_rows.to(scores.dtype)
         else:
             weights = scores.softmax(dim=-1)
-        emit(self, weights, axes=AXES)
+        emit(self, _ungroup(weights, per_group) if per_group > 1 else weights, axes=AXES)
         if self.training and self.dropout > 0:
             weights = F.dropout(weights, p=self.dropout)
         return torch.matmul(weights.to(v.dtype), v)  # (B, nh, T, hd)

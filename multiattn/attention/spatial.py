@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from multiattn.attention.additive import masked_softmax, weighted_sum
+from multiattn.attention.additive import additive_energy, masked_softmax
 from multiattn.masks import check_lengths, check_shape, lengths_to_mask
 from multiattn.recording import emit, is_recording
 
@@ -109,33 +109,47 @@ class SoftSpatialAttention(nn.Module):
     ) -> SpatialAttentionOutput:
         """One decoding step.
 
+        The grid may be shared by groups of consecutive queries (beam search: the ``K``
+        hypotheses of one image, :meth:`multiattn.decoding.ItemMemory.shared`): with ``G`` grids
+        and ``B = G * K`` hidden states, state ``b`` attends over grid ``b // K``, and each grid
+        is read once per group rather than once per hypothesis.
+
         Args:
-            features: ``(B, C, H, W)``, or ``(B, H*W, C)`` with ``grid_hw=(H, W)``.
+            features: ``(G, C, H, W)``, or ``(G, H*W, C)`` with ``grid_hw=(H, W)``; ``G`` divides
+                ``B`` (usually ``G = B``).
             hidden: ``(B, Dh)`` previous decoder state ``h_{t-1}``.
-            mask: ``(B, H*W)`` or ``(B, H, W)`` bool, ``True`` = valid cell (e.g. images padded to a
+            mask: ``(G, H*W)`` or ``(G, H, W)`` bool, ``True`` = valid cell (e.g. images padded to a
                 common size); masked cells get exactly zero weight.
             grid_hw: ``(H, W)``, needed for flattened features.
-            features_proj: ``(B, N, A)`` from :meth:`precompute`.
+            features_proj: ``(G, N, A)`` from :meth:`precompute`.
 
         Returns:
             :class:`SpatialAttentionOutput` ``(context (B, C), weights (B, H, W), gate (B, 1))``.
         """
-        flat, (height, width) = flatten_grid(features, grid_hw)  # (B, N, C)
-        batch, cells = flat.shape[0], flat.shape[1]
-        check_shape("features", flat, (batch, cells, self.feature_dim))
-        check_shape("hidden", hidden, (batch, self.hidden_dim))
+        flat, (height, width) = flatten_grid(features, grid_hw)  # (G, N, C)
+        groups, cells = flat.shape[0], flat.shape[1]
+        check_shape("features", flat, (groups, cells, self.feature_dim))
+        batch = hidden.shape[0]
+        check_shape("hidden", hidden, (None, self.hidden_dim))
+        if groups == 0 or batch % groups:
+            raise ValueError(
+                f"features: {groups} grids do not divide the {batch} hidden states into equal groups"
+            )
+        per_group = batch // groups
         if mask is not None:
             if mask.dim() == 3:
-                check_shape("mask", mask, (batch, height, width))
-                mask = mask.flatten(1)  # (B, N)
-            check_shape("mask", mask, (batch, cells))
+                check_shape("mask", mask, (groups, height, width))
+                mask = mask.flatten(1)  # (G, H, W) -> (G, N)
+            check_shape("mask", mask, (groups, cells))
+            mask = mask.repeat_interleave(per_group, dim=0) if per_group > 1 else mask  # (B, N)
         if features_proj is None:
             features_proj = self.feature_proj(flat)
         else:
-            check_shape("features_proj", features_proj, (batch, cells, self.attn_dim))
-        energy = torch.tanh(features_proj + self.hidden_proj(hidden).unsqueeze(1))  # (B, N, A)
-        weights = masked_softmax(self.score(energy).squeeze(-1), mask)  # (B, N)
-        context = weighted_sum(weights, flat)  # (B, C)
+            check_shape("features_proj", features_proj, (groups, cells, self.attn_dim))
+        energy = additive_energy(features_proj, self.hidden_proj(hidden), self.score.weight)  # (B, N)
+        weights = masked_softmax(energy, mask)  # (B, N)
+        grouped = weights.to(flat.dtype).view(groups, per_group, cells)  # (B, N) -> (G, K, N)
+        context = torch.bmm(grouped, flat).view(batch, self.feature_dim)  # (G, K, C) -> (B, C)
         if self.gate_proj is not None:
             gate = torch.sigmoid(self.gate_proj(hidden))  # (B, 1)
             context = gate.to(context.dtype) * context

@@ -149,7 +149,6 @@ def beam_search(
         raise ValueError(f"ctc_weight={ctc_weight} needs a ctc_scorer (pass ctc_scorer=CTCPrefixScorer(...))")
     length_normaliser(1.0, length_penalty=length_penalty, length_norm=length_norm)  # validates the name
     B, K = batch_size, beam_size
-    N = B * K
     limits = resolve_max_len(max_len, B)  # (B,) on the CPU
     device = infer_device(state, device)
     use_scorer = ctc_scorer is not None and ctc_weight > 0.0
@@ -158,21 +157,25 @@ def beam_search(
     state = expand_state(state, K, batch_size=B, device=device)
     scorer_state = ctc_scorer.initial_state() if use_scorer else None
     scorer_state = expand_state(scorer_state, K, batch_size=B) if use_scorer else None
-    tokens = torch.full((N, 1), bos_id, dtype=torch.long, device=device)  # (N, 1)
+    tokens = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (N, 1)
     # Only beam 0 of each item is live at the start, so the K beams do not repeat one hypothesis.
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0
-    item_offset = torch.arange(B, device=device)[:, None] * K  # (B, 1)
     rank = torch.arange(2 * K, device=device)[None, :]  # (1, 2K)
     best_bound_lp = length_normaliser(limits.double(), length_penalty=length_penalty, length_norm=length_norm)
+    beam_offset = torch.arange(K)  # (K,) CPU
 
     ended: list[list[_Ended]] = [[] for _ in range(B)]
     fallback: list[_Ended | None] = [None] * B
-    done = torch.zeros(B, dtype=torch.bool)
+    # The items still searched, in row order: the rows of item active[i] are i*K .. i*K+K-1.
+    # A stopped item's rows are dropped, so later steps compute only the items still running.
+    active = torch.arange(B)  # (A,) CPU
     attention_steps: list[Tensor] = []
-    backpointers: list[Tensor] = []  # per step, (N,) CPU: the row each kept hypothesis came from
+    backpointers: list[Tensor] = []  # per step, (N,) CPU: the row each next-step row came from
 
     for step in range(1, int(limits.max()) + 1):
+        A = active.numel()
+        N = A * K
         out = step_fn(tokens, state)
         check_shape("step_fn log_probs", out.log_probs, (N, None))
         log_probs = out.log_probs.float()  # (N, V)
@@ -195,62 +198,74 @@ def beam_search(
             step_scores = step_scores.clone()
             step_scores[:, eos_id] = float("-inf")
 
-        total = (scores.reshape(N, 1) + step_scores).reshape(B, K * V)  # (B, K*V)
-        top_scores, top_index = total.topk(min(2 * K, K * V), dim=1)  # (B, 2K)
-        source_beam = torch.div(top_index, V, rounding_mode="floor")  # (B, 2K)
-        top_tokens = top_index % V  # (B, 2K)
-        source_row = item_offset + source_beam  # (B, 2K)
+        total = (scores.reshape(N, 1) + step_scores).reshape(A, K * V)  # (A, K*V)
+        top_scores, top_index = total.topk(min(2 * K, K * V), dim=1)  # (A, 2K)
+        source_beam = torch.div(top_index, V, rounding_mode="floor")  # (A, 2K)
+        top_tokens = top_index % V  # (A, 2K)
+        source_row = torch.arange(A, device=device)[:, None] * K + source_beam  # (A, 2K)
         is_eos = top_tokens == eos_id
         if top_scores.shape[1] < 2 * K:  # tiny vocabularies: pad so K non-EOS candidates exist
             pad = 2 * K - top_scores.shape[1]
-            top_scores = torch.cat([top_scores, top_scores.new_full((B, pad), float("-inf"))], 1)
-            source_row = torch.cat([source_row, source_row[:, :1].expand(B, pad)], 1)
-            top_tokens = torch.cat([top_tokens, top_tokens.new_zeros(B, pad)], 1)
-            is_eos = torch.cat([is_eos, is_eos.new_zeros(B, pad)], 1)
+            top_scores = torch.cat([top_scores, top_scores.new_full((A, pad), float("-inf"))], 1)
+            source_row = torch.cat([source_row, source_row[:, :1].expand(A, pad)], 1)
+            top_tokens = torch.cat([top_tokens, top_tokens.new_zeros(A, pad)], 1)
+            is_eos = torch.cat([is_eos, is_eos.new_zeros(A, pad)], 1)
 
         # EOS among the K best candidates finishes a hypothesis (as in a plain beam of size K).
-        new_ended = is_eos & (rank < K) & torch.isfinite(top_scores) & ~done.to(device)[:, None]
+        new_ended = is_eos & (rank < K) & torch.isfinite(top_scores)
         if bool(new_ended.any()):
             lp_now = length_normaliser(float(step), length_penalty=length_penalty, length_norm=length_norm)
-            for item, position in new_ended.nonzero().tolist():
-                row = int(source_row[item, position])
-                raw = float(top_scores[item, position])
-                ended[item].append(_Ended(raw / lp_now, raw, tokens[row, 1:].tolist(), step, row, True))
+            for position, candidate in new_ended.nonzero().tolist():
+                row = int(source_row[position, candidate])
+                raw = float(top_scores[position, candidate])
+                ended[int(active[position])].append(
+                    _Ended(raw / lp_now, raw, tokens[row, 1:].tolist(), step, row, True)
+                )
 
         # The first K non-EOS candidates (in score order) stay alive.
-        keep = (is_eos.long() * 2 * K + rank).argsort(dim=1)[:, :K]  # (B, K)
-        scores = top_scores.gather(1, keep)  # (B, K)
+        keep = (is_eos.long() * 2 * K + rank).argsort(dim=1)[:, :K]  # (A, K)
+        scores = top_scores.gather(1, keep)  # (A, K)
         kept_rows = source_row.gather(1, keep).reshape(N)  # (N,)
         kept_tokens = top_tokens.gather(1, keep).reshape(N)  # (N,)
-        backpointers.append(kept_rows.cpu())
         tokens = torch.cat([tokens.index_select(0, kept_rows), kept_tokens[:, None]], dim=1)  # (N, t + 1)
         state = reorder_state(out.state, kept_rows)
         if use_scorer:
             scorer_state = ctc_scorer.select(scorer_candidates, kept_rows, kept_tokens)
+        kept_rows = kept_rows.cpu()
 
         # Items at their length limit: remember the best unfinished hypothesis, then stop.
         scores_cpu = scores.cpu()
-        for item in ((limits == step) & ~done).nonzero().flatten().tolist():
-            raw = float(scores_cpu[item, 0])
+        stopped = limits[active] == step  # (A,)
+        for position in stopped.nonzero().flatten().tolist():
+            raw = float(scores_cpu[position, 0])
             lp_now = length_normaliser(float(step), length_penalty=length_penalty, length_norm=length_norm)
-            row = item * K
-            fallback[item] = _Ended(
+            row = position * K
+            fallback[int(active[position])] = _Ended(
                 raw / lp_now, raw, tokens[row, 1:].tolist(), step, int(kept_rows[row]), False
             )
-            done[item] = True
         # Items whose n_best-th finished hypothesis no alive one can beat.
-        best_alive = scores_cpu.max(dim=1).values.double()  # (B,)
+        best_alive = scores_cpu.max(dim=1).values.double()  # (A,)
         lp_next = length_normaliser(float(step + 1), length_penalty=length_penalty, length_norm=length_norm)
-        bound = torch.where(best_alive <= 0, best_alive / best_bound_lp, best_alive / lp_next)  # (B,)
-        for item in (~done).nonzero().flatten().tolist():
-            if len(ended[item]) >= n_best:
-                nth = sorted((e.score for e in ended[item]), reverse=True)[n_best - 1]
-                if nth >= float(bound[item]):
-                    done[item] = True
-        if bool(done.all()):
+        bound = torch.where(best_alive <= 0, best_alive / best_bound_lp[active], best_alive / lp_next)  # (A,)
+        for position in (~stopped).nonzero().flatten().tolist():
+            finished = ended[int(active[position])]
+            if len(finished) >= n_best:
+                nth = sorted((e.score for e in finished), reverse=True)[n_best - 1]
+                stopped[position] = nth >= float(bound[position])
+        if bool(stopped.all()):
             break
-        # Stopped items keep their rows (one batched call) but can no longer produce candidates.
-        scores = scores.masked_fill(done.to(device)[:, None], float("-inf"))
+        if bool(stopped.any()):  # drop the stopped items' rows from every later step
+            running = (~stopped).nonzero().flatten()  # (A',)
+            rows = (running[:, None] * K + beam_offset).reshape(-1)  # (A' * K,)
+            rows_device = rows.to(device)
+            kept_rows = kept_rows.index_select(0, rows)
+            tokens = tokens.index_select(0, rows_device)
+            scores = scores.index_select(0, running.to(device))
+            state = reorder_state(state, rows_device)
+            if use_scorer:
+                scorer_state = reorder_state(scorer_state, rows_device)
+            active = active.index_select(0, running)
+        backpointers.append(kept_rows)
 
     results: list[list[Hypothesis]] = []
     for item in range(B):

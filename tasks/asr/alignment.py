@@ -2,15 +2,19 @@
 
 Two independent estimates of when each word starts:
 
-* **attention**: the decoder's cross-attention row of the word's first character, over encoder
+* **attention**: the decoder's cross-attention row of the word's first token, over encoder
   frames; the frame of its maximum (``"argmax"``) or its centre of mass (``"centroid"``) becomes
   a time with :func:`tasks.asr.model.frame_time` (40 ms frames after 4x subsampling). This is the
   alignment Chorowski et al. 2015 and Chan et al. 2016 plot.
 * **CTC**: ``torchaudio.functional.forced_align`` (Viterbi over CTC paths, Graves et al. 2006)
-  of the transcript's characters on the CTC log-probabilities; a word starts at the first frame of
-  its first character's span and ends after the last frame of its last character's span.
+  of the transcript's tokens on the CTC log-probabilities; a word starts at the first frame of
+  its first token's span and ends after the last frame of its last token's span.
 
-Shape legend: ``T`` output tokens (characters), ``S`` encoder frames, ``V`` vocabulary.
+Words are given either as a string with one character per token (the character tokenizer's
+``chars``) or as ``(word, first_token, last_token)`` ranges (any tokenizer's ``word_ranges``: with
+sentencepiece a word starts at the piece that begins with ``▁``).
+
+Shape legend: ``T`` output tokens (characters or pieces), ``S`` encoder frames, ``V`` vocabulary.
 """
 
 from __future__ import annotations
@@ -26,12 +30,16 @@ from tasks.asr.model import FRAME_SECONDS, frame_time
 
 __all__ = [
     "WordSpan",
+    "WordRanges",
     "word_char_ranges",
     "attention_word_starts",
     "ctc_token_spans",
     "ctc_word_spans",
     "spans_matrix",
 ]
+
+
+WordRanges = Sequence[tuple[str, int, int]]  # (word, first_token, last_token) per word
 
 
 class WordSpan(NamedTuple):
@@ -58,15 +66,31 @@ def word_char_ranges(text: str) -> list[tuple[str, int, int]]:
     return ranges
 
 
-def attention_word_starts(attention: Tensor, text: str, *, method: str = "argmax") -> list[float]:
-    """Start time (s) of each word of ``text`` from an ``(T, S)`` attention map (``T >= len(text)``)."""
+def _ranges(words: str | WordRanges) -> tuple[list[tuple[str, int, int]], int]:
+    """``(word ranges, tokens they need)`` of a one-character-per-token string or of ranges."""
+    if isinstance(words, str):
+        return word_char_ranges(words), len(words)
+    ranges = [(word, int(first), int(last)) for word, first, last in words]
+    return ranges, max((last + 1 for _, _, last in ranges), default=0)
+
+
+def attention_word_starts(
+    attention: Tensor, text: str | WordRanges, *, method: str = "argmax"
+) -> list[float]:
+    """Start time (s) of each word from an ``(T, S)`` attention map: the row of its first token.
+
+    Args:
+        attention: ``(T, S)``, ``T`` at least the tokens the words cover.
+        text: one character per token (words split at spaces) or ``(word, first, last)`` ranges.
+        method: ``"argmax"`` or ``"centroid"`` of the row.
+    """
     if method not in ("argmax", "centroid"):
         raise ValueError(f"method: expected 'argmax' or 'centroid', received {method!r}")
-    ranges = word_char_ranges(text)
+    ranges, needed = _ranges(text)
     if not ranges:
         return []
-    if attention.dim() != 2 or attention.shape[0] < len(text):
-        raise ValueError(f"attention: expected shape (>= {len(text)}, S), received {tuple(attention.shape)}")
+    if attention.dim() != 2 or attention.shape[0] < needed:
+        raise ValueError(f"attention: expected shape (>= {needed}, S), received {tuple(attention.shape)}")
     rows = attention[[first for _, first, _ in ranges]].float()  # (words, S)
     if method == "argmax":
         frames = rows.argmax(dim=1).float()
@@ -99,14 +123,22 @@ def ctc_token_spans(
 
 
 def ctc_word_spans(
-    log_probs: Tensor, tokens: Sequence[int], text: str, *, blank_id: int = 0
+    log_probs: Tensor, tokens: Sequence[int], text: str | WordRanges, *, blank_id: int = 0
 ) -> list[WordSpan] | None:
-    """Word start / end times (s) of ``text`` (tokenised as ``tokens``) from CTC forced alignment."""
+    """Word start / end times (s) from the CTC forced alignment of ``tokens``.
+
+    Args:
+        log_probs: ``(S, V)`` CTC log-probabilities (valid frames only).
+        tokens: the transcript's token ids.
+        text: its words: one character per token (split at spaces) or ``(word, first, last)`` ranges.
+        blank_id: the CTC blank.
+    """
+    ranges, needed = _ranges(text)
     spans = ctc_token_spans(log_probs, tokens, blank_id=blank_id)
-    if spans is None or len(spans) != len(tokens):
+    if spans is None or len(spans) != len(tokens) or needed > len(tokens):
         return None
     out = []
-    for word, first, last in word_char_ranges(text):
+    for word, first, last in ranges:
         start = frame_time(spans[first][0]) - FRAME_SECONDS / 2
         end = frame_time(spans[last][1] - 1) + FRAME_SECONDS / 2
         out.append(WordSpan(word, max(float(start), 0.0), float(end)))

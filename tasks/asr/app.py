@@ -9,8 +9,9 @@ others still run. Recordings longer than ``--max-seconds`` are cut at quiet poin
 (:func:`tasks.asr.audio.segment_audio`), the segments decoded in batches with the rest, and the
 texts and word times joined. ``--json`` prints one object per file: ``file``, ``text``, ``words``
 (``[{"word", "start", "end"}]`` in seconds, from the CTC forced alignment of the decoded
-characters), ``duration`` and ``segments``. ``--overlay-dir`` writes, per file (per segment for
-long files), the spectrogram with the decoder's attention alignment and the CTC alignment below.
+tokens: characters, or sentencepiece pieces where a piece starting with ``▁`` begins a word),
+``duration`` and ``segments``. ``--overlay-dir`` writes, per file (per segment for long files),
+the spectrogram with the decoder's attention alignment and the CTC alignment below.
 """
 
 from __future__ import annotations
@@ -128,9 +129,9 @@ def _transcribe_files(
         for number, piece_id in enumerate(own):
             result = decoded[piece_id]
             offset = pieces[piece_id][1] / SAMPLE_RATE
-            chars = system.tokenizer.chars(result.tokens)
+            ranges = system.tokenizer.word_ranges(result.tokens)  # characters or pieces (▁ starts a word)
             spans = ctc_word_spans(
-                result.ctc_log_probs, result.tokens, chars, blank_id=system.tokenizer.blank_id
+                result.ctc_log_probs, result.tokens, ranges, blank_id=system.tokenizer.blank_id
             )
             if result.text:
                 texts.append(result.text)

@@ -219,12 +219,24 @@ class ASRDataModule(SplitDataModule):
                 rate_range=tuple(self.hparams.rate_range),
             )
 
+    def _dataset(self, split: str) -> SpeechDataset:
+        if split not in self.datasets:
+            max_duration = self.hparams.max_duration if split == "train" else None
+            self.datasets[split] = SpeechDataset(self._entries(split), max_duration=max_duration)
+        return self.datasets[split]
+
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for split in wanted.get(stage, ("train", "val", "test")) if stage else ("train", "val", "test"):
-            if split not in self.datasets:
-                max_duration = self.hparams.max_duration if split == "train" else None
-                self.datasets[split] = SpeechDataset(self._entries(split), max_duration=max_duration)
+            self._dataset(split)
+
+    def train_texts(self) -> list[str]:
+        """The transcripts of the training split as trained on (after the duration filter).
+
+        What a learned tokenizer (:class:`tasks.asr.tokenizer.SentencePieceTokenizer`) is trained
+        on: the training split only, never validation or test, in the dataset's order.
+        """
+        return [entry.text for entry in self._dataset("train").entries]
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from multiattn.decoding import CTCPrefixScorer, beam_search, ctc_greedy_decode, greedy_search
 from tasks.asr.model import ASRModel
-from tasks.asr.tokenizer import CharTokenizer
+from tasks.asr.tokenizer import Tokenizer
 
 __all__ = ["DecodeResult", "DECODING_MODES", "decode_batch"]
 
@@ -58,7 +58,7 @@ class DecodeResult:
 @torch.no_grad()
 def decode_batch(
     model: ASRModel,
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     waveform: Tensor,
     lengths: Tensor,
     *,

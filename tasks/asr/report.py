@@ -73,16 +73,19 @@ def word_statuses(reference: str, hypothesis_words: list[str]) -> tuple[list[str
     return statuses, deleted
 
 
-def _word_times(system: ASRSystem, result, chars: str) -> list[tuple[str, float, float]]:
-    """Each hypothesis word with its start and end (s): CTC forced alignment, else attention."""
-    words = chars.split()
-    spans = ctc_word_spans(result.ctc_log_probs, result.tokens, chars, blank_id=system.tokenizer.blank_id)
+def _word_times(system: ASRSystem, result, ranges: list) -> list[tuple[str, float, float]]:
+    """Each hypothesis word with its start and end (s): CTC forced alignment, else attention.
+
+    ``ranges``: ``(word, first_token, last_token)`` per word (``tokenizer.word_ranges``).
+    """
+    words = [word for word, _, _ in ranges]
+    spans = ctc_word_spans(result.ctc_log_probs, result.tokens, ranges, blank_id=system.tokenizer.blank_id)
     if spans is not None:
         return [(s.word, s.start, s.end) for s in spans]
     duration = result.features.shape[0] * HOP_SECONDS
     starts = [0.0] * len(words)
-    if result.attention is not None and result.attention.shape[0] >= len(chars) and words:
-        starts = attention_word_starts(result.attention, chars)
+    if result.attention is not None and result.attention.shape[0] >= len(result.tokens) and words:
+        starts = attention_word_starts(result.attention, ranges)
     ends = [*starts[1:], duration]
     return [(w, s, max(s, e)) for w, s, e in zip(words, starts, ends)]
 
@@ -126,8 +129,7 @@ def _decode_and_write(
     results = system.decode(waveform.to(request.device), lengths.to(request.device), return_attention=True)
     for (file, wave, reference, true_words), result in zip(batch, results):
         number = len(items)
-        chars = system.tokenizer.chars(result.tokens)
-        timed = _word_times(system, result, chars)
+        timed = _word_times(system, result, system.tokenizer.word_ranges(result.tokens))
         audio_path = request.assets / f"{number:04d}.wav"
         image_path = request.assets / f"{number:04d}.png"
         write_wav(wave.numpy(), SAMPLE_RATE, audio_path)
@@ -146,7 +148,7 @@ def _decode_and_write(
             "audio": request.relative(audio_path),
             "spectrogram": request.relative(image_path),
             "duration": round(wave.numel() / SAMPLE_RATE, 3),
-            "text": chars.strip(),
+            "text": system.tokenizer.decode(result.tokens).strip(),
             "words": [
                 {"word": w, "start": round(s, 3), "end": round(e, 3), "status": status}
                 for (w, s, e), status in zip(timed, statuses)

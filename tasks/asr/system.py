@@ -5,7 +5,8 @@ Training loss (Kim, Hori and Watanabe 2017; Watanabe et al. 2017)::
     L = lambda * L_ctc + (1 - lambda) * L_att        lambda = ctc_weight = 0.3
 
 ``L_ctc`` is ``F.ctc_loss`` summed over an utterance, ``L_att`` the (label-smoothed) cross-entropy
-summed over its characters plus eos, both averaged over utterances; padding never counts.
+summed over its tokens (characters or pieces) plus eos, both averaged over utterances; padding
+never counts.
 
 Validation decodes free-running (CTC greedy by default, fast) and reports corpus WER / CER
 (``val/wer`` is the checkpoint monitor). Test decodes with ``test_decoding`` (joint CTC/attention
@@ -25,11 +26,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
+from multiattn.io import UserError
 from multiattn.metrics.speech import boundary_errors, error_counts, match_words
 from tasks.asr.alignment import attention_word_starts, ctc_token_spans, ctc_word_spans, spans_matrix
 from tasks.asr.decode import DECODING_MODES, DecodeResult, decode_batch
 from tasks.asr.model import ASRModel
-from tasks.asr.tokenizer import CharTokenizer
+from tasks.asr.tokenizer import SentencePieceTokenizer, build_tokenizer
 
 __all__ = ["ASRSystem"]
 
@@ -38,8 +40,15 @@ class ASRSystem(LightningModule):
     """Joint CTC/attention speech recognition.
 
     Args:
-        vocab: the tokenizer's vocabulary (specials first); ``None`` = default characters. Stored
-            in the checkpoint, so the checkpoint rebuilds its own tokenizer.
+        tokenizer: ``"char"`` (default) or ``"sentencepiece"`` (BPE / unigram pieces, needs the
+            ``sentencepiece`` package), see :mod:`tasks.asr.tokenizer`.
+        vocab: the character tokenizer's vocabulary (specials first); ``None`` = default
+            characters. Stored in the checkpoint, so the checkpoint rebuilds its own tokenizer.
+        vocab_size: sentencepiece only: the output size ``V`` (an upper bound on the pieces).
+        model_type: sentencepiece only: ``"bpe"`` or ``"unigram"``.
+        sentencepiece_model: sentencepiece only: the trained model (base64). Leave unset: it is
+            trained on the data module's training transcripts when ``fit`` starts and stored in the
+            checkpoint's hyper-parameters, so ``transcribe`` / ``test`` rebuild it without the data.
         embed_dim / num_heads / encoder / encoder_layers / encoder_ff_dim / conv_kernel_size /
             decoder / decoder_layers / decoder_ff_dim / subsampling_channels / dropout /
             normalization / spec_augment / freq_mask_param / num_freq_masks / time_mask_ratio /
@@ -54,7 +63,7 @@ class ASRSystem(LightningModule):
         beam_size: beam of the attention / joint searches.
         decode_ctc_weight: CTC weight of joint decoding.
         length_penalty: beam-search length-normalisation exponent.
-        alignment_method: ``"argmax"`` or ``"centroid"`` of the first character's attention row.
+        alignment_method: ``"argmax"`` or ``"centroid"`` of the first token's attention row.
         log_overlays: draw overlays of ``num_overlays`` validation utterances each epoch.
         num_overlays: how many.
     """
@@ -62,7 +71,11 @@ class ASRSystem(LightningModule):
     def __init__(
         self,
         *,
+        tokenizer: str = "char",
         vocab: list[str] | None = None,
+        vocab_size: int = 256,
+        model_type: str = "bpe",
+        sentencepiece_model: str | None = None,
         embed_dim: int = 144,
         num_heads: int = 4,
         encoder: str = "conformer",
@@ -101,8 +114,10 @@ class ASRSystem(LightningModule):
                 raise ValueError(f"{name}: expected one of {list(DECODING_MODES)}, received {mode!r}")
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight: expected a value in [0, 1], received {ctc_weight}")
-        self.tokenizer = CharTokenizer(vocab)
-        if vocab is None:
+        self.tokenizer = build_tokenizer(
+            tokenizer, vocab=vocab, vocab_size=vocab_size, model_type=model_type, model=sentencepiece_model
+        )
+        if vocab is None and tokenizer == "char":
             vocab = list(self.tokenizer.vocab)
         self.save_hyperparameters()
         self.model = ASRModel(
@@ -127,6 +142,34 @@ class ASRSystem(LightningModule):
             alignment_layer=alignment_layer,
         )
         self._outputs: dict[str, list[Any]] = {}
+
+    # ------------------------------------------------------------------ tokenizer
+    def setup(self, stage: str) -> None:
+        """Train a sentencepiece tokenizer on the training transcripts when ``fit`` starts.
+
+        Lightning sets the data module up first, so its training split is known. Only ``fit``
+        trains: other stages get the model from the checkpoint (``on_load_checkpoint``), and a
+        resumed ``fit`` replaces this (identical, deterministic) model with the stored one.
+        """
+        tok = self.tokenizer
+        if stage != "fit" or not isinstance(tok, SentencePieceTokenizer) or tok.trained:
+            return
+        train_texts = getattr(self.trainer.datamodule, "train_texts", None)
+        if train_texts is None:
+            raise UserError(
+                "tokenizer sentencepiece: training needs a data module with train_texts() "
+                "(tasks.asr.data.ASRDataModule) to learn the pieces from"
+            )
+        tok.train(train_texts())
+        self.hparams.sentencepiece_model = tok.model  # saved with the hyper-parameters
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take the checkpoint's sentencepiece model (the module may have been built from a config)."""
+        stored = (checkpoint.get("hyper_parameters") or {}).get("sentencepiece_model")
+        tok = self.tokenizer
+        if isinstance(tok, SentencePieceTokenizer) and stored and stored != tok.model:
+            tok.load(stored)
+            self.hparams.sentencepiece_model = stored
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: Any) -> dict[str, torch.Tensor]:
@@ -233,18 +276,18 @@ class ASRSystem(LightningModule):
 
     def alignment_errors(self, result: DecodeResult, words: list[dict[str, Any]]) -> dict[str, list[float]]:
         """Predicted vs true starts of the correctly recognised words, by attention and by CTC."""
-        chars = self.tokenizer.chars(result.tokens)
-        hyp_words = chars.split()
+        ranges = self.tokenizer.word_ranges(result.tokens)  # a word starts at its first token
+        hyp_words = [word for word, _, _ in ranges]
         pairs = match_words([w["word"] for w in words], hyp_words)
         out: dict[str, list[float]] = {"true": [], "attention": [], "ctc": [], "true_ctc": []}
         if not pairs:
             return out
         if result.attention is not None:
-            starts = attention_word_starts(result.attention, chars, method=self.hparams.alignment_method)
+            starts = attention_word_starts(result.attention, ranges, method=self.hparams.alignment_method)
             for ref_index, hyp_index in pairs:
                 out["true"].append(float(words[ref_index]["start"]))
                 out["attention"].append(starts[hyp_index])
-        spans = ctc_word_spans(result.ctc_log_probs, result.tokens, chars, blank_id=self.tokenizer.blank_id)
+        spans = ctc_word_spans(result.ctc_log_probs, result.tokens, ranges, blank_id=self.tokenizer.blank_id)
         if spans is not None:
             for ref_index, hyp_index in pairs:
                 out["true_ctc"].append(float(words[ref_index]["start"]))
@@ -320,16 +363,18 @@ class ASRSystem(LightningModule):
         """The overlay figure of one decoded utterance (needs ``return_attention=True`` results)."""
         from tasks.asr.overlay import speech_overlay
 
-        chars = self.tokenizer.chars(result.tokens)
+        labels = self.tokenizer.token_labels(result.tokens)  # one row per token: a character or a piece
+        ranges = self.tokenizer.word_ranges(result.tokens)
         spans = ctc_token_spans(result.ctc_log_probs, result.tokens, blank_id=self.tokenizer.blank_id)
         ctc_matrix = None if not spans else spans_matrix(spans, result.ctc_log_probs.shape[0])
         words = (
-            ctc_word_spans(result.ctc_log_probs, result.tokens, chars, blank_id=self.tokenizer.blank_id) or []
+            ctc_word_spans(result.ctc_log_probs, result.tokens, ranges, blank_id=self.tokenizer.blank_id)
+            or []
         )
         attention = result.attention if result.attention is not None and result.attention.shape[0] else None
         return speech_overlay(
             features=result.features,
-            text=chars,
+            text=labels,
             attention=attention,
             ctc_alignment=ctc_matrix,
             words=words,

@@ -8,18 +8,30 @@
 Both build the vocabulary from the training split only (``min_count``), and expose it as
 ``.vocab``; the system stores it in its checkpoint. A system loaded from a checkpoint hands its
 own vocabulary back through :meth:`set_vocab`, so ids always mean what the model learned.
+
+Exact resume: training draws one of an image's references per access (augmentation over
+paraphrases). The draw is a function of ``(seed, epoch, index)`` (:func:`reference_choice`), not of
+the global RNG, and the training order comes from a :class:`~multiattn.resumable.ResumableSampler`,
+so a run resumed mid-epoch (``tasks.common.callbacks.ExactResume``) sees exactly the batches an
+uninterrupted run would. The epoch travels with each sampled index (:class:`EpochIndexSampler`
+yields ``(epoch, index)``), because DataLoader workers hold copies of the dataset: an epoch set
+on the main process's dataset would never reach them, while sampled indices always do.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from torch.utils.data import DataLoader
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
 
 from multiattn.io import UserError
+from multiattn.resumable import ResumableSampler
 from tasks.captioning.datasets import (
+    CaptionSample,
     ImageCaptionDataset,
     SceneCaptionDataset,
     collate_captions,
@@ -30,9 +42,75 @@ from tasks.captioning.sources.scenes import generate_scenes, load_scene_split
 from tasks.captioning.vocab import Vocabulary
 from tasks.common.data import SplitDataModule
 
-__all__ = ["SceneCaptionData", "CaptionData"]
+__all__ = [
+    "SceneCaptionData",
+    "CaptionData",
+    "EpochIndexSampler",
+    "EpochReferenceDataset",
+    "reference_choice",
+]
 
 SPLITS = ("train", "val", "test")
+
+
+def reference_choice(seed: int, epoch: int, index: int, count: int) -> int:
+    """Which of ``count`` references training item ``index`` uses in ``epoch``: ``0 <= r < count``.
+
+    A pure function of its arguments (a ``SeedSequence`` hash of ``(seed, epoch, index)``, which
+    never collides for distinct triples), so every process, worker and resumed run agrees on it.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, received {count}")
+    state = np.random.SeedSequence((seed, epoch, index)).generate_state(1, dtype=np.uint64)
+    return int(state[0] % np.uint64(count))
+
+
+class EpochIndexSampler(ResumableSampler):
+    """A :class:`~multiattn.resumable.ResumableSampler` that yields ``(epoch, index)`` pairs.
+
+    The order, the per-epoch reshuffle (``set_epoch``) and the mid-epoch skip (``skip_next``) are
+    the parent's; the epoch is attached to each index so that it reaches the dataset even in a
+    DataLoader worker process.
+    """
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        epoch = self.epoch  # fixed when the epoch's iterator is created, as the order is
+        return ((epoch, index) for index in super().__iter__())
+
+
+class EpochReferenceDataset(Dataset):
+    """Training view of a caption dataset: item ``(epoch, index)`` is trained on a reference chosen
+    by :func:`reference_choice`.
+
+    Works with :class:`~tasks.captioning.datasets.SceneCaptionDataset` and
+    :class:`~tasks.captioning.datasets.ImageCaptionDataset` (COCO, Karpathy, Flickr8k) alike: it
+    takes the wrapped dataset's sample (built with ``train=False``, so it draws nothing) and
+    re-encodes the chosen reference with the wrapped dataset's current ``vocab`` and ``max_words``.
+
+    Args:
+        dataset: the training split, built with ``train=False``.
+        seed: base seed of the reference draws.
+    """
+
+    def __init__(self, dataset: SceneCaptionDataset | ImageCaptionDataset, *, seed: int) -> None:
+        if dataset.train:
+            raise ValueError(
+                "EpochReferenceDataset draws the reference itself: wrap a dataset built with train=False"
+            )
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> CaptionSample | None:
+        epoch, index = key
+        sample = self.dataset[index]
+        if sample is None:  # unreadable image: collate_captions drops it
+            return None
+        choice = reference_choice(self.seed, epoch, index, len(sample.references))
+        sample.tokens = self.dataset.vocab.encode(sample.references[choice], max_len=self.dataset.max_words)
+        return sample
 
 
 class _CaptionDataBase(SplitDataModule):
@@ -40,6 +118,7 @@ class _CaptionDataBase(SplitDataModule):
 
     batch_size: int
     num_workers: int
+    seed: int
     vocab: Vocabulary | None
     datasets: dict
 
@@ -52,10 +131,17 @@ class _CaptionDataBase(SplitDataModule):
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for the {split} loader")
+        dataset, sampler = self.datasets[split], None
+        if split == "train":
+            # Order and reference draws depend only on (seed, epoch, index): exact mid-epoch resume.
+            dataset = EpochReferenceDataset(dataset, seed=self.seed)
+            sampler = EpochIndexSampler(len(dataset), shuffle=shuffle, seed=self.seed)
+        elif shuffle:
+            raise ValueError(f"{type(self).__name__}: only the train split is shuffled, not {split}")
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=functools.partial(collate_captions, pad_id=0),
             persistent_workers=self.num_workers > 0,
@@ -68,7 +154,8 @@ class SceneCaptionData(_CaptionDataBase):
 
     Args:
         data_dir: cache directory of the generated splits.
-        seed: generator seed (same seed -> identical data).
+        seed: generator seed (same seed -> identical data); also seeds the training order and
+            the per-epoch reference draws.
         image_size: image side in pixels (at least 96).
         num_train: training images.
         num_val: validation images.
@@ -98,6 +185,7 @@ class SceneCaptionData(_CaptionDataBase):
         super().__init__()
         self.save_hyperparameters()
         self.data_dir = data_dir
+        self.seed = seed
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -127,8 +215,9 @@ class SceneCaptionData(_CaptionDataBase):
                 (c for ann in splits["train"][1] for c in ann["captions"]), min_count=self.min_count
             )
         for split, (images, scene_annotations) in splits.items():
+            # train=False everywhere: the training loader's EpochReferenceDataset draws the reference.
             self.datasets[split] = SceneCaptionDataset(
-                images, scene_annotations, self.vocab, train=split == "train", max_words=self.max_words
+                images, scene_annotations, self.vocab, train=False, max_words=self.max_words
             )
 
 
@@ -155,6 +244,7 @@ class CaptionData(_CaptionDataBase):
         max_words: captions are cut to this many words.
         verify_images: check every image header up front and drop unreadable ones (with a
             warning and a count); unreadable images are skipped at load time either way.
+        seed: seed of the training order and of the per-epoch reference draws.
     """
 
     has_boxes = False
@@ -179,9 +269,11 @@ class CaptionData(_CaptionDataBase):
         min_count: int = 5,
         max_words: int = 20,
         verify_images: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.seed = seed
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -238,7 +330,7 @@ class CaptionData(_CaptionDataBase):
                 split_records,
                 self.vocab,
                 image_size=self.image_size,
-                train=split == "train",
+                train=False,  # the training loader's EpochReferenceDataset draws the reference
                 max_words=self.hparams.max_words,
             )
 

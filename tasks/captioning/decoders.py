@@ -48,11 +48,11 @@ class GridMemory(ItemMemory):
 
     @property
     def features(self) -> Tensor:
-        return self.rows[0]  # (rows, N, C)
+        return self.shared()[0]  # (G, N, C): one grid per group of rows of one image
 
     @property
     def features_proj(self) -> Tensor:
-        return self.rows[1]  # (rows, N, A)
+        return self.shared()[1]  # (G, N, A)
 
 
 class ShowAttendTellDecoder(nn.Module):

@@ -127,8 +127,27 @@ class CaptionModel(nn.Module):
             One :class:`Caption` per image with ``attention (len(tokens), H, W)``.
         """
         features = self.encoder(images)  # (B, C, H, W)
+        return self.decode(
+            features,
+            beam_size=beam_size,
+            max_len=max_len,
+            length_penalty=length_penalty,
+            length_norm=length_norm,
+        )
+
+    @torch.no_grad()
+    def decode(
+        self,
+        features: Tensor,
+        *,
+        beam_size: int = 3,
+        max_len: int = 30,
+        length_penalty: float = 1.0,
+        length_norm: str = "gnmt",
+    ) -> list[Caption]:
+        """The search alone, on encoder ``features (B, C, H, W)`` (:meth:`generate` without the encoder)."""
         state = self.decoder.init_state(features)
-        batch = images.shape[0]
+        batch = features.shape[0]
         common = dict(batch_size=batch, bos_id=self.bos_id, eos_id=self.eos_id, max_len=max_len)
         if beam_size == 1:
             hyps: Sequence[Hypothesis] = greedy_search(self._step, state, **common)

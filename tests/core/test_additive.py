@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from multiattn.attention.additive import AdditiveAttention, masked_softmax
+from multiattn.attention.additive import AdditiveAttention, additive_energy, masked_softmax
 from multiattn.masks import lengths_to_mask
 from multiattn.recording import record_attention
 
@@ -94,3 +94,32 @@ def test_bad_shapes_raise():
         module(query, keys, mask=torch.ones(B, S + 1, dtype=torch.bool))
     with pytest.raises(ValueError, match="bool"):
         module(query, keys, mask=torch.ones(B, S))
+
+
+def _tanh_form(keys_proj, query_proj, weight, extra=None):
+    hidden = keys_proj + query_proj.unsqueeze(1)
+    if extra is not None:
+        hidden = hidden + extra
+    return torch.tanh(hidden) @ weight.reshape(-1)
+
+
+@pytest.mark.parametrize("with_extra", [False, True])
+@pytest.mark.parametrize("rows", [1, 3, 40])  # 40 rows of 144 x 128 spans several chunks
+def test_additive_energy_equals_tanh_form(rows: int, with_extra: bool) -> None:
+    torch.manual_seed(rows)
+    keys_proj, query_proj = torch.randn(rows, 144, 128), torch.randn(rows, 128)
+    weight = torch.randn(1, 128)
+    extra = torch.randn(rows, 144, 128) if with_extra else None
+    expected = _tanh_form(keys_proj, query_proj, weight, extra)
+    with torch.no_grad():  # the chunked path
+        torch.testing.assert_close(
+            additive_energy(keys_proj, query_proj, weight, extra), expected, atol=1e-4, rtol=0
+        )
+    leaves = [t.clone().requires_grad_() for t in (keys_proj, query_proj, weight)]
+    got = additive_energy(*leaves, extra)  # the autograd path
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    got.square().sum().backward()
+    reference = [t.clone().requires_grad_() for t in (keys_proj, query_proj, weight)]
+    _tanh_form(*reference, extra).square().sum().backward()
+    for mine, theirs in zip(leaves, reference):
+        torch.testing.assert_close(mine.grad, theirs.grad, atol=1e-3, rtol=1e-3)

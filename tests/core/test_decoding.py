@@ -314,3 +314,32 @@ def test_hypothesis_type() -> None:
     )
     assert all(isinstance(h, Hypothesis) and EOS not in h.tokens for h in hyps)
     assert all(h.attention.shape[0] == len(h.tokens) + int(h.finished) for h in hyps)
+
+
+def test_stopped_items_leave_the_batch() -> None:
+    """Rows of items that stopped are dropped; answers and attention are unchanged by it."""
+    model, memory = make_model(5, batch=4, eos_bias=-0.5)
+    limits = torch.tensor([2, 7, 3, 7])
+    rows_per_step: list[int] = []
+
+    def spy(tokens: Tensor, state: dict) -> StepOutput:
+        rows_per_step.append(tokens.shape[0])
+        return model.step(tokens, state)
+
+    hyps = beam_search(
+        spy, model.initial_state(memory), batch_size=4, beam_size=3, bos_id=BOS, eos_id=EOS, max_len=limits,
+        n_best=2, return_all=True,
+    )  # fmt: skip
+    assert rows_per_step[0] == 12
+    assert rows_per_step[2] <= 9 and rows_per_step[-1] <= 6  # item 0 gone after step 2, item 2 after 3
+    for item, item_hyps in enumerate(hyps):
+        alone = beam_search(
+            model.step, model.initial_state(memory[item : item + 1]), batch_size=1, beam_size=3, bos_id=BOS,
+            eos_id=EOS, max_len=int(limits[item]), n_best=2, return_all=True,
+        )[0]  # fmt: skip
+        assert [h.tokens for h in item_hyps] == [h.tokens for h in alone]
+        for hypothesis in item_hyps:
+            sequence = hypothesis.tokens + ([EOS] if hypothesis.finished else [])
+            raw, maps = replay(model, memory[item], sequence)
+            torch.testing.assert_close(hypothesis.attention, maps)
+            assert hypothesis.log_prob == pytest.approx(raw, abs=1e-5)

@@ -191,3 +191,26 @@ def test_registry() -> None:
     assert isinstance(build_attention("linear", embed_dim=8, num_heads=2), LinearAttention)
     with pytest.raises(ValueError, match="linear, softmax"):
         build_attention("sparse", embed_dim=8, num_heads=2)
+
+
+@pytest.mark.parametrize("recording", [False, True])
+def test_grouped_queries_equal_repeated_keys(recording: bool) -> None:
+    """A static cache of G rows serves G * K query rows: row b reads key row b // K."""
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(16, 4, context_dim=12).eval()
+    memory, mask = torch.randn(2, 7, 12), torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    queries = torch.randn(6, 2, 16)  # (G * K, T, D), K = 3
+    shared, repeated = attn.make_cache(static=True), attn.make_cache(static=True)
+    with torch.no_grad():
+        attn(queries[:2], memory, mask=mask, cache=shared)  # fills the cache with G = 2 rows
+        attn(queries, memory.repeat_interleave(3, 0), mask=mask.repeat_interleave(3, 0), cache=repeated)
+        with record_attention(attn) if recording else contextlib.nullcontext() as recorder:
+            got = attn(queries, mask=mask, cache=shared)
+        expected = attn(queries, mask=mask.repeat_interleave(3, 0), cache=repeated)
+    torch.testing.assert_close(got, expected)
+    if recording:
+        (record,) = recorder.maps[next(iter(recorder.maps))]
+        assert record.weights.shape == (6, 4, 2, 7)
+        assert float(record.weights[3:, :, :, 4:].abs().max()) == 0.0  # item 1's padding
+    with pytest.raises(ValueError, match="divisor"):
+        attn(queries[:5], mask=mask, cache=shared)

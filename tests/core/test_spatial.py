@@ -111,3 +111,20 @@ def test_doubly_stochastic_penalty_hand_computed():
     )
     with pytest.raises(ValueError, match="lengths"):
         doubly_stochastic_penalty(weights, torch.tensor([4, 1]))
+
+
+def test_grids_shared_by_groups_of_rows_equal_repeated_grids():
+    torch.manual_seed(0)
+    attention = SoftSpatialAttention(feature_dim=6, hidden_dim=5, attn_dim=4).eval()
+    features = torch.randn(3, 6, 2, 3)  # (G, C, H, W)
+    hidden = torch.randn(6, 5)  # (G * K, Dh), K = 2
+    mask = torch.rand(3, 2, 3) > 0.3
+    mask[:, 0, 0] = True
+    repeated = attention(features.repeat_interleave(2, 0), hidden, mask=mask.repeat_interleave(2, 0))
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            shared = attention(features, hidden, mask=mask)
+        for mine, theirs in zip(shared, repeated):
+            torch.testing.assert_close(mine, theirs)
+    with pytest.raises(ValueError, match="equal groups"):
+        attention(features[:2].flatten(2).transpose(1, 2), torch.randn(5, 5), grid_hw=(2, 3))

@@ -175,11 +175,13 @@ def test_beam_shared_cache_equals_reordering_everything() -> None:
     expand = torch.tensor([0, 0, 0, 1, 1, 1])  # B = 2 items -> K = 3 beams each: memory rows change
     within = [torch.tensor([2, 0, 0, 5, 3, 4]), torch.tensor([1, 1, 2, 3, 3, 3])]
     swap = torch.tensor([3, 4, 5, 0, 1, 2])  # rows change item: the memory must follow
-    tokens = torch.randint(3, len(TOK), (6, 5))
+    uneven = torch.tensor([0, 1, 3, 4, 5])  # a dropped row: groups of 3 and 2 rows, one copy per row
+    drop = torch.tensor([2, 3, 4])  # item 1's rows are dropped (beam search stops an item)
+    tokens = torch.randint(3, len(TOK), (6, 7))
     tokens[:, 0] = model.bos_id
     shared.reorder(expand)
     plain.reorder(expand)
-    for step, indices in enumerate([*within, swap]):
+    for step, indices in enumerate([*within, swap, uneven, drop]):
         a, _, _ = model.decoder.step(tokens[:, : step + 1], shared)
         x = model.decoder._embed(tokens[:, step : step + 1], offset=plain.length)
         b = model.decoder.out(model.decoder.decoder(x, cache=plain)[:, 0]).float().log_softmax(-1)
@@ -187,5 +189,11 @@ def test_beam_shared_cache_equals_reordering_everything() -> None:
         shared.reorder(indices)
         plain.reorder(indices)
         tokens = tokens.index_select(0, indices)
+    a, _, _ = model.decoder.step(tokens[:, :6], shared)
+    x = model.decoder._embed(tokens[:, 5:6], offset=plain.length)
+    b = model.decoder.out(model.decoder.decoder(x, cache=plain)[:, 0]).float().log_softmax(-1)
+    torch.testing.assert_close(a, b)
     for mine, theirs in zip(shared.cross_attn, plain.cross_attn):
-        torch.testing.assert_close(mine.key, theirs.key)
+        assert mine.key.shape[0] == 1  # the 3 remaining rows share one copy of their item's memory
+        torch.testing.assert_close(mine.key, theirs.key[:1])
+        torch.testing.assert_close(mine.value, theirs.value[:1])

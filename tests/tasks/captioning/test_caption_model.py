@@ -165,10 +165,13 @@ def test_grid_memory_reorders_like_a_tensor():
     projected = torch.randn(3, 5, 2)
     memory = GridMemory(features, projected)
     expanded = memory.reorder(torch.arange(3).repeat_interleave(2))  # beam expansion, K = 2
-    assert torch.equal(expanded.features, features.repeat_interleave(2, dim=0))
+    assert torch.equal(expanded.features, features)  # one grid per image, shared by its 2 rows
+    assert torch.equal(expanded.rows[0], features.repeat_interleave(2, dim=0))
     within = expanded.reorder(torch.tensor([1, 1, 2, 3, 5, 4]))  # rows move inside their image
     assert within.features is expanded.features  # nothing copied
-    assert torch.equal(within.features_proj, projected.repeat_interleave(2, dim=0))
+    assert torch.equal(within.features_proj, projected)
+    uneven = within.reorder(torch.tensor([0, 1, 4]))  # image 0 twice, image 2 once: no equal groups
+    assert torch.equal(uneven.features, features[[0, 0, 2]])
     dropped = within.reorder(torch.tensor([0, 4]))  # rows of images 0 and 2 only
     assert torch.equal(dropped.features, features[[0, 2]])
     assert torch.equal(dropped.features_proj, projected[[0, 2]])
