@@ -84,19 +84,14 @@ class EpochReferenceDataset(Dataset):
 
     Works with :class:`~tasks.captioning.datasets.SceneCaptionDataset` and
     :class:`~tasks.captioning.datasets.ImageCaptionDataset` (COCO, Karpathy, Flickr8k) alike: it
-    takes the wrapped dataset's sample (built with ``train=False``, so it draws nothing) and
-    re-encodes the chosen reference with the wrapped dataset's current ``vocab`` and ``max_words``.
+    takes the wrapped dataset's sample (which always encodes the first reference) and re-encodes the chosen reference with the wrapped dataset's current ``vocab`` and ``max_words``.
 
     Args:
-        dataset: the training split, built with ``train=False``.
+        dataset: the training split.
         seed: base seed of the reference draws.
     """
 
     def __init__(self, dataset: SceneCaptionDataset | ImageCaptionDataset, *, seed: int) -> None:
-        if dataset.train:
-            raise ValueError(
-                "EpochReferenceDataset draws the reference itself: wrap a dataset built with train=False"
-            )
         self.dataset = dataset
         self.seed = seed
 
@@ -215,9 +210,9 @@ class SceneCaptionData(_CaptionDataBase):
                 (c for ann in splits["train"][1] for c in ann["captions"]), min_count=self.min_count
             )
         for split, (images, scene_annotations) in splits.items():
-            # train=False everywhere: the training loader's EpochReferenceDataset draws the reference.
+            # The training loader's EpochReferenceDataset draws the reference (datasets take the first).
             self.datasets[split] = SceneCaptionDataset(
-                images, scene_annotations, self.vocab, train=False, max_words=self.max_words
+                images, scene_annotations, self.vocab, max_words=self.max_words
             )
 
 
@@ -330,7 +325,6 @@ class CaptionData(_CaptionDataBase):
                 split_records,
                 self.vocab,
                 image_size=self.image_size,
-                train=False,  # the training loader's EpochReferenceDataset draws the reference
                 max_words=self.hparams.max_words,
             )
 

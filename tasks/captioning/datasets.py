@@ -100,7 +100,6 @@ class SceneCaptionDataset(Dataset):
         images: the (memory-mapped) image array.
         annotations: one dict per image (see :func:`tasks.captioning.sources.scenes.generate_split`).
         vocab: encodes the training caption.
-        train: pick a random reference per access (data augmentation over paraphrases); else the first.
         max_words: longer captions are cut (the scenes' grammar stays far below the default).
     """
 
@@ -110,7 +109,6 @@ class SceneCaptionDataset(Dataset):
         annotations: list[dict[str, Any]],
         vocab: Vocabulary,
         *,
-        train: bool,
         max_words: int = 30,
     ) -> None:
         if len(images) != len(annotations):
@@ -118,7 +116,6 @@ class SceneCaptionDataset(Dataset):
         self.images = images
         self.annotations = annotations
         self.vocab = vocab
-        self.train = train
         self.max_words = max_words
 
     def __len__(self) -> int:
@@ -127,10 +124,9 @@ class SceneCaptionDataset(Dataset):
     def __getitem__(self, index: int) -> CaptionSample:
         ann = self.annotations[index]
         captions = ann["captions"]
-        choice = int(torch.randint(len(captions), ())) if self.train else 0
         return CaptionSample(
             image=array_to_tensor(np.asarray(self.images[index])),
-            tokens=self.vocab.encode(captions[choice], max_len=self.max_words),
+            tokens=self.vocab.encode(captions[0], max_len=self.max_words),
             references=list(captions),
             image_id=index,
             objects=ann["objects"],
@@ -144,7 +140,6 @@ class ImageCaptionDataset(Dataset):
         records: images of one split.
         vocab: encodes the training caption.
         image_size: images are resized to ``image_size`` square.
-        train: pick a random reference per access; else the first.
         max_words: longer captions are cut.
     """
 
@@ -154,13 +149,11 @@ class ImageCaptionDataset(Dataset):
         vocab: Vocabulary,
         *,
         image_size: int,
-        train: bool,
         max_words: int = 30,
     ) -> None:
         self.records = list(records)
         self.vocab = vocab
         self.image_size = image_size
-        self.train = train
         self.max_words = max_words
         self.skipped: set[str] = set()
 
@@ -178,10 +171,9 @@ class ImageCaptionDataset(Dataset):
                     f"skipping unreadable image ({len(self.skipped)} so far): {error}", stacklevel=2
                 )
             return None
-        choice = int(torch.randint(len(record.references), ())) if self.train else 0
         return CaptionSample(
             image=image,
-            tokens=self.vocab.encode(record.references[choice], max_len=self.max_words),
+            tokens=self.vocab.encode(record.references[0], max_len=self.max_words),
             references=list(record.references),
             image_id=record.image_id,
         )

@@ -15,8 +15,6 @@ from tasks.captioning.data import (
     SceneCaptionData,
     reference_choice,
 )
-from tasks.captioning.datasets import SceneCaptionDataset
-from tasks.captioning.vocab import Vocabulary
 
 NUM_TRAIN = 24
 BATCH = 4
@@ -102,15 +100,6 @@ def test_validation_and_test_loaders_are_unchanged(tmp_path):
     assert batch.image_ids == [0, 1, 2, 3]  # in order
     first = data.vocab.encode(batch.references[0][0], max_len=30)  # always the first reference
     assert batch.tokens[0, : len(first)].tolist() == first
-
-
-def test_wrapper_refuses_a_dataset_that_draws_itself():
-    vocab = Vocabulary.build(["a red circle"])
-    drawing = SceneCaptionDataset(
-        np.zeros((1, 96, 96, 3), np.uint8), [{"captions": ["a red circle"], "objects": []}], vocab, train=True
-    )
-    with pytest.raises(ValueError, match="train=False"):
-        EpochReferenceDataset(drawing, seed=0)
 
 
 def _flickr8k(root) -> CaptionData:
