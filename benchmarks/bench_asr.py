@@ -260,6 +260,16 @@ def main(argv: list[str] | None = None) -> int:
         help="training wall time to record (a run split over sessions)",
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=["quality", "speed", "throughput"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["ctc", "attention", "joint"],
+        choices=["ctc", "attention", "joint"],
+        help="decoders scored on the test splits (a subset makes a partial run)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="write the JSON here instead of benchmarks/results/"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from multiattn.checkpoint import load_checkpoint, load_system
@@ -289,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         "quality": {},
         "alignment": {},
     }
-    modes = ("ctc", "attention", "joint")
+    modes = tuple(args.modes)
     with torch.inference_mode():
         if "quality" not in args.skip:
             for split in ("test", "test_unseen_voices"):
@@ -318,10 +328,16 @@ def main(argv: list[str] | None = None) -> int:
             hparams, test_set, steps=2 if args.quick else 4, batch_size=4 if args.quick else 16
         )
         print(result["training_throughput"], flush=True)
+    partial = bool(args.skip) or len(modes) < 3 or args.limit is not None
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.output, result, indent=1)
+        print(f"wrote {args.output}")
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
-    # A partial run (--skip) must not replace the full results.
-    write_json(RESULTS / ("asr_partial.json" if args.skip else "asr.json"), result, indent=1)
-    if not args.skip:
+    # A partial run (--skip, --modes, --limit) must not replace the full results.
+    write_json(RESULTS / ("asr_partial.json" if partial else "asr.json"), result, indent=1)
+    if not partial:
         with atomic_open(RESULTS / "asr.md", "w", encoding="utf-8") as handle:
             handle.write(_markdown(result))
     return 0

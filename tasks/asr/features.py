@@ -19,6 +19,8 @@ Shape legend: ``B`` batch, ``N`` samples, ``L`` feature frames, ``F`` mel bins.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torchaudio
 from torch import Tensor, nn
@@ -94,6 +96,9 @@ class LogMelFeatures(nn.Module):
         spec_augment: apply :class:`SpecAugment` in training mode.
         freq_mask_param / num_freq_masks / time_mask_ratio / num_time_masks: see SpecAugment.
         global_momentum: update rate of the global running statistics.
+        speed_perturb: speed factors; in training mode each batch is played at one of them,
+            drawn uniformly (Ko et al. 2015, "Audio Augmentation for Speech Recognition": 0.9,
+            1.0, 1.1 — tempo and pitch change together, like a different speaker). Empty: off.
     """
 
     def __init__(
@@ -107,8 +112,15 @@ class LogMelFeatures(nn.Module):
         time_mask_ratio: float = 0.05,
         num_time_masks: int = 2,
         global_momentum: float = 0.01,
+        speed_perturb: Sequence[float] = (),
     ) -> None:
         super().__init__()
+        if any(not 0.5 <= factor <= 2.0 for factor in speed_perturb):
+            raise ValueError(f"speed_perturb: factors must lie in [0.5, 2], received {list(speed_perturb)}")
+        # torchaudio's Speed resamples from factor * 16 kHz to 16 kHz (kernels reduced by the gcd).
+        self.speeds = nn.ModuleList(
+            torchaudio.transforms.Speed(SAMPLE_RATE, float(factor)) for factor in speed_perturb
+        )
         if normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization: expected one of {list(NORMALIZATIONS)}, received {normalization!r}"
@@ -188,6 +200,11 @@ class LogMelFeatures(nn.Module):
         Returns:
             ``(features (B, L, F) float32, frames (B,))``; frames past ``frames[b]`` are 0.
         """
+        if self.training and len(self.speeds):
+            speed = self.speeds[int(torch.randint(len(self.speeds), ()))]
+            if speed.factor != 1.0:
+                waveform, lengths = speed(waveform, lengths)  # (B, N'), (B,)
+                lengths = lengths.round().long().clamp(max=waveform.shape[1])
         feats, frames = self.log_mel(waveform, lengths)
         feats = self.normalize(feats, frames)
         if self.spec_augment is not None and self.training:

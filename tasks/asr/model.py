@@ -23,6 +23,7 @@ Shape legend: ``B`` batch, ``N`` samples / hypotheses, ``L`` feature frames, ``F
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from torch import Tensor, nn
@@ -92,7 +93,7 @@ class ASRModel(nn.Module):
         subsampling_channels: channels of the subsampling convolutions.
         dropout: dropout everywhere.
         normalization / spec_augment / freq_mask_param / num_freq_masks / time_mask_ratio /
-            num_time_masks: see :class:`~tasks.asr.features.LogMelFeatures`.
+            num_time_masks / speed_perturb: see :class:`~tasks.asr.features.LogMelFeatures`.
         alignment_layer: Transformer decoder layer whose cross-attention is the alignment.
     """
 
@@ -118,6 +119,7 @@ class ASRModel(nn.Module):
         num_freq_masks: int = 2,
         time_mask_ratio: float = 0.05,
         num_time_masks: int = 2,
+        speed_perturb: Sequence[float] = (),
         alignment_layer: int = -1,
     ) -> None:
         super().__init__()
@@ -131,6 +133,7 @@ class ASRModel(nn.Module):
             num_freq_masks=num_freq_masks,
             time_mask_ratio=time_mask_ratio,
             num_time_masks=num_time_masks,
+            speed_perturb=speed_perturb,
         )
         self.subsampling = Conv2dSubsampling(
             input_dim=num_mels, embed_dim=embed_dim, channels=subsampling_channels, dropout=dropout

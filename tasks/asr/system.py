@@ -20,6 +20,7 @@ Shape legend: ``B`` batch, ``N`` samples, ``S`` encoder frames, ``T`` target tok
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -52,7 +53,7 @@ class ASRSystem(LightningModule):
         embed_dim / num_heads / encoder / encoder_layers / encoder_ff_dim / conv_kernel_size /
             decoder / decoder_layers / decoder_ff_dim / subsampling_channels / dropout /
             normalization / spec_augment / freq_mask_param / num_freq_masks / time_mask_ratio /
-            num_time_masks / alignment_layer: see :class:`tasks.asr.model.ASRModel`.
+            num_time_masks / speed_perturb / alignment_layer: see :class:`tasks.asr.model.ASRModel`.
         ctc_weight: ``lambda`` of the training loss.
         label_smoothing: of the attention cross-entropy.
         learning_rate: peak AdamW learning rate.
@@ -93,6 +94,7 @@ class ASRSystem(LightningModule):
         num_freq_masks: int = 2,
         time_mask_ratio: float = 0.05,
         num_time_masks: int = 2,
+        speed_perturb: Sequence[float] = (),
         alignment_layer: int = -1,
         ctc_weight: float = 0.3,
         label_smoothing: float = 0.1,
@@ -139,6 +141,7 @@ class ASRSystem(LightningModule):
             num_freq_masks=num_freq_masks,
             time_mask_ratio=time_mask_ratio,
             num_time_masks=num_time_masks,
+            speed_perturb=speed_perturb,
             alignment_layer=alignment_layer,
         )
         self._outputs: dict[str, list[Any]] = {}

@@ -14,13 +14,7 @@ from tasks.asr.tokenizer import CharTokenizer
 TOK = CharTokenizer()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two threads fight on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _model(encoder: str = "conformer", decoder: str = "transformer", **kwargs) -> ASRModel:
@@ -197,3 +191,25 @@ def test_beam_shared_cache_equals_reordering_everything() -> None:
         assert mine.key.shape[0] == 1  # the 3 remaining rows share one copy of their item's memory
         torch.testing.assert_close(mine.key, theirs.key[:1])
         torch.testing.assert_close(mine.value, theirs.value[:1])
+
+
+def test_speed_perturbation_changes_length_in_training_only() -> None:
+    from tasks.asr.features import LogMelFeatures
+
+    torch.manual_seed(0)
+    features = LogMelFeatures(num_mels=20, spec_augment=False, speed_perturb=(0.9, 1.1))
+    wave, lengths = torch.randn(2, 16000), torch.tensor([16000, 8000])
+    plain = LogMelFeatures(num_mels=20, spec_augment=False)
+    _, plain_frames = plain(wave, lengths)
+    seen = set()
+    for _ in range(12):
+        _, frames = features.train()(wave, lengths)
+        ratio = float(frames[0]) / float(plain_frames[0])
+        assert ratio == pytest.approx(1 / 0.9, abs=0.02) or ratio == pytest.approx(1 / 1.1, abs=0.02)
+        seen.add(round(ratio, 1))
+        assert int(frames[1]) < int(frames[0])  # per-utterance lengths follow the same factor
+    assert len(seen) == 2  # both factors are drawn
+    eval_feats, eval_frames = features.eval()(wave, lengths)
+    torch.testing.assert_close(eval_frames, plain_frames)
+    with pytest.raises(ValueError, match="speed_perturb"):
+        LogMelFeatures(speed_perturb=(3.0,))

@@ -29,15 +29,6 @@ def tiny_data(tmp_path_factory) -> ASRDataModule:
     return data
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread; two threads fight on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_tiny_model_overfits_one_batch(tiny_data: ASRDataModule, one_thread) -> None:
     torch.manual_seed(0)
     system = ASRSystem(**TINY)

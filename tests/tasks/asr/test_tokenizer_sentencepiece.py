@@ -48,14 +48,6 @@ def tok() -> SentencePieceTokenizer:
     return tokenizer
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_round_trip_and_shared_id_layout(tok: SentencePieceTokenizer) -> None:
     assert tok.pieces([0, 1, 2]) == ["<blank>", "<eos>", "<unk>"]
     assert (tok.blank_id, tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id) == (0, 0, 1, 1, 2)
