@@ -136,27 +136,35 @@ class CTCPrefixScorer:
         candidates = candidates.to(self.device)
         is_eos = candidates == self.eos_id
         is_blank = candidates == self.blank_id
+        # A prefix of length L cannot be extended before frame L (phi and r of earlier frames are
+        # -inf), so all frame-wise work starts at frame ``first``: exact, and about half the work.
+        start = max(int(state.length.min()), 1)
+        first = start - 1
         # Emission log-probs of each candidate in its own utterance; advanced indices around a
-        # slice put the index dims first: (N, P, T).
-        emit = self.x[state.item[:, None], :, candidates].permute(2, 0, 1)  # (T, N, P)
+        # slice put the index dims first: (N, P, T').
+        emit = self.x[state.item[:, None], first:, candidates].permute(2, 0, 1)  # (T', N, P), T' = T - first
         emit = emit.masked_fill((is_eos | is_blank)[None], NEG_INF)
-        blank = self.x[state.item, :, self.blank_id].transpose(0, 1)  # (T, N)
+        blank = self.x[state.item, first:, self.blank_id].transpose(0, 1)  # (T', N)
 
-        r_n, r_b = state.forward[:, 0], state.forward[:, 1]  # (T, N) each
+        r_n, r_b = state.forward[first:, 0], state.forward[first:, 1]  # (T', N) each
         repeat = candidates == state.last[:, None]  # (N, P): a repeat needs a blank in between
-        phi = torch.where(repeat[None], r_b[:, :, None], torch.logaddexp(r_n, r_b)[:, :, None])  # (T, N, P)
+        phi = torch.where(repeat[None], r_b[:, :, None], torch.logaddexp(r_n, r_b)[:, :, None])  # (T', N, P)
 
         forward = emit.new_full((T, 2, *candidates.shape), NEG_INF)  # (T, 2, N, P)
-        empty = (state.length == 0)[:, None]  # (N, 1)
-        forward[0, 0] = torch.where(empty, emit[0], NEG_INF)
-        # Frames before the shortest prefix's length cannot end an extension of it: skip them.
-        start = max(int(state.length.min()), 1)
-        for t in range(start, T):
-            forward[t, 0] = torch.logaddexp(forward[t - 1, 0], phi[t - 1]) + emit[t]
-            forward[t, 1] = torch.logaddexp(forward[t - 1, 0], forward[t - 1, 1]) + blank[t, :, None]
-        new_label_terms = torch.cat([forward[:1, 0], phi[:-1] + emit[1:]], dim=0)  # (T, N, P)
+        if first == 0:
+            empty = (state.length == 0)[:, None]  # (N, 1)
+            forward[0, 0] = torch.where(empty, emit[0], NEG_INF)
+        for t in range(start, T):  # frame t is row t - first of emit / blank / phi
+            u = t - first
+            forward[t, 0] = torch.logaddexp(forward[t - 1, 0], phi[u - 1]) + emit[u]
+            forward[t, 1] = torch.logaddexp(forward[t - 1, 0], forward[t - 1, 1]) + blank[u, :, None]
+        new_label_terms = phi[:-1] + emit[1:]  # (T' - 1, N, P): the new label first emitted at frame t
+        if first == 0:
+            new_label_terms = torch.cat([forward[:1, 0], new_label_terms], dim=0)  # (T, N, P)
         scores = torch.logsumexp(new_label_terms, dim=0)  # (N, P)
-        full = torch.logaddexp(r_n[-1], r_b[-1])  # (N,) prefix probability of g + EOS
+        full = torch.logaddexp(
+            state.forward[-1, 0], state.forward[-1, 1]
+        )  # (N,) prefix probability of g + EOS
         scores = torch.where(is_eos, full[:, None], scores)
         scores = scores.masked_fill(is_blank, NEG_INF)
 
