@@ -72,14 +72,25 @@ def _loader(data_args: dict, split: str, batch_size: int, limit: int | None):
     return data.test_dataloader(), dataset
 
 
-def _quality(system, loader, modes, beam_size: int, ctc_weight: float, alignment: bool) -> tuple[dict, dict]:
+def _quality(
+    system,
+    loader,
+    modes,
+    beam_size: int,
+    ctc_weight: float,
+    alignment: bool,
+    voices: dict[str, str] | None = None,
+) -> tuple[dict, dict]:
+    """WER / CER per decoding mode (and per voice, when ``voices`` maps audio paths to voices)."""
     from multiattn.metrics.speech import boundary_errors, error_counts
 
     refs: list[str] = []
+    paths: list[str] = []
     hyps: dict[str, list[str]] = {mode: [] for mode in modes}
     align: dict[str, list[float]] = {"true": [], "attention": [], "ctc": [], "true_ctc": []}
     for batch in loader:
         refs.extend(batch.texts)
+        paths.extend(str(p) for p in batch.paths)
         for mode in modes:
             want_attention = alignment and mode == "joint"
             results = system.decode(
@@ -107,6 +118,17 @@ def _quality(system, loader, modes, beam_size: int, ctc_weight: float, alignment
             "cer": chars["errors"] / max(chars["reference_units"], 1),
             "utterances": len(refs),
         }
+        if voices:
+            per_voice: dict[str, tuple[list[str], list[str]]] = {}
+            for path, ref, hyp in zip(paths, refs, hyps[mode]):
+                pair = per_voice.setdefault(voices.get(path, "?"), ([], []))
+                pair[0].append(ref)
+                pair[1].append(hyp)
+            by_voice = {voice: error_counts(r, h, unit="word") for voice, (r, h) in sorted(per_voice.items())}
+            quality[mode]["wer_by_voice"] = {
+                voice: counts["errors"] / max(counts["reference_units"], 1)
+                for voice, counts in by_voice.items()
+            }
     alignment_stats = {}
     if align["attention"]:
         alignment_stats["attention"] = boundary_errors(align["attention"], align["true"])
@@ -204,6 +226,16 @@ def _markdown(result: dict) -> str:
             lines.append(
                 f"| {split} | {mode} | {100 * q['wer']:.2f} | {100 * q['cer']:.2f} | {q['utterances']} |"
             )
+    for split, decoders in result["quality"].items():
+        voices = sorted({v for q in decoders.values() for v in q.get("wer_by_voice", {})})
+        if len(voices) > 1:
+            lines += ["", f"WER % by voice on `{split}`:", "", "| voice | " + " | ".join(decoders) + " |"]
+            lines.append("| --- |" + " ---: |" * len(decoders))
+            for voice in voices:
+                cells = " | ".join(
+                    f"{100 * q['wer_by_voice'].get(voice, float('nan')):.1f}" for q in decoders.values()
+                )
+                lines.append(f"| {voice} | {cells} |")
     lines += [
         "",
         "| word-start source | median abs error ms | mean ms | within 50 ms | within 100 ms | words |",
@@ -303,9 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         if "quality" not in args.skip:
             for split in ("test", "test_unseen_voices"):
-                loader, _ = _loader(data_args, split, 16, limit)
+                loader, dataset = _loader(data_args, split, 16, limit)
+                voices = {str(e.path): e.meta["voice"] for e in dataset.entries if e.meta.get("voice")}
                 quality, alignment = _quality(
-                    system, loader, modes, args.beam_size, ctc_weight, split == "test"
+                    system, loader, modes, args.beam_size, ctc_weight, split == "test", voices
                 )
                 result["quality"][split] = quality
                 if alignment:
