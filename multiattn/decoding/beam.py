@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from multiattn.decoding.greedy import resolve_max_len
-from multiattn.decoding.types import Hypothesis, StepOutput, expand_state, infer_device, reorder_state
+from multiattn.decoding.types import Hypothesis, StepOutput, infer_device, reorder_state
 from multiattn.masks import check_shape
 
 __all__ = ["PrefixScorer", "beam_search", "length_normaliser"]
@@ -42,11 +42,12 @@ __all__ = ["PrefixScorer", "beam_search", "length_normaliser"]
 class PrefixScorer(Protocol):
     """A batched scorer of prefix extensions with its own per-hypothesis state (e.g. CTC).
 
-    ``initial_state()`` returns the state of the ``B`` items (with a ``reorder`` method, so
-    :func:`expand_state` makes it ``B * K`` rows). ``score(state, candidates (N, P))`` returns
+    ``initial_state()`` returns the state of the ``B`` items (with a ``reorder(indices)`` method:
+    the search drops rows of stopped items with it). ``score(state, candidates (N, P))`` returns
     ``(delta (N, P), candidate_state)``: the change of the scorer's log-score when each candidate
-    token is appended (``<= 0``). ``select(candidate_state, rows (N,), tokens (N,))`` returns the
-    state of the kept hypotheses ``prefix[rows] + tokens``.
+    token is appended (``<= 0``). ``select(candidate_state, rows (M,), tokens (M,))`` returns the
+    state of the kept hypotheses ``prefix[rows] + tokens`` (``M = B * K`` after the first step,
+    which scores the ``B`` empty prefixes).
     """
 
     def initial_state(self) -> Any: ...
@@ -114,8 +115,8 @@ def beam_search(
 
     Args:
         step_fn: ``(tokens (N, t), state) -> StepOutput(log_probs (N, V), state, attention)``.
-        state: the initial state of the ``B`` items; expanded to ``B * K`` rows here (objects
-            that reorder in place are modified). Anything per item the step function reads, such
+        state: the initial state of the ``B`` items; the first step runs on these ``B`` rows and
+            its kept rows expand it to ``B * K`` (objects that reorder in place are modified). Anything per item the step function reads, such
             as the encoder memory and its mask, belongs in the state so it follows the beams.
         batch_size: ``B``.
         beam_size: ``K``.
@@ -154,13 +155,11 @@ def beam_search(
     use_scorer = ctc_scorer is not None and ctc_weight > 0.0
     pre_beam = pre_beam if pre_beam is not None else math.ceil(1.5 * K)
 
-    state = expand_state(state, K, batch_size=B, device=device)
+    # The first step scores each item's single empty prefix on B rows; its K best extensions then
+    # become the K beams (the kept rows' reorder expands every state from B to B * K rows).
     scorer_state = ctc_scorer.initial_state() if use_scorer else None
-    scorer_state = expand_state(scorer_state, K, batch_size=B) if use_scorer else None
-    tokens = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)  # (N, 1)
-    # Only beam 0 of each item is live at the start, so the K beams do not repeat one hypothesis.
-    scores = torch.full((B, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0
+    tokens = torch.full((B, 1), bos_id, dtype=torch.long, device=device)  # (B, 1)
+    scores = torch.zeros((B, 1), device=device)  # (B, beams): one live beam per item at first
     rank = torch.arange(2 * K, device=device)[None, :]  # (1, 2K)
     best_bound_lp = length_normaliser(limits.double(), length_penalty=length_penalty, length_norm=length_norm)
     beam_offset = torch.arange(K)  # (K,) CPU
@@ -175,7 +174,8 @@ def beam_search(
 
     for step in range(1, int(limits.max()) + 1):
         A = active.numel()
-        N = A * K
+        beams = scores.shape[1]  # 1 at the first step, then K
+        N = A * beams
         out = step_fn(tokens, state)
         check_shape("step_fn log_probs", out.log_probs, (N, None))
         log_probs = out.log_probs.float()  # (N, V)
@@ -198,11 +198,11 @@ def beam_search(
             step_scores = step_scores.clone()
             step_scores[:, eos_id] = float("-inf")
 
-        total = (scores.reshape(N, 1) + step_scores).reshape(A, K * V)  # (A, K*V)
-        top_scores, top_index = total.topk(min(2 * K, K * V), dim=1)  # (A, 2K)
+        total = (scores.reshape(N, 1) + step_scores).reshape(A, beams * V)  # (A, beams*V)
+        top_scores, top_index = total.topk(min(2 * K, beams * V), dim=1)  # (A, 2K)
         source_beam = torch.div(top_index, V, rounding_mode="floor")  # (A, 2K)
         top_tokens = top_index % V  # (A, 2K)
-        source_row = torch.arange(A, device=device)[:, None] * K + source_beam  # (A, 2K)
+        source_row = torch.arange(A, device=device)[:, None] * beams + source_beam  # (A, 2K)
         is_eos = top_tokens == eos_id
         if top_scores.shape[1] < 2 * K:  # tiny vocabularies: pad so K non-EOS candidates exist
             pad = 2 * K - top_scores.shape[1]
@@ -225,9 +225,9 @@ def beam_search(
         # The first K non-EOS candidates (in score order) stay alive.
         keep = (is_eos.long() * 2 * K + rank).argsort(dim=1)[:, :K]  # (A, K)
         scores = top_scores.gather(1, keep)  # (A, K)
-        kept_rows = source_row.gather(1, keep).reshape(N)  # (N,)
-        kept_tokens = top_tokens.gather(1, keep).reshape(N)  # (N,)
-        tokens = torch.cat([tokens.index_select(0, kept_rows), kept_tokens[:, None]], dim=1)  # (N, t + 1)
+        kept_rows = source_row.gather(1, keep).reshape(A * K)  # (A*K,) rows of this step's N
+        kept_tokens = top_tokens.gather(1, keep).reshape(A * K)  # (A*K,)
+        tokens = torch.cat([tokens.index_select(0, kept_rows), kept_tokens[:, None]], dim=1)  # (A*K, t + 1)
         state = reorder_state(out.state, kept_rows)
         if use_scorer:
             scorer_state = ctc_scorer.select(scorer_candidates, kept_rows, kept_tokens)

@@ -211,11 +211,12 @@ def test_partial_scoring_asks_only_the_attention_pre_beam() -> None:
     scorer = SpyScorer(log_probs, lengths, blank_id=BLANK, eos_id=EOS)
     common = dict(batch_size=3, bos_id=EOS, eos_id=EOS, max_len=5, ctc_scorer=scorer)
     beam_search(decoder.step, hidden, beam_size=2, ctc_weight=0.5, **common)
-    # ceil(1.5 * 2) of V = 5 per hypothesis; 2 rows per item still searched (6 at the start)
-    assert scorer.asked[0].shape == (6, 3)
-    assert all(c.shape[1] == 3 and c.shape[0] in (2, 4, 6) for c in scorer.asked)
+    # ceil(1.5 * 2) of V = 5 per hypothesis: step 1 scores each item's empty prefix (3 rows),
+    # later steps 2 rows per item still searched
+    assert scorer.asked[0].shape == (3, 3)
+    assert all(c.shape[1] == 3 and c.shape[0] in (2, 4, 6) for c in scorer.asked[1:])
     first = decoder.step(torch.full((3, 1), EOS), hidden).log_probs.topk(3, dim=1).indices
-    assert torch.equal(scorer.asked[0][::2], first)  # step 1: the attention's top 3 of each item
+    assert torch.equal(scorer.asked[0], first)  # step 1: the attention's top 3 of each item
     scorer.asked.clear()
     beam_search(decoder.step, hidden, beam_size=2, ctc_weight=1.0, **common)
     assert all(c.shape[1] == 5 for c in scorer.asked)  # attention ignored: every token scored
