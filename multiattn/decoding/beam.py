@@ -16,7 +16,9 @@ reordered by the rows they came from. Finished hypotheses are ranked by the norm
 ``length_penalty=0`` turns normalisation off. An item stops when its ``n_best``-th finished score
 is at least the best score any alive hypothesis could still reach (per-step scores are
 log-probabilities, so a raw score only falls; dividing by ``lp(max_len)`` bounds it), or at its
-length limit; the search stops when every item has stopped. If no hypothesis of an item emitted EOS,
+length limit; a stopped item's rows leave the batch, so later steps compute only the items still
+running, and the search ends when every item has stopped. The first step scores each item's empty
+prefix on one row per item, not ``K`` identical rows. If no hypothesis of an item emitted EOS,
 its best unfinished hypothesis (``max_len`` tokens) is returned, so there is always an answer.
 
 Shape legend: ``B`` batch items, ``K`` beam size, ``N = B * K`` hypotheses (row ``b * K + k``),
