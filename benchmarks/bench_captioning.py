@@ -59,7 +59,8 @@ def _train(config: Path, quick_root: Path | None) -> tuple[Path, float]:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, env=env)
     wall = time.perf_counter() - start
-    dirpath = Path(_config(config)["trainer"]["callbacks"][0]["init_args"]["dirpath"])
+    callbacks = _config(config)["trainer"]["callbacks"]
+    dirpath = next(Path(c["init_args"]["dirpath"]) for c in callbacks if "dirpath" in c.get("init_args", {}))
     dirpath = quick_root / "checkpoints" if quick_root is not None else ROOT / dirpath
     best = dirpath / "best.ckpt"
     return (best if best.exists() else dirpath / "last.ckpt"), wall
