@@ -174,6 +174,14 @@ def datamodule_from_checkpoint(
     return datamodule, f"{cls.__name__} ({where})"
 
 
+def setup_datamodule(datamodule: Any, where: str, ckpt: Path) -> None:
+    """``datamodule.setup("test")``; unreadable data becomes one line naming the checkpoint."""
+    try:
+        datamodule.setup("test")
+    except (OSError, ValueError) as err:
+        raise UserError(f"{ckpt}: cannot load the checkpoint's data {where}: {err}") from None
+
+
 # ---- assets -----------------------------------------------------------------------------------
 def display_scale(width: int, height: int) -> float:
     """Factor that brings an image to a readable size on the page (integer when enlarging)."""

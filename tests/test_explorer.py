@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import wave
 from pathlib import Path
 
@@ -13,17 +12,7 @@ import pytest
 from PIL import Image
 
 from multiattn.explorer import write_report
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
 
 
 def make_report(out: Path, n_captions: int = 3) -> dict:

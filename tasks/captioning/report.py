@@ -33,7 +33,13 @@ from multiattn.metrics.captioning import caption_metrics
 from tasks.captioning.data import SceneCaptionData
 from tasks.captioning.images import denormalize, load_image
 from tasks.captioning.system import CaptioningSystem
-from tasks.report import SectionRequest, datamodule_from_checkpoint, display_scale, write_png
+from tasks.report import (
+    SectionRequest,
+    datamodule_from_checkpoint,
+    display_scale,
+    setup_datamodule,
+    write_png,
+)
 
 __all__ = ["build_section", "attention_rows"]
 
@@ -119,10 +125,7 @@ def _split_section(request: SectionRequest, system: CaptioningSystem):
         request.checkpoint, "captioning", SceneCaptionData, request.data_dir
     )
     datamodule.vocab = system.vocab  # ids mean what the model learned; no vocabulary rebuilt
-    try:
-        datamodule.setup("test")
-    except (OSError, ValueError) as err:
-        raise UserError(f"{request.ckpt}: cannot load the checkpoint's data {where}: {err}") from None
+    setup_datamodule(datamodule, where, request.ckpt)
     dataset = datamodule.datasets[request.split]
     count = min(request.limit, len(dataset))
     size = int(system.hparams.input_size or 96)

@@ -23,8 +23,14 @@ import numpy as np
 import torch
 
 from multiattn.checkpoint import load_system
-from multiattn.io import UserError
-from tasks.report import SectionRequest, datamodule_from_checkpoint, display_scale, to_picture, write_png
+from tasks.report import (
+    SectionRequest,
+    datamodule_from_checkpoint,
+    display_scale,
+    setup_datamodule,
+    to_picture,
+    write_png,
+)
 from tasks.stn.data import STNDataModule, collate_batch
 from tasks.stn.system import STNSystem
 
@@ -72,10 +78,7 @@ def _split_section(request: SectionRequest, system: STNSystem) -> tuple[list[dic
     from multiattn.stn import region_iou
 
     datamodule, where = datamodule_from_checkpoint(request.checkpoint, "stn", STNDataModule, request.data_dir)
-    try:
-        datamodule.setup("test")
-    except (OSError, ValueError) as err:
-        raise UserError(f"{request.ckpt}: cannot load the checkpoint's data {where}: {err}") from None
+    setup_datamodule(datamodule, where, request.ckpt)
     dataset = datamodule.datasets[request.split]
     count = min(request.limit, len(dataset))
     names = system.class_names
