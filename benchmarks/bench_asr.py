@@ -8,7 +8,9 @@ Run: ``.venv/bin/python -m benchmarks.bench_asr [--quick] [--ckpt C] [--threads 
    evaluates that checkpoint (the training time is then read from its log when present).
 2. Quality on ``test`` and ``test_unseen_voices`` of the embedded corpus: corpus WER / CER of CTC
    greedy, attention beam search and joint CTC/attention beam search, side by side (beam 10,
-   joint CTC weight from the checkpoint unless ``--ctc-weight``).
+   joint CTC weight and language-model weight from the checkpoint unless ``--ctc-weight`` /
+   ``--lm-weight``; attention and joint decoding use the language model when the checkpoint has
+   one, and ``joint_no_lm`` is then joint decoding without it).
 3. Alignment on ``test``: each correctly recognised word's start from the decoder attention
    (arg-max frame of its first character) and from the CTC forced alignment, against espeak-ng's
    word events: median absolute error (ms), share within 50 / 100 ms.
@@ -18,7 +20,7 @@ Run: ``.venv/bin/python -m benchmarks.bench_asr [--quick] [--ckpt C] [--threads 
    same batches (forward + backward + AdamW step of the checkpoint's architecture).
 
 JSON keys: ``config``, ``checkpoint``, ``threads``, ``load_average``, ``train_minutes``,
-``quality[split][decoder] = {wer, cer, utterances}``, ``alignment[source] = {median_abs_error_ms,
+``lm_weight``, ``quality[split][decoder] = {wer, cer, utterances, wer_by_voice}``, ``alignment[source] = {median_abs_error_ms,
 mean_abs_error_ms, within_50ms, within_100ms, words}``, ``decoding = {batch_size, beam_size,
 ctc_weight, audio_seconds, batched_seconds, rtf_batched, single_seconds, rtf_single,
 batched_speedup, identical_transcripts}``, ``training_throughput = {fp32, bf16_mixed,
@@ -78,6 +80,7 @@ def _quality(
     modes,
     beam_size: int,
     ctc_weight: float,
+    lm_weight: float,
     alignment: bool,
     voices: dict[str, str] | None = None,
 ) -> tuple[dict, dict]:
@@ -96,9 +99,10 @@ def _quality(
             results = system.decode(
                 batch.waveform,
                 batch.lengths,
-                mode=mode,
+                mode=mode.removesuffix("_no_lm"),
                 beam_size=beam_size,
                 ctc_weight=ctc_weight,
+                lm_weight=0.0 if mode.endswith("_no_lm") else lm_weight,
                 return_attention=want_attention,
             )
             hyps[mode].extend(r.text for r in results)
@@ -138,7 +142,7 @@ def _quality(
 
 
 def _decoding_speed(
-    system, dataset, *, count: int, batch_size: int, beam_size: int, ctc_weight: float
+    system, dataset, *, count: int, batch_size: int, beam_size: int, ctc_weight: float, lm_weight: float
 ) -> dict:
     from tasks.asr.data import collate_speech
 
@@ -152,7 +156,12 @@ def _decoding_speed(
         batched.extend(
             r.tokens
             for r in system.decode(
-                batch.waveform, batch.lengths, mode="joint", beam_size=beam_size, ctc_weight=ctc_weight
+                batch.waveform,
+                batch.lengths,
+                mode="joint",
+                beam_size=beam_size,
+                ctc_weight=ctc_weight,
+                lm_weight=lm_weight,
             )
         )
     batched_seconds = time.perf_counter() - start
@@ -163,7 +172,12 @@ def _decoding_speed(
         single.extend(
             r.tokens
             for r in system.decode(
-                batch.waveform, batch.lengths, mode="joint", beam_size=beam_size, ctc_weight=ctc_weight
+                batch.waveform,
+                batch.lengths,
+                mode="joint",
+                beam_size=beam_size,
+                ctc_weight=ctc_weight,
+                lm_weight=lm_weight,
             )
         )
     single_seconds = time.perf_counter() - start
@@ -171,6 +185,7 @@ def _decoding_speed(
         "batch_size": batch_size,
         "beam_size": beam_size,
         "ctc_weight": ctc_weight,
+        "lm_weight": lm_weight,
         "utterances": len(items),
         "audio_seconds": audio_seconds,
         "batched_seconds": batched_seconds,
@@ -216,7 +231,8 @@ def _markdown(result: dict) -> str:
         "# Speech recognition benchmark",
         "",
         f"Checkpoint `{result['checkpoint']}`, {result['threads']} thread(s), load average {result['load_average']}.",
-        f"Training wall time: {result['train_minutes']} min.",
+        f"Training wall time: {result['train_minutes']} min. Language-model weight: {result.get('lm_weight', 0.0)}"
+        " (attention and joint decoding; `joint_no_lm` is joint decoding without it).",
         "",
         "| split | decoder | WER % | CER % | utterances |",
         "| --- | --- | ---: | ---: | ---: |",
@@ -283,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)"
     )
     parser.add_argument("--ctc-weight", type=float, default=None, help="joint decoding CTC weight")
+    parser.add_argument(
+        "--lm-weight", type=float, default=None, help="language-model weight (default: the checkpoint's)"
+    )
     parser.add_argument("--beam-size", type=int, default=10)
     parser.add_argument("--limit", type=int, default=None, help="utterances per test split (default all)")
     parser.add_argument(
@@ -295,9 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes",
         nargs="+",
-        default=["ctc", "attention", "joint"],
-        choices=["ctc", "attention", "joint"],
-        help="decoders scored on the test splits (a subset makes a partial run)",
+        default=None,
+        choices=["ctc", "attention", "joint", "joint_no_lm"],
+        help="decoders scored on the test splits (default: all; a subset makes a partial run)",
     )
     parser.add_argument(
         "--output", type=Path, default=None, help="write the JSON here instead of benchmarks/results/"
@@ -317,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = load_checkpoint(ckpt)
     system = load_system(ASRSystem, ckpt)
     ctc_weight = system.hparams.decode_ctc_weight if args.ctc_weight is None else args.ctc_weight
+    has_lm = system.language_model is not None
+    lm_weight = (
+        (system.hparams.decode_lm_weight if has_lm else 0.0) if args.lm_weight is None else args.lm_weight
+    )
+    all_modes = ["ctc", "attention", "joint"] + (["joint_no_lm"] if has_lm and lm_weight > 0 else [])
     data_args = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     data_args = {k: v for k, v in data_args.items() if not k.startswith("_")}
     if not data_args or data_args.get("source") != "embedded":
@@ -328,17 +352,18 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "load_average": round(os.getloadavg()[0], 2),
         "train_minutes": None if minutes is None else round(minutes, 1),
+        "lm_weight": lm_weight,
         "quality": {},
         "alignment": {},
     }
-    modes = tuple(args.modes)
+    modes = tuple(args.modes or all_modes)
     with torch.inference_mode():
         if "quality" not in args.skip:
             for split in ("test", "test_unseen_voices"):
                 loader, dataset = _loader(data_args, split, 16, limit)
                 voices = {str(e.path): e.meta["voice"] for e in dataset.entries if e.meta.get("voice")}
                 quality, alignment = _quality(
-                    system, loader, modes, args.beam_size, ctc_weight, split == "test", voices
+                    system, loader, modes, args.beam_size, ctc_weight, lm_weight, split == "test", voices
                 )
                 result["quality"][split] = quality
                 if alignment:
@@ -353,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=16,
                 beam_size=args.beam_size,
                 ctc_weight=ctc_weight,
+                lm_weight=lm_weight,
             )
             print(result["decoding"], flush=True)
     if "throughput" not in args.skip:
@@ -361,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             hparams, test_set, steps=2 if args.quick else 4, batch_size=4 if args.quick else 16
         )
         print(result["training_throughput"], flush=True)
-    partial = bool(args.skip) or len(modes) < 3 or args.limit is not None
+    partial = bool(args.skip) or set(modes) != set(all_modes) or args.limit is not None
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.output, result, indent=1)

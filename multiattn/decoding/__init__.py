@@ -2,11 +2,13 @@
 
 One search serves every task: captioning and speech give a ``step_fn`` (see
 :mod:`multiattn.decoding.types`); speech adds a :class:`CTCPrefixScorer` for joint
-CTC/attention decoding (Watanabe et al. 2017).
+CTC/attention decoding (Watanabe et al. 2017), and a language model joins any search by
+:func:`shallow_fusion`.
 """
 
 from multiattn.decoding.beam import PrefixScorer, beam_search, length_normaliser
 from multiattn.decoding.ctc import CTCCandidates, CTCPrefixScorer, CTCPrefixState, ctc_greedy_decode
+from multiattn.decoding.fusion import FusedState, StepLanguageModel, shallow_fusion
 from multiattn.decoding.greedy import greedy_search
 from multiattn.decoding.shared import ItemMemory, reindex_items
 from multiattn.decoding.types import Hypothesis, StepOutput, expand_state, reorder_state
@@ -24,6 +26,9 @@ __all__ = [
     "CTCPrefixState",
     "CTCCandidates",
     "ctc_greedy_decode",
+    "shallow_fusion",
+    "FusedState",
+    "StepLanguageModel",
     "ItemMemory",
     "reindex_items",
 ]

@@ -1,6 +1,6 @@
 """``multiattn transcribe``: speech files -> text, word times and attention overlays.
 
-    multiattn transcribe AUDIO... --ckpt C [--beam-size K] [--ctc-weight W] [--mode joint]
+    multiattn transcribe AUDIO... --ckpt C [--beam-size K] [--ctc-weight W] [--lm-weight L] [--mode joint]
                          [--overlay-dir D] [--json] [--max-seconds S] [--batch-size B]
 
 Any wav / flac / ogg (any rate, mono or stereo) is read as 16 kHz mono by
@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="CTC weight of joint decoding in [0, 1] (default: the checkpoint's)",
     )
     parser.add_argument(
+        "--lm-weight",
+        type=float,
+        default=None,
+        help="shallow-fusion weight of the checkpoint's language model, >= 0; 0 = off "
+        "(default: the checkpoint's decode_lm_weight)",
+    )
+    parser.add_argument(
         "--mode", choices=DECODING_MODES, default="joint", help="decoding (default joint CTC/attention)"
     )
     parser.add_argument(
@@ -78,10 +85,16 @@ def predict(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         raise UserError(f"--beam-size {args.beam_size}: expected at least 1")
     if args.ctc_weight is not None and not 0.0 <= args.ctc_weight <= 1.0:
         raise UserError(f"--ctc-weight {args.ctc_weight}: expected a value in [0, 1]")
+    if args.lm_weight is not None and args.lm_weight < 0:
+        raise UserError(f"--lm-weight {args.lm_weight}: expected a value >= 0")
     if args.max_seconds < 1.0:
         raise UserError(f"--max-seconds {args.max_seconds}: expected at least 1")
     device = resolve_device(args.device)
     system = _load_system(args, device)
+    if args.lm_weight and system.language_model is None:
+        raise UserError(
+            f"--lm-weight {args.lm_weight}: {args.ckpt} has no language model (trained with lm_hidden_dim 0)"
+        )
     files = expand_inputs(args.inputs, AUDIO_EXTENSIONS)
     for start in range(0, len(files), args.batch_size):
         yield from _transcribe_files(system, files[start : start + args.batch_size], args, device)
@@ -117,6 +130,7 @@ def _transcribe_files(
             mode=args.mode,
             beam_size=args.beam_size,
             ctc_weight=args.ctc_weight,
+            lm_weight=args.lm_weight,
             return_attention=overlay,
         )
         decoded.update(zip(chunk_ids, outs))

@@ -5,6 +5,9 @@ into them.
 
 * ``"ctc"``: best-path CTC (arg-max per frame, merge repeats, drop blanks; Graves et al. 2006).
 * ``"attention"``: batched beam search over the attention decoder (greedy search at beam 1).
+* a language model (``language_model``, ``lm_weight > 0``) joins the attention and joint searches
+  by shallow fusion (:func:`multiattn.decoding.shallow_fusion`): the decoder's log-probs become
+  ``log p_att + lm_weight log p_lm`` (so in joint decoding its pre-beam ranking uses it too).
 * ``"joint"``: one-pass joint CTC/attention beam search (Watanabe et al. 2017, "Hybrid
   CTC/Attention Architecture"): each extension scores ``(1 - w) log p_att + w delta log p_ctc``,
   the CTC prefix score computed only for the ``1.5 K`` candidates the attention ranks best, for
@@ -24,7 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from multiattn.decoding import CTCPrefixScorer, beam_search, ctc_greedy_decode, greedy_search
+from multiattn.decoding import CTCPrefixScorer, beam_search, ctc_greedy_decode, greedy_search, shallow_fusion
+from multiattn.language_model import LSTMLanguageModel
 from tasks.asr.model import ASRModel
 from tasks.asr.tokenizer import Tokenizer
 
@@ -66,6 +70,8 @@ def decode_batch(
     beam_size: int = 10,
     ctc_weight: float = 0.3,
     length_penalty: float = 1.0,
+    language_model: LSTMLanguageModel | None = None,
+    lm_weight: float = 0.0,
     return_attention: bool = False,
 ) -> list[DecodeResult]:
     """Transcribe ``waveform (B, N)`` with valid ``lengths (B,)`` samples.
@@ -79,6 +85,8 @@ def decode_batch(
         beam_size: ``K`` for the attention / joint searches (1 = greedy for ``"attention"``).
         ctc_weight: ``w`` of joint decoding (``"joint"`` with ``w = 0`` equals ``"attention"``).
         length_penalty: GNMT length-normalisation exponent of the beam search.
+        language_model: fused into the attention / joint searches when ``lm_weight > 0``.
+        lm_weight: shallow-fusion weight (module docstring); ``0`` leaves the searches unchanged.
         return_attention: keep the decoder attention of each best hypothesis (slower: the
             attention modules then compute explicit weights).
     """
@@ -94,6 +102,9 @@ def decode_batch(
     else:
         state = model.init_decoder_state(enc.memory, enc.lengths)
         step_fn = model.make_step_fn(return_attention=return_attention)
+        if language_model is not None and lm_weight > 0:
+            step_fn, fused_state = shallow_fusion(step_fn, language_model, lm_weight=lm_weight)
+            state = fused_state(state, batch)
         max_len = enc.lengths.clamp(min=1).cpu()
         if mode == "attention" and beam_size == 1:
             hyps = greedy_search(

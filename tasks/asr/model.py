@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from multiattn.decoding.types import StepOutput
@@ -202,10 +203,15 @@ class ASRModel(nn.Module):
         return self.decoder.init_state(memory, memory_lengths)
 
     def make_step_fn(self, *, return_attention: bool = False):
-        """A ``step_fn(tokens (N, t), state) -> StepOutput`` for :mod:`multiattn.decoding`."""
+        """A ``step_fn(tokens (N, t), state) -> StepOutput`` for :mod:`multiattn.decoding` (blank never emitted)."""
 
         def step_fn(tokens: Tensor, state: Any) -> StepOutput:
             log_probs, state, attention = self.decoder.step(tokens, state, return_attention=return_attention)
+            # Blank is the decoder's padding, never an output: an undertrained decoder (or a
+            # fused language model) must not emit it (CTC alignment of such a text is undefined).
+            log_probs = log_probs.float().index_fill(
+                1, torch.tensor([self.blank_id], device=log_probs.device), float("-inf")
+            )
             return StepOutput(log_probs, state, attention)
 
         return step_fn

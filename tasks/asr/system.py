@@ -8,6 +8,14 @@ Training loss (Kim, Hori and Watanabe 2017; Watanabe et al. 2017)::
 summed over its tokens (characters or pieces) plus eos, both averaged over utterances; padding
 never counts.
 
+With ``lm_hidden_dim > 0`` an LSTM language model over the same tokens
+(:class:`multiattn.language_model.LSTMLanguageModel`) learns from the same transcripts in the same
+steps: its mean per-token cross-entropy ``L_lm`` is added to the loss (``train/loss = L + L_lm``;
+its parameters are disjoint from the recogniser's, so it changes none of their gradients, and the
+two parts' gradients are clipped separately). Attention and joint decoding add
+``decode_lm_weight * log p_lm`` to the decoder's scores (shallow fusion,
+:func:`multiattn.decoding.shallow_fusion`).
+
 Validation decodes free-running (CTC greedy by default, fast) and reports corpus WER / CER
 (``val/wer`` is the checkpoint monitor). Test decodes with ``test_decoding`` (joint CTC/attention
 beam search by default) and, when the data has true word times (the embedded corpus), the
@@ -28,6 +36,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
 from multiattn.io import UserError
+from multiattn.language_model import LSTMLanguageModel
 from multiattn.metrics.speech import boundary_errors, error_counts, match_words
 from tasks.asr.alignment import attention_word_starts, ctc_token_spans, ctc_word_spans, spans_matrix
 from tasks.asr.decode import DECODING_MODES, DecodeResult, decode_batch
@@ -65,6 +74,11 @@ class ASRSystem(LightningModule):
         decode_ctc_weight: CTC weight of joint decoding.
         length_penalty: beam-search length-normalisation exponent.
         alignment_method: ``"argmax"`` or ``"centroid"`` of the first token's attention row.
+        lm_hidden_dim: hidden size of the language model trained beside the recogniser; ``0``
+            (the class default, as in checkpoints written before the option existed) trains none.
+        lm_embed_dim / lm_layers / lm_dropout: its embedding size, depth and dropout.
+        decode_lm_weight: shallow-fusion weight of the language model in attention and joint
+            decoding (``0`` = not used; ignored without a language model).
         log_overlays: draw overlays of ``num_overlays`` validation utterances each epoch.
         num_overlays: how many.
     """
@@ -107,6 +121,11 @@ class ASRSystem(LightningModule):
         decode_ctc_weight: float = 0.5,
         length_penalty: float = 1.0,
         alignment_method: str = "argmax",
+        lm_hidden_dim: int = 0,
+        lm_embed_dim: int = 256,
+        lm_layers: int = 1,
+        lm_dropout: float = 0.3,
+        decode_lm_weight: float = 0.0,
         log_overlays: bool = True,
         num_overlays: int = 2,
     ) -> None:
@@ -116,6 +135,10 @@ class ASRSystem(LightningModule):
                 raise ValueError(f"{name}: expected one of {list(DECODING_MODES)}, received {mode!r}")
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight: expected a value in [0, 1], received {ctc_weight}")
+        if lm_hidden_dim < 0 or decode_lm_weight < 0:
+            raise ValueError(
+                f"lm_hidden_dim and decode_lm_weight must be >= 0, received {lm_hidden_dim}, {decode_lm_weight}"
+            )
         self.tokenizer = build_tokenizer(
             tokenizer, vocab=vocab, vocab_size=vocab_size, model_type=model_type, model=sentencepiece_model
         )
@@ -143,6 +166,18 @@ class ASRSystem(LightningModule):
             num_time_masks=num_time_masks,
             speed_perturb=speed_perturb,
             alignment_layer=alignment_layer,
+        )
+        self.language_model = (
+            LSTMLanguageModel(
+                vocab_size=len(self.tokenizer),
+                embed_dim=lm_embed_dim,
+                hidden_dim=lm_hidden_dim,
+                num_layers=lm_layers,
+                dropout=lm_dropout,
+                pad_id=self.tokenizer.pad_id,
+            )
+            if lm_hidden_dim > 0
+            else None
         )
         self._outputs: dict[str, list[Any]] = {}
 
@@ -176,7 +211,7 @@ class ASRSystem(LightningModule):
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: Any) -> dict[str, torch.Tensor]:
-        """``{"loss", "ctc", "attention", "token_accuracy"}`` for a :class:`tasks.asr.data.SpeechBatch`."""
+        """``{"loss", "ctc", "attention", "token_accuracy"}`` (and ``"lm"``) for a :class:`tasks.asr.data.SpeechBatch`."""
         tok = self.tokenizer
         targets, target_lengths = tok.batch_encode(batch.texts)
         targets, target_lengths = targets.to(self.device), target_lengths.to(self.device)
@@ -214,12 +249,16 @@ class ASRSystem(LightningModule):
         lam = self.hparams.ctc_weight
         valid = tokens_out != -100
         accuracy = ((logits.argmax(-1) == tokens_out) & valid).sum() / valid.sum().clamp(min=1)
-        return {
+        losses = {
             "loss": lam * ctc + (1 - lam) * attention,
             "ctc": ctc,
             "attention": attention,
             "token_accuracy": accuracy,
         }
+        if self.language_model is not None:
+            losses["lm"] = self.language_model.loss(tokens_in, tokens_out)
+            losses["loss"] = losses["loss"] + losses["lm"]
+        return losses
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         losses = self.compute_loss(batch)
@@ -227,6 +266,29 @@ class ASRSystem(LightningModule):
             {f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch.texts)
         )
         return losses["loss"]
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the recogniser's and the language model's gradients each on its own.
+
+        One global norm over both would let the language model's gradients change how much the
+        recogniser's are clipped (and so its training); clipped apart, adding the language
+        model leaves the recogniser's updates as they were.
+        """
+        if not gradient_clip_val:
+            return
+        for module in (self.model, self.language_model):
+            if module is None:
+                continue
+            parameters = [p for p in module.parameters() if p.grad is not None]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
 
     def configure_optimizers(self) -> Any:
         decay, no_decay = [], []
@@ -261,10 +323,17 @@ class ASRSystem(LightningModule):
         mode: str | None = None,
         beam_size: int | None = None,
         ctc_weight: float | None = None,
+        lm_weight: float | None = None,
         return_attention: bool = False,
     ) -> list[DecodeResult]:
-        """Free-running decoding (defaults: ``test_decoding``, ``beam_size``, ``decode_ctc_weight``)."""
+        """Free-running decoding (defaults: ``test_decoding``, ``beam_size``, ``decode_ctc_weight``,
+        ``decode_lm_weight``; a language-model weight needs a model trained with one)."""
         hp = self.hparams
+        lm_weight = hp.get("decode_lm_weight", 0.0) if lm_weight is None else lm_weight
+        if lm_weight > 0 and self.language_model is None:
+            raise UserError(
+                f"lm_weight {lm_weight}: this checkpoint has no language model (trained with lm_hidden_dim 0)"
+            )
         return decode_batch(
             self.model,
             self.tokenizer,
@@ -274,6 +343,8 @@ class ASRSystem(LightningModule):
             beam_size=hp.beam_size if beam_size is None else beam_size,
             ctc_weight=hp.decode_ctc_weight if ctc_weight is None else ctc_weight,
             length_penalty=hp.length_penalty,
+            language_model=self.language_model if lm_weight > 0 else None,
+            lm_weight=lm_weight,
             return_attention=return_attention,
         )
 

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from multiattn.checkpoint import load_system
+from multiattn.io import UserError
 from tasks.asr.data import ASRDataModule, BucketBatchSampler, collate_speech
 from tasks.asr.system import ASRSystem
 
@@ -126,3 +127,42 @@ def test_bad_arguments() -> None:
         ASRSystem(**{**TINY, "val_decoding": "nope"})
     with pytest.raises(ValueError, match="source"):
         ASRDataModule(source="nope")
+
+
+def test_language_model_trains_beside_without_touching_the_recogniser(
+    tiny_data: ASRDataModule, one_thread
+) -> None:
+    """The LM adds its loss, leaves the recogniser's gradients (and their clipping) as they were,
+    and joins attention / joint decoding at decode_lm_weight > 0."""
+    batch = next(iter(tiny_data.train_dataloader()))
+    without = {**TINY, "lm_hidden_dim": 0, "decode_lm_weight": 0.0}
+    grads = []
+    for args in (without, TINY):
+        torch.manual_seed(0)
+        system = ASRSystem(**args)
+        system.train()
+        losses = system.compute_loss(batch)
+        assert ("lm" in losses) == (args["lm_hidden_dim"] > 0)
+        losses["loss"].backward()
+        system.configure_gradient_clipping(None, gradient_clip_val=1e-3, gradient_clip_algorithm="norm")
+        grads.append({n: p.grad.clone() for n, p in system.model.named_parameters() if p.grad is not None})
+        if system.language_model is not None:
+            lm_norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad) for p in system.language_model.parameters()])
+            )
+            assert float(lm_norm) == pytest.approx(1e-3, rel=1e-3)  # clipped on its own
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+    system.eval()
+    with torch.no_grad():
+        plain = system.decode(batch.waveform, batch.lengths, mode="joint", lm_weight=0.0)
+        fused = system.decode(batch.waveform, batch.lengths, mode="joint", lm_weight=5.0)
+        default = system.decode(batch.waveform, batch.lengths, mode="joint")
+    assert len(fused) == len(plain) and all(isinstance(r.text, str) for r in fused)
+    assert [r.score for r in plain] != [r.score for r in fused]  # the LM's scores entered the search
+    assert [r.score for r in default] != [r.score for r in plain]  # decode_lm_weight is the default
+    bare = ASRSystem(**without).eval()
+    with pytest.raises(UserError, match="no language model"):
+        bare.decode(batch.waveform, batch.lengths, mode="joint", lm_weight=0.5)
