@@ -22,20 +22,31 @@ from torch import Tensor, nn
 
 from multiattn.masks import check_shape
 
-__all__ = ["LSTMLanguageModel", "LMState"]
+__all__ = ["LSTMLanguageModel", "LMState", "INPUT_TABLE_MAX_VOCAB"]
+
+
+INPUT_TABLE_MAX_VOCAB = 4096
+"""Largest vocabulary for which a search precomputes every token's input projection."""
 
 
 @dataclass
 class LMState:
-    """The recurrent state of ``N`` sequences: ``hidden`` and ``cell``, each ``(L, N, H)``."""
+    """The recurrent state of ``N`` sequences: ``hidden`` and ``cell``, each ``(L, N, H)``.
+
+    ``input_table`` ``(V, 4H)``, when present, is shared by all rows (see
+    :meth:`LSTMLanguageModel.init_state`) and is not reordered.
+    """
 
     hidden: Tensor
     cell: Tensor
+    input_table: Tensor | None = None
 
     def reorder(self, indices: Tensor) -> LMState:
         """Keep rows ``indices`` ``(M,)`` (the search's :func:`~multiattn.decoding.reorder_state`)."""
         indices = indices.to(self.hidden.device)
-        return LMState(self.hidden.index_select(1, indices), self.cell.index_select(1, indices))
+        return LMState(
+            self.hidden.index_select(1, indices), self.cell.index_select(1, indices), self.input_table
+        )
 
 
 class LSTMLanguageModel(nn.Module):
@@ -91,31 +102,44 @@ class LSTMLanguageModel(nn.Module):
         return F.cross_entropy(logits.float().flatten(0, 1), tokens_out.flatten(), ignore_index=ignore_index)
 
     def init_state(self, batch_size: int, *, device: torch.device | str | None = None) -> LMState:
-        """The zero state of ``batch_size`` empty sequences."""
+        """The zero state of ``batch_size`` empty sequences.
+
+        In eval mode, for vocabularies of at most :data:`INPUT_TABLE_MAX_VOCAB` tokens, the state
+        also carries the first layer's input projection of every token, ``W_ih emb(y) + b_ih +
+        b_hh`` as a ``(V, 4H)`` table built from the current weights (once per search: ``V`` rows
+        instead of one per hypothesis and step), which :meth:`step` reads instead of multiplying.
+        """
         device = self.out.weight.device if device is None else device
         zeros = torch.zeros(self.num_layers, batch_size, self.hidden_dim, device=device)  # (L, B, H)
-        return LMState(zeros, zeros.clone())
+        table = None
+        if not self.training and self.vocab_size <= INPUT_TABLE_MAX_VOCAB:
+            # float32 whatever the caller's autocast, like the rest of the state.
+            with torch.no_grad(), torch.autocast(torch.device(device).type, enabled=False):
+                rnn = self.rnn
+                table = torch.addmm(
+                    rnn.bias_ih_l0 + rnn.bias_hh_l0, self.embedding.weight, rnn.weight_ih_l0.t()
+                )
+            table = table.to(device)  # (V, 4H)
+        return LMState(zeros, zeros.clone(), table)
 
     def step(self, last: Tensor, state: LMState) -> tuple[Tensor, LMState]:
         """One token per row: ``last (N,)`` -> ``(log_probs (N, V) of the next token, state)``.
 
-        In eval mode the first layer's input projection of a token, ``W_ih emb(y) + b_ih + b_hh``,
-        is one row of a ``(V, 4H)`` table computed once per set of weights, so a search step costs
-        only the recurrent matmul ``h W_hh^T`` per row and layer: a third of the first layer's
-        multiply-adds at ``E = H / 2``, and no embedding or bias work. Equal to :meth:`forward`
-        up to float rounding (a test checks it). In train mode (dropout active) it runs
-        :meth:`forward`.
+        With the input table of :meth:`init_state` the first layer's input projection is a row
+        lookup, so a search step costs only the recurrent matmul ``h W_hh^T`` per row and layer.
+        Equal to :meth:`forward` up to float rounding (a test checks it). In train mode (dropout
+        active) it runs :meth:`forward`.
         """
         if self.training:
             logits, state = self(last[:, None], state)  # (N, 1, V)
             return torch.log_softmax(logits[:, 0].float(), dim=-1), state
         hidden_states, cells = [], []
-        x = None
+        x = self.embedding(last)  # (N, E); unused when the table covers layer 0
         for layer in range(self.num_layers):
             h, c = state.hidden[layer], state.cell[layer]  # (N, H) each
             w_hh = getattr(self.rnn, f"weight_hh_l{layer}")  # (4H, H)
-            if layer == 0:
-                gates = torch.addmm(self._input_table().index_select(0, last), h, w_hh.t())  # (N, 4H)
+            if layer == 0 and state.input_table is not None:
+                gates = torch.addmm(state.input_table.index_select(0, last), h, w_hh.t())  # (N, 4H)
             else:
                 w_ih = getattr(self.rnn, f"weight_ih_l{layer}")
                 bias = getattr(self.rnn, f"bias_ih_l{layer}") + getattr(self.rnn, f"bias_hh_l{layer}")
@@ -126,25 +150,5 @@ class LSTMLanguageModel(nn.Module):
             hidden_states.append(x)
             cells.append(c)
         logits = self.out(x)  # (N, V)
-        return torch.log_softmax(logits.float(), dim=-1), LMState(
-            torch.stack(hidden_states), torch.stack(cells)
-        )
-
-    def _input_table(self) -> Tensor:
-        """``(V, 4H)``: the first layer's input projection of every token, both biases included.
-
-        Cached; rebuilt when any weight it depends on changes (an optimiser step bumps a
-        tensor's version counter, loading a state dict replaces or rewrites it).
-        """
-        weights = (self.embedding.weight, self.rnn.weight_ih_l0, self.rnn.bias_ih_l0, self.rnn.bias_hh_l0)
-        key = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in weights)
-        if getattr(self, "_table_key", None) != key:
-            # float32 whatever the caller's autocast: the cache outlives it.
-            with torch.no_grad(), torch.autocast(self.out.weight.device.type, enabled=False):
-                table = torch.addmm(
-                    self.rnn.bias_ih_l0 + self.rnn.bias_hh_l0,
-                    self.embedding.weight,
-                    self.rnn.weight_ih_l0.t(),
-                )
-            self._table, self._table_key = table, key  # (V, 4H)
-        return self._table
+        new_state = LMState(torch.stack(hidden_states), torch.stack(cells), state.input_table)
+        return torch.log_softmax(logits.float(), dim=-1), new_state

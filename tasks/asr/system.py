@@ -329,8 +329,9 @@ class ASRSystem(LightningModule):
         """Free-running decoding (defaults: ``test_decoding``, ``beam_size``, ``decode_ctc_weight``,
         ``decode_lm_weight``; a language-model weight needs a model trained with one)."""
         hp = self.hparams
-        lm_weight = hp.get("decode_lm_weight", 0.0) if lm_weight is None else lm_weight
-        if lm_weight > 0 and self.language_model is None:
+        if lm_weight is None:  # the default is ignored without a language model, as documented
+            lm_weight = hp.get("decode_lm_weight", 0.0) if self.language_model is not None else 0.0
+        elif lm_weight > 0 and self.language_model is None:
             raise UserError(
                 f"lm_weight {lm_weight}: this checkpoint has no language model (trained with lm_hidden_dim 0)"
             )

@@ -29,26 +29,26 @@ def test_steps_equal_the_full_pass(num_layers: int) -> None:
         torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1), atol=1e-5, rtol=1e-5)
 
 
-def test_step_table_follows_weight_changes() -> None:
-    """The cached input table is rebuilt after an optimiser step and after loading weights."""
+def test_step_with_and_without_the_input_table_and_under_autocast() -> None:
+    """The search state's input table gives the same steps as the plain projection, and it is
+    built from the weights of the moment (a state made after new weights sees them)."""
     lm = _model()
     tokens = torch.randint(2, V, (2, 3))
-    lm.step(tokens[:, 0], lm.init_state(2))  # builds the cache
-    optimizer = torch.optim.SGD(lm.parameters(), lr=1.0)
-    lm.train()
-    lm.loss(tokens, tokens).backward()
-    optimizer.step()
-    lm.eval()
-    for source in (lm, _model(seed=9)):
-        lm.load_state_dict(source.state_dict())
-        logits, _ = lm(tokens[:, :1])
-        log_probs, _ = lm.step(tokens[:, 0], lm.init_state(2))
-        torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, 0], -1), atol=1e-5, rtol=1e-5)
+    state = lm.init_state(2)
+    assert state.input_table is not None and state.input_table.shape == (V, 4 * 12)
+    plain = LMState(state.hidden, state.cell, None)
+    for t in range(3):
+        with_table, state = lm.step(tokens[:, t], state)
+        without, plain = lm.step(tokens[:, t], plain)
+        torch.testing.assert_close(with_table, without, atol=1e-5, rtol=1e-5)
+    lm.load_state_dict(_model(seed=9).state_dict())
+    logits, _ = lm(tokens[:, :1])
+    log_probs, _ = lm.step(tokens[:, 0], lm.init_state(2))
+    torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, 0], -1), atol=1e-5, rtol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        lm.load_state_dict(_model(seed=4).state_dict())
-        lm.step(tokens[:, 0], lm.init_state(2))  # a table built under autocast ...
-    log_probs, _ = lm.step(tokens[:, 0], lm.init_state(2))  # ... still serves float32 steps
-    assert log_probs.dtype == torch.float32
+        state = lm.init_state(2)
+    assert state.input_table.dtype == torch.float32
+    assert lm.train().init_state(2).input_table is None  # training steps run forward (dropout)
 
 
 def test_padding_does_not_change_the_loss() -> None:

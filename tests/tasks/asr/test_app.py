@@ -56,6 +56,8 @@ def test_json_has_text_and_word_times(trained, tmp_path: Path, capsys) -> None:
             "2",
             "--ctc-weight",
             "0.5",
+            "--lm-weight",
+            "0.5",  # the tiny config trains a language model
             "--overlay-dir",
             str(overlays),
         ]
@@ -133,5 +135,24 @@ def test_user_errors_exit_2(trained, capsys) -> None:
     file = str(sorted(audio.glob("*.flac"))[0])
     assert main([file, "--ckpt", str(ckpt), "--ctc-weight", "1.5"]) == 2
     assert main([file, "--ckpt", "/nonexistent.ckpt"]) == 2
+    assert main([file, "--ckpt", str(ckpt), "--lm-weight", "-0.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "ctc-weight" in err[0] and "nonexistent.ckpt" in err[1]
+    assert len(err) == 3 and "ctc-weight" in err[0] and "nonexistent.ckpt" in err[1] and "lm-weight" in err[2]
+
+
+def test_lm_weight_needs_a_checkpoint_with_a_language_model(trained, tmp_path: Path, capsys) -> None:
+    from multiattn.checkpoint import load_checkpoint
+
+    ckpt, audio = trained
+    checkpoint = load_checkpoint(ckpt)
+    checkpoint["hyper_parameters"]["lm_hidden_dim"] = 0
+    checkpoint["state_dict"] = {
+        k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("language_model.")
+    }
+    bare = tmp_path / "bare.ckpt"
+    torch.save(checkpoint, bare)
+    file = str(sorted(audio.glob("*.flac"))[0])
+    assert main([file, "--ckpt", str(bare), "--lm-weight", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no language model" in err[0] and "bare.ckpt" in err[0]
+    assert main([file, "--ckpt", str(bare)]) == 0  # its default decoding still works
