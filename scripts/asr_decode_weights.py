@@ -34,19 +34,13 @@ SPLITS = ("validation", "test", "test_unseen_voices")
 
 
 def _wer(system, loader, *, beam_size: int, ctc_weight: float, lm_weight: float) -> float:
+    from benchmarks.bench_asr import joint_decode
     from multiattn.metrics.speech import error_counts
 
     refs, hyps = [], []
     for batch in loader:
         refs.extend(batch.texts)
-        results = system.decode(
-            batch.waveform,
-            batch.lengths,
-            mode="joint",
-            beam_size=beam_size,
-            ctc_weight=ctc_weight,
-            lm_weight=lm_weight,
-        )
+        results = joint_decode(system, batch, beam_size=beam_size, ctc_weight=ctc_weight, lm_weight=lm_weight)
         hyps.extend(r.text for r in results)
     counts = error_counts(refs, hyps, unit="word")
     return counts["errors"] / max(counts["reference_units"], 1)

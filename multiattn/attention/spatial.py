@@ -106,6 +106,8 @@ class SoftSpatialAttention(nn.Module):
         mask: Tensor | None = None,
         grid_hw: tuple[int, int] | None = None,
         features_proj: Tensor | None = None,
+        hidden_proj: Tensor | None = None,
+        gate_logit: Tensor | None = None,
     ) -> SpatialAttentionOutput:
         """One decoding step.
 
@@ -122,6 +124,11 @@ class SoftSpatialAttention(nn.Module):
                 common size); masked cells get exactly zero weight.
             grid_hw: ``(H, W)``, needed for flattened features.
             features_proj: ``(G, N, A)`` from :meth:`precompute`.
+            hidden_proj: ``(B, A)`` the query projection ``hidden_proj(hidden)``, when the caller
+                computed it (a decoder can fold it into one matmul with the other projections of
+                the same state, e.g. the LSTM's ``W_hh h``); ``None`` computes it here.
+            gate_logit: ``(B, 1)`` ``gate_proj(hidden)`` computed by the caller, likewise (only
+                with ``gate=True``).
 
         Returns:
             :class:`SpatialAttentionOutput` ``(context (B, C), weights (B, H, W), gate (B, 1))``.
@@ -146,13 +153,23 @@ class SoftSpatialAttention(nn.Module):
             features_proj = self.feature_proj(flat)
         else:
             check_shape("features_proj", features_proj, (groups, cells, self.attn_dim))
-        energy = additive_energy(features_proj, self.hidden_proj(hidden), self.score.weight)  # (B, N)
+        if hidden_proj is None:
+            hidden_proj = self.hidden_proj(hidden)
+        else:
+            check_shape("hidden_proj", hidden_proj, (batch, self.attn_dim))
+        energy = additive_energy(features_proj, hidden_proj, self.score.weight)  # (B, N)
         weights = masked_softmax(energy, mask)  # (B, N)
         grouped = weights.to(flat.dtype).view(groups, per_group, cells)  # (B, N) -> (G, K, N)
         context = torch.bmm(grouped, flat).view(batch, self.feature_dim)  # (G, K, C) -> (B, C)
         if self.gate_proj is not None:
-            gate = torch.sigmoid(self.gate_proj(hidden))  # (B, 1)
+            if gate_logit is None:
+                gate_logit = self.gate_proj(hidden)
+            else:
+                check_shape("gate_logit", gate_logit, (batch, 1))
+            gate = torch.sigmoid(gate_logit)  # (B, 1)
             context = gate.to(context.dtype) * context
+        elif gate_logit is not None:
+            raise ValueError("gate_logit: given, but the module was built with gate=False")
         else:
             gate = hidden.new_ones(batch, 1)
         grid_weights = weights.view(batch, height, width)  # (B, N) -> (B, H, W)
