@@ -103,8 +103,8 @@ def decode_batch(
         state = model.init_decoder_state(enc.memory, enc.lengths)
         step_fn = model.make_step_fn(return_attention=return_attention)
         if language_model is not None and lm_weight > 0:
-            step_fn, fused_state = shallow_fusion(step_fn, language_model, lm_weight=lm_weight)
-            state = fused_state(state, batch)
+            step_fn, init_fused = shallow_fusion(step_fn, language_model, lm_weight=lm_weight)
+            state = init_fused(state, batch)
         max_len = enc.lengths.clamp(min=1).cpu()
         if mode == "attention" and beam_size == 1:
             hyps = greedy_search(
