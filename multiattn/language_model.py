@@ -134,7 +134,7 @@ class LSTMLanguageModel(nn.Module):
             logits, state = self(last[:, None], state)  # (N, 1, V)
             return torch.log_softmax(logits[:, 0].float(), dim=-1), state
         hidden_states, cells = [], []
-        x = self.embedding(last)  # (N, E); unused when the table covers layer 0
+        x = self.embedding(last) if state.input_table is None else None  # (N, E): layer 0's input
         for layer in range(self.num_layers):
             h, c = state.hidden[layer], state.cell[layer]  # (N, H) each
             w_hh = getattr(self.rnn, f"weight_hh_l{layer}")  # (4H, H)

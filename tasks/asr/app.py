@@ -91,10 +91,10 @@ def predict(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         raise UserError(f"--max-seconds {args.max_seconds}: expected at least 1")
     device = resolve_device(args.device)
     system = _load_system(args, device)
-    if args.lm_weight and system.language_model is None:
-        raise UserError(
-            f"--lm-weight {args.lm_weight}: {args.ckpt} has no language model (trained with lm_hidden_dim 0)"
-        )
+    try:  # before any audio is read
+        system.resolve_lm_weight(args.lm_weight)
+    except UserError as err:
+        raise UserError(f"{args.ckpt}: {err}") from None
     files = expand_inputs(args.inputs, AUDIO_EXTENSIONS)
     for start in range(0, len(files), args.batch_size):
         yield from _transcribe_files(system, files[start : start + args.batch_size], args, device)

@@ -329,12 +329,7 @@ class ASRSystem(LightningModule):
         """Free-running decoding (defaults: ``test_decoding``, ``beam_size``, ``decode_ctc_weight``,
         ``decode_lm_weight``; a language-model weight needs a model trained with one)."""
         hp = self.hparams
-        if lm_weight is None:  # the default is ignored without a language model, as documented
-            lm_weight = hp.get("decode_lm_weight", 0.0) if self.language_model is not None else 0.0
-        elif lm_weight > 0 and self.language_model is None:
-            raise UserError(
-                f"lm_weight {lm_weight}: this checkpoint has no language model (trained with lm_hidden_dim 0)"
-            )
+        lm_weight = self.resolve_lm_weight(lm_weight)
         return decode_batch(
             self.model,
             self.tokenizer,
@@ -348,6 +343,17 @@ class ASRSystem(LightningModule):
             lm_weight=lm_weight,
             return_attention=return_attention,
         )
+
+    def resolve_lm_weight(self, lm_weight: float | None) -> float:
+        """The language-model weight a decode uses: ``decode_lm_weight`` by default (ignored, as
+        documented, without a language model); an explicit weight above 0 needs a language model."""
+        if lm_weight is None:
+            return self.hparams.decode_lm_weight if self.language_model is not None else 0.0
+        if lm_weight > 0 and self.language_model is None:
+            raise UserError(
+                f"lm_weight {lm_weight}: this checkpoint has no language model (trained with lm_hidden_dim 0)"
+            )
+        return lm_weight
 
     def alignment_errors(self, result: DecodeResult, words: list[dict[str, Any]]) -> dict[str, list[float]]:
         """Predicted vs true starts of the correctly recognised words, by attention and by CTC."""

@@ -14,7 +14,7 @@ import torch
 import tasks.captioning.decoders as decoders
 from multiattn.attention.spatial import SoftSpatialAttention
 from tasks.captioning.decoders import ShowAttendTellDecoder
-from tasks.captioning.model import build_caption_model
+from tests.tasks.captioning.test_caption_model import _model as tiny_caption_model
 
 FEATURES, EMBED, HIDDEN, ATTN = 8, 16, 24, 12
 # V (Dh + C) < E (Dh + C + V) composes the output layers: V < 16 * 32 / 16 = 32 at these sizes.
@@ -120,16 +120,7 @@ def test_training_and_grad_use_the_lstm_cell_path() -> None:
 
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_searches_give_the_plain_step_captions(monkeypatch: pytest.MonkeyPatch, beam_size: int) -> None:
-    torch.manual_seed(0)
-    model = build_caption_model(
-        vocab_size=17,
-        encoder_channels=(8, 16, 16),
-        encoder_strides=(2, 2, 2),
-        embed_dim=16,
-        hidden_dim=24,
-        attn_dim=12,
-        dropout=0.0,
-    ).eval()
+    model = tiny_caption_model("show_attend_tell")
     images = torch.randn(4, 3, 96, 96, generator=torch.Generator().manual_seed(3))
     fast = model.generate(images, beam_size=beam_size, max_len=8)
     assert model.decoder._folded is not None
