@@ -168,6 +168,7 @@ def beam_search(
 
     ended: list[list[_Ended]] = [[] for _ in range(B)]
     fallback: list[_Ended | None] = [None] * B
+    nth_best = [float("-inf")] * B  # each item's n_best-th finished score, once it has n_best
     # The items still searched, in row order: the rows of item active[i] are i*K .. i*K+K-1.
     # A stopped item's rows are dropped, so later steps compute only the items still running.
     active = torch.arange(B)  # (A,) CPU
@@ -217,12 +218,16 @@ def beam_search(
         new_ended = is_eos & (rank < K) & torch.isfinite(top_scores)
         if bool(new_ended.any()):
             lp_now = length_normaliser(float(step), length_penalty=length_penalty, length_norm=length_norm)
-            for position, candidate in new_ended.nonzero().tolist():
-                row = int(source_row[position, candidate])
-                raw = float(top_scores[position, candidate])
-                ended[int(active[position])].append(
-                    _Ended(raw / lp_now, raw, tokens[row, 1:].tolist(), step, row, True)
-                )
+            position, candidate = new_ended.nonzero().unbind(1)  # (E,), (E,)
+            rows = source_row[position, candidate]  # (E,)
+            prefixes = tokens.index_select(0, rows)[:, 1:].tolist()
+            items = active.index_select(0, position.cpu()).tolist()
+            for item, raw, prefix, row in zip(
+                items, top_scores[position, candidate].tolist(), prefixes, rows.tolist()
+            ):
+                ended[item].append(_Ended(raw / lp_now, raw, prefix, step, row, True))
+                if len(ended[item]) >= n_best:
+                    nth_best[item] = sorted((e.score for e in ended[item]), reverse=True)[n_best - 1]
 
         # The first K non-EOS candidates (in score order) stay alive.
         keep = (is_eos.long() * 2 * K + rank).argsort(dim=1)[:, :K]  # (A, K)
@@ -237,23 +242,26 @@ def beam_search(
 
         # Items at their length limit: remember the best unfinished hypothesis, then stop.
         scores_cpu = scores.cpu()
-        stopped = limits[active] == step  # (A,)
-        for position in stopped.nonzero().flatten().tolist():
-            raw = float(scores_cpu[position, 0])
+        at_limit = limits[active] == step  # (A,)
+        if bool(at_limit.any()):
             lp_now = length_normaliser(float(step), length_penalty=length_penalty, length_norm=length_norm)
-            row = position * K
-            fallback[int(active[position])] = _Ended(
-                raw / lp_now, raw, tokens[row, 1:].tolist(), step, int(kept_rows[row]), False
-            )
-        # Items whose n_best-th finished hypothesis no alive one can beat.
+            position = at_limit.nonzero().flatten()  # (L,)
+            rows = position * K  # each item's best alive hypothesis (keep is in score order)
+            prefixes = tokens.index_select(0, rows.to(device))[:, 1:].tolist()
+            for item, raw, prefix, row in zip(
+                active[position].tolist(),
+                scores_cpu[position, 0].tolist(),
+                prefixes,
+                kept_rows[rows].tolist(),
+            ):
+                fallback[item] = _Ended(raw / lp_now, raw, prefix, step, row, False)
+        # Items whose n_best-th finished hypothesis no alive one can beat (an item with fewer than
+        # n_best finished ones has nth_best -inf, and -inf never stops it: hence the count check).
         best_alive = scores_cpu.max(dim=1).values.double()  # (A,)
         lp_next = length_normaliser(float(step + 1), length_penalty=length_penalty, length_norm=length_norm)
         bound = torch.where(best_alive <= 0, best_alive / best_bound_lp[active], best_alive / lp_next)  # (A,)
-        for position in (~stopped).nonzero().flatten().tolist():
-            finished = ended[int(active[position])]
-            if len(finished) >= n_best:
-                nth = sorted((e.score for e in finished), reverse=True)[n_best - 1]
-                stopped[position] = nth >= float(bound[position])
+        nth = torch.tensor(nth_best, dtype=torch.float64)[active]  # (A,)
+        stopped = at_limit | (torch.isfinite(nth) & (nth >= bound))  # (A,)
         if bool(stopped.all()):
             break
         if bool(stopped.any()):  # drop the stopped items' rows from every later step
