@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from multiattn.attention.additive import AdditiveAttention
+from multiattn.attention.additive import AdditiveAttention, compiled_energy
 from multiattn.attention.cache import KVCache, LinearAttentionState
 from multiattn.attention.linear import LinearAttention
 from multiattn.attention.location import LocationAwareAttention
@@ -25,6 +25,7 @@ __all__ = [
     "LocationAwareAttention",
     "SoftSpatialAttention",
     "SpatialAttentionOutput",
+    "compiled_energy",
     "doubly_stochastic_penalty",
     "ATTENTION",
     "build_attention",

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from multiattn.attention.additive import compiled_energy
 from multiattn.attention.spatial import doubly_stochastic_penalty
 from multiattn.decoding import Hypothesis, StepOutput, beam_search, greedy_search
 from tasks.captioning.decoders import DECODERS, ShowAttendTellDecoder, TransformerCaptionDecoder
@@ -120,8 +121,13 @@ class CaptionModel(nn.Module):
         max_len: int = 30,
         length_penalty: float = 1.0,
         length_norm: str = "gnmt",
+        compile_attention: bool = False,
     ) -> list[Caption]:
         """Free-running decoding of ``images (B, 3, S, S)``; ``beam_size == 1`` is greedy search.
+
+        ``compile_attention`` scores the soft attention with one compiled kernel
+        (:func:`multiattn.attention.additive.compiled_energy`): faster for many images at once,
+        after a one-off compilation.
 
         Returns:
             One :class:`Caption` per image with ``attention (len(tokens), H, W)``.
@@ -133,6 +139,7 @@ class CaptionModel(nn.Module):
             max_len=max_len,
             length_penalty=length_penalty,
             length_norm=length_norm,
+            compile_attention=compile_attention,
         )
 
     @torch.no_grad()
@@ -144,22 +151,24 @@ class CaptionModel(nn.Module):
         max_len: int = 30,
         length_penalty: float = 1.0,
         length_norm: str = "gnmt",
+        compile_attention: bool = False,
     ) -> list[Caption]:
         """The search alone, on encoder ``features (B, C, H, W)`` (:meth:`generate` without the encoder)."""
         state = self.decoder.init_state(features)
         batch = features.shape[0]
         common = dict(batch_size=batch, bos_id=self.bos_id, eos_id=self.eos_id, max_len=max_len)
-        if beam_size == 1:
-            hyps: Sequence[Hypothesis] = greedy_search(self._step, state, **common)
-        else:
-            hyps = beam_search(
-                self._step,
-                state,
-                beam_size=beam_size,
-                length_penalty=length_penalty,
-                length_norm=length_norm,
-                **common,
-            )
+        with compiled_energy(compile_attention):
+            if beam_size == 1:
+                hyps: Sequence[Hypothesis] = greedy_search(self._step, state, **common)
+            else:
+                hyps = beam_search(
+                    self._step,
+                    state,
+                    beam_size=beam_size,
+                    length_penalty=length_penalty,
+                    length_norm=length_norm,
+                    **common,
+                )
         captions = []
         for hyp in hyps:
             attention = None if hyp.attention is None else hyp.attention[: len(hyp.tokens)].float().cpu()

@@ -64,6 +64,9 @@ class CaptioningSystem(pl.LightningModule):
         max_len: longest decoded caption (words + end).
         length_penalty: exponent of the length normaliser (0 = raw log-probabilities).
         length_norm: ``gnmt`` or ``simple`` (see ``multiattn.decoding.beam``).
+        compile_attention: score the soft attention with one ``torch.compile`` kernel when
+            decoding (validation, test, ``caption``): faster for many images at once, after a
+            one-off compilation of ~15 s (docs/captioning.md, "Decoding speed").
         use_java: Java for METEOR and the PTB tokenizer; ``None`` = when ``java`` is on PATH.
         log_overlays: log attention overlays of a few validation images every epoch.
         num_overlays: how many.
@@ -99,6 +102,7 @@ class CaptioningSystem(pl.LightningModule):
         max_len: int = 30,
         length_penalty: float = 1.0,
         length_norm: Literal["gnmt", "simple"] = "gnmt",
+        compile_attention: bool = False,
         use_java: bool | None = None,
         log_overlays: bool = True,
         num_overlays: int = 4,
@@ -207,6 +211,7 @@ class CaptioningSystem(pl.LightningModule):
             max_len=hp.max_len,
             length_penalty=hp.length_penalty,
             length_norm=hp.length_norm,
+            compile_attention=hp.compile_attention,
         )
         settings.update(overrides)
         return self.model.generate(images, **settings)

@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from multiattn.attention.additive import AdditiveAttention, additive_energy, masked_softmax
+from multiattn.attention.additive import (
+    AdditiveAttention,
+    _Compiled,
+    _fused_energy,
+    additive_energy,
+    compiled_energy,
+    masked_softmax,
+)
 from multiattn.masks import lengths_to_mask
 from multiattn.recording import record_attention
 
@@ -123,3 +130,62 @@ def test_additive_energy_equals_tanh_form(rows: int, with_extra: bool) -> None:
     _tanh_form(*reference, extra).square().sum().backward()
     for mine, theirs in zip(leaves, reference):
         torch.testing.assert_close(mine.grad, theirs.grad, atol=1e-3, rtol=1e-3)
+
+
+def _energy_inputs(groups: int, per_group: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    keys_proj = torch.randn(groups, S, A, generator=generator)
+    query_proj = torch.randn(groups * per_group, A, generator=generator)
+    weight = torch.randn(1, A, generator=generator)
+    return keys_proj, query_proj, weight
+
+
+@pytest.mark.parametrize(("groups", "per_group"), [(1, 1), (1, 4), (3, 1), (3, 4)])
+def test_compiled_energy_equals_eager(groups: int, per_group: int) -> None:
+    inputs = _energy_inputs(groups, per_group)
+    with torch.no_grad():
+        eager = additive_energy(*inputs)
+        with compiled_energy():
+            fused = additive_energy(*inputs)
+        assert not _Compiled.broken, "torch.compile failed on this machine"
+    assert fused.shape == eager.shape == (groups * per_group, S)
+    torch.testing.assert_close(fused, eager, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_energy_is_scoped_and_leaves_autograd_and_extra_eager(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(_Compiled, "function", lambda *args: calls.append(args) or _fused_energy(*args))
+    keys_proj, query_proj, weight = _energy_inputs(2, 3)
+    with torch.no_grad(), compiled_energy():
+        additive_energy(keys_proj, query_proj, weight)
+        with compiled_energy(False):
+            additive_energy(keys_proj, query_proj, weight)  # switched off inside
+        additive_energy(keys_proj, query_proj, weight, torch.zeros(6, S, A))  # extra: eager
+    assert len(calls) == 1
+    leaf = query_proj.clone().requires_grad_()
+    with compiled_energy():
+        additive_energy(keys_proj, leaf, weight).sum().backward()  # autograd: eager
+    assert len(calls) == 1 and leaf.grad is not None
+    with torch.no_grad():
+        additive_energy(keys_proj, query_proj, weight)  # outside the block
+    assert len(calls) == 1
+
+
+def test_compiled_energy_falls_back_with_one_warning_when_compiling_fails(monkeypatch) -> None:
+    def broken(*args):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(_Compiled, "function", broken)
+    monkeypatch.setattr(_Compiled, "broken", False)
+    inputs = _energy_inputs(2, 3)
+    with torch.no_grad():
+        eager = additive_energy(*inputs)
+        with (
+            compiled_energy(),
+            pytest.warns(RuntimeWarning, match="No working C.. compiler found\\)") as caught,
+        ):
+            first = additive_energy(*inputs)
+            second = additive_energy(*inputs)
+    assert len(caught) == 1 and _Compiled.broken
+    torch.testing.assert_close(first, eager)
+    torch.testing.assert_close(second, eager)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from multiattn.attention.additive import _Compiled
 from tasks.captioning.decoders import TransformerCaptionDecoder
 from tasks.captioning.encoders import TimmEncoder
 from tasks.captioning.model import build_caption_model
@@ -113,6 +114,22 @@ def test_batched_beam_search_equals_one_at_a_time(decoder):
         assert abs(alone.score - together[i].score) < 1e-4
         assert alone.attention.shape == (len(alone.tokens), 12, 12)
         assert torch.allclose(alone.attention, together[i].attention, atol=1e-5)
+
+
+def test_compiled_attention_keeps_batched_equal_to_one_at_a_time_and_close_to_eager():
+    model = _model("show_attend_tell", seed=2)
+    images, _, _ = _batch(2)
+    eager = model.generate(images, beam_size=3, max_len=9)
+    together = model.generate(images, beam_size=3, max_len=9, compile_attention=True)
+    for i in range(3):
+        alone = model.generate(images[i : i + 1], beam_size=3, max_len=9, compile_attention=True)[0]
+        assert alone.tokens == together[i].tokens
+        assert abs(alone.score - together[i].score) < 1e-4
+        assert torch.allclose(alone.attention, together[i].attention, atol=1e-5)
+        # Float rounding apart, the same search: the tiny model's captions do not change.
+        assert together[i].tokens == eager[i].tokens
+        assert abs(together[i].score - eager[i].score) < 1e-4
+    assert not _Compiled.broken, "torch.compile failed: the compiled path was not tested"
 
 
 def test_transformer_step_attention_matches_full_decoding():

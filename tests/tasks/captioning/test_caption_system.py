@@ -11,6 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
+from multiattn.attention.additive import _Compiled, _fused_energy
 from multiattn.checkpoint import load_checkpoint, load_system
 from multiattn.lightning_cli import build_cli
 from tasks.captioning.app import main as caption_main
@@ -100,7 +101,7 @@ def _scene_pngs(folder: Path, count: int = 2) -> list[Path]:
     return paths
 
 
-def test_caption_app_prints_json_and_writes_overlays(trained, tmp_path, capsys):
+def test_caption_app_prints_json_and_writes_overlays(trained, tmp_path, capsys, monkeypatch):
     paths = _scene_pngs(tmp_path / "imgs")
     code = caption_main(
         [
@@ -125,6 +126,14 @@ def test_caption_app_prints_json_and_writes_overlays(trained, tmp_path, capsys):
         assert Path(record["overlay"]).stat().st_size > 0
     text_code = caption_main([str(paths[0]), "--ckpt", str(trained / "ckpt" / "last.ckpt")])
     assert text_code == 0 and capsys.readouterr().out.startswith(f"{paths[0]}\t")
+    # --compile-attention reaches the fused score kernel (a spy stands in for torch.compile's) and
+    # captions the same.
+    calls = []
+    monkeypatch.setattr(_Compiled, "function", lambda *args: calls.append(1) or _fused_energy(*args))
+    argv = [*map(str, paths), "--ckpt", str(trained / "ckpt" / "last.ckpt"), "--json", "--beam-size", "2"]
+    assert caption_main([*argv, "--compile-attention"]) == 0
+    compiled = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert calls and [r["words"] for r in compiled] == [r["words"] for r in records]
 
 
 def test_caption_app_names_a_bad_file_in_one_line(trained, tmp_path, capsys):
