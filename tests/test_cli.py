@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from multiattn import cli
 from multiattn.checkpoint import load_checkpoint
@@ -108,6 +109,55 @@ def test_fit_writes_checkpoints_and_resumes(tmp_path):
     result = run_cli("fit", "-c", str(cfg), "--trainer.max_epochs", "2", "--ckpt_path", "last")
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_checkpoint(last)["global_step"] == 16
+
+
+def _checkpoint_callbacks(config: Path) -> list[dict]:
+    """``config``'s ModelCheckpoint callbacks, to run on the toy task: a placeholder ``dirpath``,
+    the monitored metric swapped for one that never improves after the first epoch, and step
+    intervals shortened so the toy's 8-step epochs see them."""
+    callbacks = []
+    for callback in yaml.safe_load(config.read_text())["trainer"].get("callbacks", []):
+        if not callback["class_path"].endswith(".ModelCheckpoint"):
+            continue
+        args = {**callback.get("init_args", {}), "dirpath": "DIRPATH"}
+        if args.get("monitor"):
+            args.update(monitor="val/constant", mode="min")
+        if args.get("every_n_train_steps"):
+            args["every_n_train_steps"] = 3
+        callbacks.append({"class_path": callback["class_path"], "init_args": args})
+    return callbacks
+
+
+_LAYOUTS: dict[str, str] = {}  # one config per distinct checkpoint layout (the rest repeat it)
+for _config in sorted((ROOT / "configs").glob("*.yaml")):
+    if not _config.stem.endswith("_tiny"):  # tiny configs: one-epoch test runs, best == last
+        _LAYOUTS.setdefault(yaml.safe_dump(_checkpoint_callbacks(_config)), _config.name)
+
+
+@pytest.mark.parametrize("config_name", sorted(_LAYOUTS.values()))
+def test_config_keeps_last_ckpt_at_the_final_epoch_when_the_metric_stops_improving(tmp_path, config_name):
+    # Lightning 2.6 writes save_last's last.ckpt only beside a new top-k checkpoint, so a run
+    # whose metric stopped improving would resume ("--ckpt_path last") from its best epoch.
+    root = tmp_path / "run"
+    callbacks = yaml.safe_dump(_checkpoint_callbacks(ROOT / "configs" / config_name))
+    callbacks = callbacks.replace("DIRPATH", str(root / "checkpoints"))
+    cfg = write_config(tmp_path, "run", max_epochs=3)
+    text = cfg.read_text()
+    head, tail = text.split("  callbacks:\n", 1)
+    cfg.write_text(
+        head
+        + "  callbacks:\n"
+        + "\n".join("    " + line for line in callbacks.splitlines())
+        + "\nmodel:"
+        + tail.split("\nmodel:", 1)[1]
+    )
+    result = run_cli("fit", "-c", str(cfg))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lasts = sorted(p.name for p in (root / "checkpoints").glob("last*.ckpt"))
+    assert lasts == ["last.ckpt"], lasts
+    final = load_checkpoint(root / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == 24 and final["epoch"] == 2  # 3 epochs of 8 steps
+    assert load_checkpoint(root / "checkpoints" / "best.ckpt")["global_step"] == 8  # epoch 0 stays best
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):

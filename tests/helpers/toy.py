@@ -81,6 +81,7 @@ class ToyModule(LightningModule):
 
     def validation_step(self, batch: ToyBatch, batch_idx: int) -> None:
         self.log("val/loss", nn.functional.mse_loss(self.net(batch.x), batch.y), prog_bar=True)
+        self.log("val/constant", 1.0)  # a metric that never improves after the first epoch (tests)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
