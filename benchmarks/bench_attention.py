@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from multiattn.runtime import keep_freed_memory
+
 BATCH, EMBED_DIM, NUM_HEADS = 8, 256, 4
 METHODS = ("fast", "recording", "torch_mha", "linear")
 SHORT = (128, 512, 2048, 4096)  # every method
@@ -199,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--case", nargs=3, metavar=("METHOD", "DTYPE", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the multiattn command does (multiattn/runtime.py)
     repeats = args.repeats or (3 if args.quick else 7)
     if args.case:
         method, dtype, length = args.case

@@ -38,6 +38,7 @@ import yaml
 from multiattn.checkpoint import load_checkpoint, load_system
 from multiattn.io import atomic_open, write_json
 from multiattn.metrics.captioning import caption_metrics, java_available
+from multiattn.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam-images", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the multiattn command does (multiattn/runtime.py)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     from tasks.captioning.data import SceneCaptionData

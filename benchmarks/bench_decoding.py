@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from multiattn.decoding import CTCPrefixScorer, Hypothesis, StepOutput, beam_search
 from multiattn.io import atomic_open, write_json
+from multiattn.runtime import keep_freed_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BLANK, EOS = 0, 1  # EOS doubles as BOS
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer items and shorter outputs")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the multiattn command does (multiattn/runtime.py)
     torch.set_num_threads(args.threads)
     items = 8 if args.quick else 64
     max_len = 10 if args.quick else 25

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 import yaml
 
+from multiattn.runtime import keep_freed_memory
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "outputs" / "bench_stn"
@@ -213,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     parser.add_argument("--skip-baseline", action="store_true", help="train only the transformer model")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the multiattn command does (multiattn/runtime.py)
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     torch.set_num_threads(args.threads)
     config = ROOT / "configs" / ("stn_tiny.yaml" if args.quick else "stn.yaml")

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from multiattn.runtime import keep_freed_memory
+
 LIGHTNING_COMMANDS = {
     "fit": "train a task (writes outputs/<task>/checkpoints/{last,best}.ckpt)",
     "validate": "run the validation loop of a checkpoint",
@@ -84,6 +86,7 @@ def run_lightning(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_known_noise()
+    keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())

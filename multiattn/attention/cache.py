@@ -21,9 +21,19 @@ from torch import Tensor
 __all__ = ["KVCache", "LinearAttentionState"]
 
 
+_MIN_CAPACITY = 16  # key positions a self-attention cache holds before it first grows
+
+
 @dataclass
 class KVCache:
     """Projected keys and values of one attention module.
+
+    A self-attention cache grows by appending one step's keys at a time. Without autograd it keeps
+    them in buffers with spare capacity along the key axis (doubled when full), so an append
+    writes only the new positions instead of copying the whole cache (``torch.cat`` every step
+    is quadratic in the length), and a beam-search reorder gathers the rows into a second pair of
+    buffers that are then swapped, so a search allocates no new cache memory after its first
+    steps. ``key`` and ``value`` are views of the filled part.
 
     Attributes:
         key: ``(B, nh, S, hd)`` or ``None`` while empty.
@@ -34,6 +44,10 @@ class KVCache:
     key: Tensor | None = None
     value: Tensor | None = None
     static: bool = False
+    # (key, value) buffers (rows, nh, capacity, hd) behind ``key`` / ``value``, and the spare pair
+    # a reorder gathers into; ``None`` when the cache holds plain tensors (static, or autograd).
+    _buffers: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+    _spare: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
 
     @property
     def length(self) -> int:
@@ -48,22 +62,59 @@ class KVCache:
         """Append ``(B, nh, T, hd)`` keys/values (or set them, for a static cache); return all of them."""
         if self.static and self.filled:
             raise ValueError("KVCache: a static (cross-attention) cache is filled once and then only read")
-        if self.key is None or self.value is None:
-            self.key, self.value = key, value
-        else:
-            if key.shape[0] != self.key.shape[0]:
-                raise ValueError(
-                    f"KVCache: expected batch {self.key.shape[0]}, received keys of shape {tuple(key.shape)}"
-                )
-            self.key = torch.cat([self.key, key], dim=2)  # (B, nh, S + T, hd)
-            self.value = torch.cat([self.value, value], dim=2)  # (B, nh, S + T, hd)
+        if self.key is not None and key.shape[0] != self.key.shape[0]:
+            raise ValueError(
+                f"KVCache: expected batch {self.key.shape[0]}, received keys of shape {tuple(key.shape)}"
+            )
+        tracked = torch.is_grad_enabled() and (key.requires_grad or value.requires_grad)
+        if self.static or tracked or (self.key is not None and self._buffers is None):
+            # Plain tensors: a static cache is set once; autograd must see out-of-place ops.
+            if self.key is None or self.value is None:
+                self.key, self.value = key, value
+            else:
+                self.key = torch.cat([self.key, key], dim=2)  # (B, nh, S + T, hd)
+                self.value = torch.cat([self.value, value], dim=2)  # (B, nh, S + T, hd)
+            return self.key, self.value
+        rows, old, new = key.shape[0], self.length, key.shape[2]
+        if self._buffers is None or old + new > self._buffers[0].shape[2]:
+            self._grow(key, value, max(_MIN_CAPACITY, 2 * old, old + new))
+        key_buffer, value_buffer = self._buffers
+        key_buffer[:rows, :, old : old + new] = key
+        value_buffer[:rows, :, old : old + new] = value
+        self.key, self.value = key_buffer[:rows, :, : old + new], value_buffer[:rows, :, : old + new]
         return self.key, self.value
+
+    def _grow(self, key: Tensor, value: Tensor, capacity: int) -> None:
+        """New buffers of ``capacity`` positions holding the cached keys/values (spares dropped)."""
+        rows, heads, _, key_dim = key.shape
+        buffers = (
+            key.new_empty(rows, heads, capacity, key_dim),
+            value.new_empty(rows, heads, capacity, value.shape[3]),
+        )
+        if self.key is not None and self.value is not None:
+            buffers[0][:, :, : self.length] = self.key
+            buffers[1][:, :, : self.length] = self.value
+        self._buffers, self._spare = buffers, None
 
     def reorder(self, indices: Tensor) -> None:
         """Keep batch rows ``indices`` (``(B',)`` long), in that order (beam search)."""
-        if self.key is not None and self.value is not None:
+        if self.key is None or self.value is None:
+            return
+        if self._buffers is None:
             self.key = self.key.index_select(0, indices)
             self.value = self.value.index_select(0, indices)
+            return
+        rows, length = indices.shape[0], self.length
+        key_buffer, value_buffer = self._buffers
+        spare = self._spare
+        if spare is None or spare[0].shape[0] < rows:
+            shape = (max(rows, key_buffer.shape[0]), *key_buffer.shape[1:])
+            spare = (key_buffer.new_empty(shape), value_buffer.new_empty((shape[0], *value_buffer.shape[1:])))
+        key_out, value_out = spare[0][:rows, :, :length], spare[1][:rows, :, :length]
+        torch.index_select(self.key, 0, indices, out=key_out)
+        torch.index_select(self.value, 0, indices, out=value_out)
+        self._buffers, self._spare = spare, self._buffers
+        self.key, self.value = key_out, value_out
 
 
 @dataclass

@@ -166,6 +166,52 @@ def test_cache_reorder_selects_batch_rows() -> None:
     assert cache.value[:, 0, 0, 0].tolist() == [12.0, 12.0, 10.0]
 
 
+def test_buffered_cache_equals_concatenation_through_growth_and_reorders() -> None:
+    """Appends past the capacity, reorders that expand and shrink the rows, then more appends."""
+    torch.manual_seed(0)
+    cache, keys, values = KVCache(), None, None
+    rows = 2
+    plan = (
+        [None] * 3 + [torch.tensor([1, 1, 0, 1, 0, 0])] + [None] * 15 + [torch.tensor([5, 2])] + [None] * 20
+    )
+    for indices in plan:
+        if indices is not None:
+            cache.reorder(indices)
+            keys, values = keys.index_select(0, indices), values.index_select(0, indices)
+            rows = indices.numel()
+            continue
+        key, value = torch.randn(rows, 2, 1, 3), torch.randn(rows, 2, 1, 4)
+        with torch.no_grad():
+            got_key, got_value = cache.append(key, value)
+        keys = key if keys is None else torch.cat([keys, key], 2)
+        values = value if values is None else torch.cat([values, value], 2)
+        assert torch.equal(got_key, keys) and torch.equal(got_value, values)
+    assert cache.length == keys.shape[2] == 38 and cache.key.shape[0] == 2
+
+
+def test_buffered_cache_allocates_nothing_between_growths() -> None:
+    cache = KVCache()
+    with torch.no_grad():
+        cache.append(torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4))
+        cache.reorder(torch.tensor([0, 0, 2]))  # allocates the spare pair once
+        pointers = {cache.key.data_ptr()}
+        for _ in range(10):  # within the first capacity (16 positions)
+            cache.append(torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4))
+            cache.reorder(torch.tensor([2, 1, 1]))
+            pointers.add(cache.key.data_ptr())
+    assert len(pointers) == 2  # the two buffers, swapped at every reorder
+
+
+def test_cache_under_autograd_keeps_plain_tensors_and_gradients() -> None:
+    cache = KVCache()
+    key = torch.randn(2, 1, 1, 3, requires_grad=True)
+    cache.append(key, key * 2)
+    cache.append(key * 3, key * 4)
+    cache.reorder(torch.tensor([1, 0]))
+    (cache.key.sum() + cache.value.sum()).backward()
+    torch.testing.assert_close(key.grad, torch.full_like(key, 10.0))
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
