@@ -255,8 +255,9 @@ def beam_search(
                 kept_rows[rows].tolist(),
             ):
                 fallback[item] = _Ended(raw / lp_now, raw, prefix, step, row, False)
-        # Items whose n_best-th finished hypothesis no alive one can beat (an item with fewer than
-        # n_best finished ones has nth_best -inf, and -inf never stops it: hence the count check).
+        # Items whose n_best-th finished hypothesis no alive one can beat. Finished scores are
+        # finite, so a finite nth_best means n_best have finished (-inf would "beat" a bound of
+        # -inf and stop an item that has nothing yet).
         best_alive = scores_cpu.max(dim=1).values.double()  # (A,)
         lp_next = length_normaliser(float(step + 1), length_penalty=length_penalty, length_norm=length_norm)
         bound = torch.where(best_alive <= 0, best_alive / best_bound_lp[active], best_alive / lp_next)  # (A,)
