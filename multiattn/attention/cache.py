@@ -33,7 +33,8 @@ class KVCache:
     writes only the new positions instead of copying the whole cache (``torch.cat`` every step
     is quadratic in the length), and a beam-search reorder gathers the rows into a second pair of
     buffers that are then swapped, so a search allocates no new cache memory after its first
-    steps. ``key`` and ``value`` are views of the filled part.
+    steps. ``key`` and ``value`` are views of the filled part: read them (or the pair ``append``
+    returns) before the next ``reorder``, which recycles the buffers behind the previous views.
 
     Attributes:
         key: ``(B, nh, S, hd)`` or ``None`` while empty.
