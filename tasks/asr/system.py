@@ -42,6 +42,7 @@ from tasks.asr.alignment import attention_word_starts, ctc_token_spans, ctc_word
 from tasks.asr.decode import DECODING_MODES, DecodeResult, decode_batch
 from tasks.asr.model import ASRModel
 from tasks.asr.tokenizer import SentencePieceTokenizer, build_tokenizer
+from tasks.common.distributed import gather_records
 
 __all__ = ["ASRSystem"]
 
@@ -385,14 +386,15 @@ class ASRSystem(LightningModule):
         )
         store = self._outputs.setdefault(stage, [])
         for index, result in enumerate(results):
-            record: dict[str, Any] = {"ref": batch.texts[index], "hyp": result.text}
+            record: dict[str, Any] = {"id": batch.paths[index], "ref": batch.texts[index], "hyp": result.text}
             words = batch.words[index] if batch.words is not None else None
             if alignment and words:
                 record["align"] = self.alignment_errors(result, words)
             store.append(record)
 
     def _epoch_end(self, stage: str) -> None:
-        records = self._outputs.pop(stage, [])
+        # Corpus WER / CER over every process's utterances (one process: this one's), each once.
+        records = gather_records(self._outputs.pop(stage, []), key=lambda record: record["id"])
         if not records:
             return
         refs, hyps = [r["ref"] for r in records], [r["hyp"] for r in records]

@@ -72,6 +72,8 @@ class SceneScorer:
         self.image_size = image_size
         self.reset()
 
+    FIELDS = ("images", "pairs_correct", "objects_exact", "words", "unmatched", "mass_sum", "hits")
+
     def reset(self) -> None:
         self.images = 0
         self.pairs_correct = 0
@@ -83,22 +85,38 @@ class SceneScorer:
 
     def add(self, words: Sequence[str], attention: Tensor | None, objects: Sequence[dict[str, Any]]) -> None:
         """Score one caption: ``words``, its per-word ``attention (T, H, W)``, the scene's ``objects``."""
-        self.images += 1
+        self.merge(self.score(words, attention, objects))
+
+    def merge(self, counts: dict[str, float]) -> None:
+        """Add one image's :meth:`score` (or several images' summed counts)."""
+        for name in self.FIELDS:
+            setattr(self, name, getattr(self, name) + counts[name])
+
+    def score(
+        self, words: Sequence[str], attention: Tensor | None, objects: Sequence[dict[str, Any]]
+    ) -> dict[str, float]:
+        """One image's counts (the :attr:`FIELDS`), without adding them: records that travel
+        between processes carry these (:mod:`tasks.common.distributed`)."""
         named = colour_shape_pairs(list(words))
         truth = {(o["colour"], o["shape"]) for o in objects}
-        self.pairs_correct += int(all(pair in truth for pair in named))
-        self.objects_exact += int(set(named) == truth and len(named) == len(truth))
         owners, unmatched = align_words_to_objects(words, objects)
-        self.unmatched += unmatched
+        counts = {
+            "images": 1,
+            "pairs_correct": int(all(pair in truth for pair in named)),
+            "objects_exact": int(set(named) == truth and len(named) == len(truth)),
+            "words": 0,
+            "unmatched": unmatched,
+            "mass_sum": 0.0,
+            "hits": 0,
+        }
         scored = [t for t, owner in enumerate(owners) if owner >= 0]
         if attention is None or not scored:
-            return
+            return counts
         maps = attention[scored]  # (n, H, W)
         boxes = torch.tensor([objects[owners[t]]["box"] for t in scored], dtype=torch.long)  # (n, 4)
         mass, hit = attention_box_scores(maps, boxes, self.image_size)
-        self.words += len(scored)
-        self.mass_sum += float(mass.sum())
-        self.hits += int(hit.sum())
+        counts.update(words=len(scored), mass_sum=float(mass.sum()), hits=int(hit.sum()))
+        return counts
 
     def compute(self) -> dict[str, float]:
         """``pairs_correct``, ``objects_exact`` (shares of images), ``attention_mass``,

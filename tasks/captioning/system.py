@@ -29,6 +29,7 @@ from tasks.captioning.images import denormalize
 from tasks.captioning.model import Caption, CaptionModel, build_caption_model
 from tasks.captioning.scoring import SceneScorer
 from tasks.captioning.vocab import Vocabulary
+from tasks.common.distributed import gather_records
 
 __all__ = ["CaptioningSystem"]
 
@@ -113,7 +114,8 @@ class CaptioningSystem(pl.LightningModule):
         self.vocab: Vocabulary | None = None
         if vocab is not None:
             self._build(Vocabulary(vocab))
-        self._outputs: list[tuple[list[str], list[str]]] = []
+        # Per evaluated image: (image id, references, generated words, scene counts or None).
+        self._outputs: list[tuple[Any, list[str], list[str], dict[str, float] | None]] = []
         self._scene_scorer: SceneScorer | None = None
         self._overlay_items: list[tuple[Any, list[str], Any]] = []
 
@@ -237,9 +239,10 @@ class CaptioningSystem(pl.LightningModule):
         captions = self.generate(batch.images)
         for i, caption in enumerate(captions):
             words = self.vocab.decode_words(caption.tokens)
-            self._outputs.append((batch.references[i], words))
+            scene = None
             if batch.objects is not None and self._scene_scorer is not None:
-                self._scene_scorer.add(words, caption.attention, batch.objects[i])
+                scene = self._scene_scorer.score(words, caption.attention, batch.objects[i])
+            self._outputs.append((batch.image_ids[i], batch.references[i], words, scene))
             if len(self._overlay_items) < self.hparams.num_overlays:
                 picture = denormalize(batch.images[i].detach().cpu()).numpy()  # (S, S, 3)
                 self._overlay_items.append((picture, words, caption.attention))
@@ -251,12 +254,18 @@ class CaptioningSystem(pl.LightningModule):
         self._evaluate(batch, "test")
 
     def _epoch_metrics(self, prefix: str) -> dict[str, float]:
-        if not self._outputs:
+        # Corpus metrics over every process's images (one process: this one's), each image once.
+        outputs = gather_records(self._outputs, key=lambda record: record[0])
+        if not outputs:
             return {}
-        references = [refs for refs, _ in self._outputs]
-        hypotheses = [" ".join(words) for _, words in self._outputs]
+        references = [refs for _, refs, _, _ in outputs]
+        hypotheses = [" ".join(words) for _, _, words, _ in outputs]
         scores = caption_metrics(references, hypotheses, use_java=self.hparams.use_java)
-        if self._scene_scorer is not None and self._scene_scorer.images:
+        scenes = [scene for *_, scene in outputs if scene is not None]
+        if self._scene_scorer is not None and scenes:
+            self._scene_scorer.reset()
+            for scene in scenes:
+                self._scene_scorer.merge(scene)
             scores.update(self._scene_scorer.compute())
         for name, value in scores.items():
             self.log(f"{prefix}/{name}", value, prog_bar=name in ("bleu_4", "pointing_game"))

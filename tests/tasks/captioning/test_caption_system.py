@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +89,57 @@ def test_checkpoint_is_safe_and_self_describing(trained):
     assert not system.training and len(system.vocab) == len(hparams["vocab"])
     overlays = list((trained / "out").rglob("val_overlay_*.png"))
     assert overlays, "validation overlays were not logged"
+
+
+VALIDATE = """
+import json, sys, warnings
+import lightning, torch, yaml
+from multiattn.checkpoint import load_system
+from tasks.captioning.data import SceneCaptionData
+from tasks.captioning.system import CaptioningSystem
+
+warnings.filterwarnings("ignore")
+ckpt, data_dir, devices = sys.argv[1], sys.argv[2], int(sys.argv[3])
+args = yaml.safe_load(open("configs/captioning_tiny.yaml"))["data"]["init_args"]
+# 15 images in batches of 4 over 2 processes: the sampler pads one shard with a repeated image.
+data = SceneCaptionData(**{**args, "data_dir": data_dir, "num_val": 15, "batch_size": 4})
+system = load_system(CaptioningSystem, ckpt, log_overlays=False)
+trainer = lightning.Trainer(
+    accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
+    logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+)
+(metrics,) = trainer.validate(system, datamodule=data, verbose=False)
+print(json.dumps({k: float(v) for k, v in metrics.items()}))
+"""
+
+
+def test_validation_metrics_over_two_processes_equal_one_process(trained, tmp_path):
+    # Corpus metrics (BLEU, CIDEr-D) and the scene scores are not means of per-process values:
+    # every process must score all images, each once (tasks/common/distributed.py).
+    results = {}
+    for devices in (1, 2):
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                VALIDATE,
+                str(trained / "ckpt" / "last.ckpt"),
+                str(tmp_path / "d"),
+                str(devices),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        results[devices] = json.loads(run.stdout.strip().splitlines()[-1])
+    assert {"val/bleu_4", "val/cider_d", "val/pairs_correct", "val/pointing_game"} <= set(results[1])
+    # (val/loss stays a per-process mean, averaged: the padding repeat weighs in there.)
+    for name, value in results[1].items():
+        if name != "val/loss":
+            assert results[2][name] == pytest.approx(value, abs=1e-6), name
 
 
 def _scene_pngs(folder: Path, count: int = 2) -> list[Path]:
