@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
@@ -89,16 +90,33 @@ class BucketBatchSampler(Sampler[list[int]]):
     and cut into batches, and the batches shuffled; without shuffling, batches follow the dataset
     order sorted by duration (deterministic evaluation).
 
+    Under data parallelism (several processes) every process builds the same batch list and takes
+    every ``num_replicas``-th batch from its ``rank``, the list first padded with its own first
+    batches so every process runs the same number of steps (evaluation drops the repeats again:
+    ``tasks/common/distributed.py``). Lightning cannot put its distributed sampler into a batch
+    sampler like this one, so the ASR configs set ``trainer.use_distributed_sampler: false``.
+
     Args:
         durations: seconds per item.
         batch_size: items per batch.
         shuffle: randomise per epoch (training).
         seed: base seed.
         pool_batches: batches per sorting pool.
+        num_replicas: processes sharing the data; default: the initialised process group's
+            world size, else 1 (read when the batches are drawn).
+        rank: this process's share; default: its rank in the process group, else 0.
     """
 
     def __init__(
-        self, durations: list[float], *, batch_size: int, shuffle: bool, seed: int = 0, pool_batches: int = 50
+        self,
+        durations: list[float],
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        pool_batches: int = 50,
+        num_replicas: int | None = None,
+        rank: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, received {batch_size}")
@@ -107,12 +125,33 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.seed = seed
         self.pool_batches = pool_batches
+        self.num_replicas = num_replicas
+        self.rank = rank
         self.epoch = 0
+
+    def _replicas(self) -> tuple[int, int]:
+        """``(num_replicas, rank)`` as given, else from the process group, else ``(1, 0)``."""
+        distributed = dist.is_available() and dist.is_initialized()
+        replicas = self.num_replicas or (dist.get_world_size() if distributed else 1)
+        rank = self.rank if self.rank is not None else (dist.get_rank() if distributed else 0)
+        if not 0 <= rank < replicas:
+            raise ValueError(f"rank: expected 0 <= rank < {replicas}, received {rank}")
+        return replicas, rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
+        """This process's batches of the epoch (all of them in a single process)."""
+        every = self._all_batches()
+        replicas, rank = self._replicas()
+        if replicas == 1 or not every:
+            return every
+        padding = (-len(every)) % replicas  # repeat batches so every process runs as many steps
+        padded = every + [every[i % len(every)] for i in range(padding)]
+        return padded[rank::replicas]
+
+    def _all_batches(self) -> list[list[int]]:
         n = len(self.durations)
         if not self.shuffle:
             order = sorted(range(n), key=lambda i: self.durations[i])
@@ -131,7 +170,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         return iter(self.batches())
 
     def __len__(self) -> int:
-        return (len(self.durations) + self.batch_size - 1) // self.batch_size
+        batches = (len(self.durations) + self.batch_size - 1) // self.batch_size
+        replicas, _ = self._replicas()
+        return (batches + replicas - 1) // replicas
 
 
 class ASRDataModule(SplitDataModule):

@@ -18,9 +18,15 @@ __all__ = ["log_overlay", "overlay_dir"]
 
 
 def overlay_dir(trainer: Trainer) -> Path:
-    """Where PNG overlays go when no image-capable logger is attached."""
-    root = trainer.log_dir or trainer.default_root_dir
-    return Path(root) / "overlays" / f"epoch_{trainer.current_epoch:03d}"
+    """Where PNG overlays go when no image-capable logger is attached.
+
+    The first logger's ``log_dir`` (``save_dir`` for loggers without one), else the trainer's
+    ``default_root_dir``: what ``trainer.log_dir`` gives, without its broadcast — only global
+    rank 0 writes overlays, and a collective called on one rank alone hangs a multi-process run.
+    """
+    logger = trainer.loggers[0] if trainer.loggers else None
+    root = (getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)) if logger else None
+    return Path(root or trainer.default_root_dir) / "overlays" / f"epoch_{trainer.current_epoch:03d}"
 
 
 def log_overlay(trainer: Trainer, tag: str, fig: Figure) -> Path | None:

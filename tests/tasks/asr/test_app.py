@@ -156,3 +156,80 @@ def test_lm_weight_needs_a_checkpoint_with_a_language_model(trained, tmp_path: P
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no language model" in err[0] and "bare.ckpt" in err[0]
     assert main([file, "--ckpt", str(bare)]) == 0  # its default decoding still works
+
+
+VALIDATE = """
+import json, sys, warnings
+import lightning, yaml
+from multiattn.checkpoint import load_system
+from tasks.asr.data import ASRDataModule
+from tasks.asr.system import ASRSystem
+
+warnings.filterwarnings("ignore")
+ckpt, data_dir, devices = sys.argv[1], sys.argv[2], int(sys.argv[3])
+args = yaml.safe_load(open("configs/asr_tiny.yaml"))["data"]["init_args"]
+data = ASRDataModule(**{**args, "data_dir": data_dir, "batch_size": 3})
+system = load_system(ASRSystem, ckpt, log_overlays=False)
+trainer = lightning.Trainer(
+    accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
+    logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    use_distributed_sampler=False,  # as configs/asr*.yaml: the bucket sampler shards itself
+)
+(metrics,) = trainer.validate(system, datamodule=data, verbose=False)
+print(json.dumps({k: float(v) for k, v in metrics.items()}))
+"""
+
+
+def test_validation_wer_over_two_processes_equals_one_process(trained) -> None:
+    # WER is a corpus ratio, not a mean of per-process ratios: every process scores every
+    # utterance once (tasks/common/distributed.py).
+    import subprocess
+    import sys
+
+    ckpt, audio = trained
+    results = {}
+    for devices in (1, 2):
+        run = subprocess.run(
+            [sys.executable, "-c", VALIDATE, str(ckpt), str(audio.parents[1]), str(devices)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        results[devices] = json.loads(run.stdout.strip().splitlines()[-1])
+    assert {"val/wer", "val/cer"} <= set(results[1])
+    for name in ("val/wer", "val/cer"):
+        assert results[2][name] == pytest.approx(results[1][name], abs=1e-6), name
+
+
+def test_fit_on_two_processes_trains_validates_and_logs_overlays(trained, tmp_path) -> None:
+    # Two regressions at once: Lightning could not put its sampler into the bucket batch sampler
+    # (TypeError), and the overlay writer on rank 0 asked Trainer.log_dir, a collective: a hang.
+    import subprocess
+    import sys
+
+    _, audio = trained
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "multiattn.cli",
+        "fit",
+        "-c",
+        str(ROOT / "configs/asr_tiny.yaml"),
+        "--trainer.strategy=ddp_spawn",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+        "--trainer.max_epochs=1",
+        f"--data.init_args.data_dir={audio.parents[1]}",
+        f"--trainer.default_root_dir={out}",
+        f"--trainer.logger.init_args.save_dir={out}",
+        f"--trainer.callbacks.init_args.dirpath={tmp_path / 'ckpt'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "ckpt" / "last.ckpt").is_file()
+    assert list(out.rglob("val_overlay_0.png"))

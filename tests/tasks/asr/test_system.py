@@ -63,6 +63,24 @@ def test_bucket_sampler_is_deterministic_and_covers_everything() -> None:
     assert flat == sorted(flat)
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("replicas", [2, 3, 16])
+def test_bucket_sampler_shards_cover_everything_in_equal_steps(shuffle: bool, replicas: int) -> None:
+    durations = [float(d) for d in torch.rand(103, generator=torch.Generator().manual_seed(0))]
+    common = dict(batch_size=8, shuffle=shuffle, seed=3, pool_batches=4)
+    whole = BucketBatchSampler(durations, **common).batches()  # 13 batches
+    shards = [
+        BucketBatchSampler(durations, **common, num_replicas=replicas, rank=rank) for rank in range(replicas)
+    ]
+    assert len({len(shard) for shard in shards}) == 1  # every process runs as many steps
+    assert all(len(shard.batches()) == len(shard) for shard in shards)
+    drawn = [batch for shard in shards for batch in shard.batches()]
+    assert sorted(map(tuple, whole)) == sorted(set(map(tuple, drawn)))  # each batch somewhere
+    assert len(drawn) - len(whole) == (-len(whole)) % replicas  # plus only the padding repeats
+    with pytest.raises(ValueError, match="rank"):
+        BucketBatchSampler(durations, **common, num_replicas=2, rank=2).batches()
+
+
 def test_batches_carry_padding_lengths_and_word_timings(tiny_data: ASRDataModule) -> None:
     batch = next(iter(tiny_data.val_dataloader()))
     assert batch.waveform.shape[0] == len(batch.texts) == batch.lengths.shape[0]
