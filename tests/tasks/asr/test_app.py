@@ -12,6 +12,7 @@ import soundfile
 import torch
 
 from tasks.asr.app import main
+from tests.helpers.processes import metrics_by_process_count
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 ROOT = Path(__file__).resolve().parents[3]
@@ -159,46 +160,28 @@ def test_lm_weight_needs_a_checkpoint_with_a_language_model(trained, tmp_path: P
 
 
 VALIDATE = """
-import json, sys, warnings
-import lightning, yaml
+import sys, warnings
+import yaml
 from multiattn.checkpoint import load_system
 from tasks.asr.data import ASRDataModule
 from tasks.asr.system import ASRSystem
+from tests.helpers.processes import validate_metrics
 
 warnings.filterwarnings("ignore")
 ckpt, data_dir, devices = sys.argv[1], sys.argv[2], int(sys.argv[3])
 args = yaml.safe_load(open("configs/asr_tiny.yaml"))["data"]["init_args"]
 data = ASRDataModule(**{**args, "data_dir": data_dir, "batch_size": 3})
 system = load_system(ASRSystem, ckpt, log_overlays=False)
-trainer = lightning.Trainer(
-    accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-    logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-    use_distributed_sampler=False,  # as configs/asr*.yaml: the bucket sampler shards itself
-)
-(metrics,) = trainer.validate(system, datamodule=data, verbose=False)
-print(json.dumps({k: float(v) for k, v in metrics.items()}))
+# use_distributed_sampler=False as in configs/asr*.yaml: the bucket sampler shards itself.
+validate_metrics(system, data, devices, use_distributed_sampler=False)
 """
 
 
 def test_validation_wer_over_two_processes_equals_one_process(trained) -> None:
     # WER is a corpus ratio, not a mean of per-process ratios: every process scores every
     # utterance once (tasks/common/distributed.py).
-    import subprocess
-    import sys
-
     ckpt, audio = trained
-    results = {}
-    for devices in (1, 2):
-        run = subprocess.run(
-            [sys.executable, "-c", VALIDATE, str(ckpt), str(audio.parents[1]), str(devices)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        results[devices] = json.loads(run.stdout.strip().splitlines()[-1])
+    results = metrics_by_process_count(VALIDATE, str(ckpt), str(audio.parents[1]))
     assert {"val/wer", "val/cer"} <= set(results[1])
     for name in ("val/wer", "val/cer"):
         assert results[2][name] == pytest.approx(results[1][name], abs=1e-6), name

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ from multiattn.lightning_cli import build_cli
 from tasks.captioning.app import main as caption_main
 from tasks.captioning.data import SceneCaptionData
 from tasks.captioning.system import CaptioningSystem
+from tests.helpers.processes import metrics_by_process_count
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = sorted((ROOT / "configs").glob("captioning*.yaml"))
@@ -92,49 +90,26 @@ def test_checkpoint_is_safe_and_self_describing(trained):
 
 
 VALIDATE = """
-import json, sys, warnings
-import lightning, torch, yaml
+import sys, warnings
+import yaml
 from multiattn.checkpoint import load_system
 from tasks.captioning.data import SceneCaptionData
 from tasks.captioning.system import CaptioningSystem
+from tests.helpers.processes import validate_metrics
 
 warnings.filterwarnings("ignore")
 ckpt, data_dir, devices = sys.argv[1], sys.argv[2], int(sys.argv[3])
 args = yaml.safe_load(open("configs/captioning_tiny.yaml"))["data"]["init_args"]
 # 15 images in batches of 4 over 2 processes: the sampler pads one shard with a repeated image.
 data = SceneCaptionData(**{**args, "data_dir": data_dir, "num_val": 15, "batch_size": 4})
-system = load_system(CaptioningSystem, ckpt, log_overlays=False)
-trainer = lightning.Trainer(
-    accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-    logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-)
-(metrics,) = trainer.validate(system, datamodule=data, verbose=False)
-print(json.dumps({k: float(v) for k, v in metrics.items()}))
+validate_metrics(load_system(CaptioningSystem, ckpt, log_overlays=False), data, devices)
 """
 
 
 def test_validation_metrics_over_two_processes_equal_one_process(trained, tmp_path):
     # Corpus metrics (BLEU, CIDEr-D) and the scene scores are not means of per-process values:
     # every process must score all images, each once (tasks/common/distributed.py).
-    results = {}
-    for devices in (1, 2):
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                VALIDATE,
-                str(trained / "ckpt" / "last.ckpt"),
-                str(tmp_path / "d"),
-                str(devices),
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        results[devices] = json.loads(run.stdout.strip().splitlines()[-1])
+    results = metrics_by_process_count(VALIDATE, str(trained / "ckpt" / "last.ckpt"), str(tmp_path / "d"))
     assert {"val/bleu_4", "val/cider_d", "val/pairs_correct", "val/pointing_game"} <= set(results[1])
     # (val/loss stays a per-process mean, averaged: the padding repeat weighs in there.)
     for name, value in results[1].items():
