@@ -12,15 +12,23 @@ threshold, so it does not change.
 PyTorch's CPU tuning guides suggest the same cure by swapping the allocator (jemalloc or tcmalloc
 through ``LD_PRELOAD``); this does it without an extra library. Set ``MULTIATTN_MALLOC=default``
 to keep glibc's defaults.
+
+Importing this module also registers :func:`destroy_process_group_at_exit`: Lightning destroys
+its process group at exit only for NCCL, and a gloo (CPU) process that exits with the group
+alive can abort in interpreter finalization ("terminate called without an active exception",
+SIGABRT) when gloo's worker threads release tensors after Python is gone (pytorch/pytorch#179291)
+— a spawned training process then reports failure after a finished run. The ``multiattn``
+command and every task system import it, so their processes, spawned ones included, do this.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import sys
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["destroy_process_group_at_exit", "keep_freed_memory"]
 
 M_TRIM_THRESHOLD = -1  # <malloc.h>
 M_MMAP_THRESHOLD = -3
@@ -52,3 +60,14 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def destroy_process_group_at_exit() -> None:
+    """Destroy the default ``torch.distributed`` process group, if one is alive (an atexit hook)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+atexit.register(destroy_process_group_at_exit)

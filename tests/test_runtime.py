@@ -65,3 +65,27 @@ def test_not_applied_off_linux(monkeypatch):
     monkeypatch.delenv("MULTIATTN_MALLOC", raising=False)
     monkeypatch.setattr(runtime.sys, "platform", "darwin")
     assert runtime.keep_freed_memory() is False
+
+
+# Registered before multiattn.runtime is imported, so it runs after runtime's own atexit hook.
+EXIT_PROGRAM = """
+import atexit, sys
+import torch.distributed as dist
+atexit.register(lambda: print("initialised at exit:", dist.is_initialized()))
+import multiattn.runtime
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+print("initialised:", dist.is_initialized())
+"""
+
+
+def test_importing_runtime_destroys_a_live_process_group_at_exit(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_PROGRAM, str(tmp_path / "init")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert result.stdout.split("\n")[:2] == ["initialised: True", "initialised at exit: False"], result.stdout

@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import torch.distributed as dist
 
+import multiattn.runtime  # noqa: F401 - registers the process group's destruction at exit
+
 __all__ = ["gather_records"]
 
 T = TypeVar("T")
