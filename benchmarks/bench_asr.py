@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.timing import best_of_interleaved
 from multiattn.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,29 +169,22 @@ def _decoding_speed(
     items.sort(key=lambda item: item.waveform.numel())  # batches of similar length, as the app does
     audio_seconds = sum(item.waveform.numel() for item in items) / 16000
 
-    def run(size: int) -> tuple[list[list[int]], float]:
-        """Decode ``items`` ``size`` at a time: every transcript's tokens, and the wall time."""
-        start = time.perf_counter()
+    def run(size: int, selection: list = items) -> list[list[int]]:
+        """Decode ``selection`` ``size`` at a time: every transcript's tokens."""
         tokens = []
-        for i in range(0, len(items), size):
-            batch = collate_speech(items[i : i + size])
+        for i in range(0, len(selection), size):
+            batch = collate_speech(selection[i : i + size])
             decoded = joint_decode(
                 system, batch, beam_size=beam_size, ctc_weight=ctc_weight, lm_weight=lm_weight
             )
             tokens.extend(r.tokens for r in decoded)
-        return tokens, time.perf_counter() - start
+        return tokens
 
-    # Warm-up (first-call allocations and kernel selection), then the best of interleaved rounds:
-    # on this shared VM one run's time can differ from the next one's by 10 %.
-    for size in (batch_size, 1):
-        batch = collate_speech(items[:size])
-        joint_decode(system, batch, beam_size=beam_size, ctc_weight=ctc_weight, lm_weight=lm_weight)
-    batched_seconds = single_seconds = float("inf")
-    for _ in range(_SPEED_ROUNDS):
-        batched, seconds = run(batch_size)
-        batched_seconds = min(batched_seconds, seconds)
-        single, seconds = run(1)
-        single_seconds = min(single_seconds, seconds)
+    for size in (batch_size, 1):  # warm-up: first-call allocations and kernel selection
+        run(size, items[:size])
+    (batched, batched_seconds), (single, single_seconds) = best_of_interleaved(
+        lambda: run(batch_size), lambda: run(1), rounds=_SPEED_ROUNDS
+    )
     return {
         "batch_size": batch_size,
         "beam_size": beam_size,

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import yaml
 
+from benchmarks.timing import best_of_interleaved
 from multiattn.checkpoint import load_checkpoint, load_system
 from multiattn.io import atomic_open, write_json
 from multiattn.metrics.captioning import caption_metrics, java_available
@@ -99,8 +100,7 @@ _SPEED_ROUNDS = 5
 def _beam_speed(system, images: torch.Tensor, *, beam_size: int, threads: int) -> list[dict[str, Any]]:
     """Batched vs one image at a time, for the search alone and with the encoder.
 
-    Best of ``_SPEED_ROUNDS`` interleaved rounds: on this shared 2-core VM one process's times can
-    differ from the next one's by 10 %, and the best round is the least disturbed one.
+    Best of ``_SPEED_ROUNDS`` interleaved rounds (:func:`benchmarks.timing.best_of_interleaved`).
     """
     model = system.model
     torch.set_num_threads(threads)
@@ -110,19 +110,20 @@ def _beam_speed(system, images: torch.Tensor, *, beam_size: int, threads: int) -
         "search_compiled": (model.decode, features, {"compile_attention": True}),
         "end_to_end": (model.generate, images, {}),
     }
+
+    def one_at_a_time(run, inputs: torch.Tensor) -> list:
+        return [run(inputs[i : i + 1], beam_size=beam_size)[0] for i in range(inputs.shape[0])]
+
     rows = []
     for stage, (plain_run, inputs, options) in stages.items():
         run = functools.partial(plain_run, **options)
         for warm in (1, 2):  # warm-up; compiles for one image and for several (sizes 1 and n differ)
             run(inputs[:warm], beam_size=beam_size)
-        batched_s = single_s = float("inf")
-        for _ in range(_SPEED_ROUNDS):
-            start = time.perf_counter()
-            batched = run(inputs, beam_size=beam_size)
-            batched_s = min(batched_s, time.perf_counter() - start)
-            start = time.perf_counter()
-            single = [run(inputs[i : i + 1], beam_size=beam_size)[0] for i in range(inputs.shape[0])]
-            single_s = min(single_s, time.perf_counter() - start)
+        (batched, batched_s), (single, single_s) = best_of_interleaved(
+            functools.partial(run, inputs, beam_size=beam_size),
+            functools.partial(one_at_a_time, run, inputs),
+            rounds=_SPEED_ROUNDS,
+        )
         n = inputs.shape[0]
         rows.append(
             {

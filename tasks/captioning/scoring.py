@@ -68,11 +68,11 @@ class SceneScorer:
         image_size: ``(height, width)`` in pixels of the images the boxes refer to.
     """
 
+    FIELDS = ("images", "pairs_correct", "objects_exact", "words", "unmatched", "mass_sum", "hits")
+
     def __init__(self, image_size: tuple[int, int]) -> None:
         self.image_size = image_size
         self.reset()
-
-    FIELDS = ("images", "pairs_correct", "objects_exact", "words", "unmatched", "mass_sum", "hits")
 
     def reset(self) -> None:
         self.images = 0
