@@ -34,6 +34,8 @@ __all__ = [
     "warp",
     "SpatialTransformer",
     "theta_to_corners",
+    "output_corners",
+    "pixels_to_normalized",
     "region_iou",
     "OUTPUT_CORNERS",
 ]
@@ -244,21 +246,15 @@ class SpatialTransformer(nn.Module):
         return warped, theta
 
 
-def theta_to_corners(theta: Tensor, input_hw: tuple[int, int], *, align_corners: bool) -> Tensor:
-    """Input pixel coordinates of the four output corners: the region the transformer sampled.
-
-    Pixel coordinates put pixel ``i``'s centre at ``i`` (matplotlib's ``imshow`` convention).
-    With ``align_corners=False`` normalised -1 and 1 are the outer pixel *edges*:
-    ``x_pix = ((x + 1) * W - 1) / 2``; with ``True`` they are the outer pixel *centres*:
-    ``x_pix = (x + 1) * (W - 1) / 2``.
+def output_corners(theta: Tensor) -> Tensor:
+    """Normalised input coordinates of the four output corners (-1,-1), (1,-1), (1,1), (-1,1).
 
     Args:
         theta: ``(B, 2, 3)`` affine or ``(B, 3, 3)`` projective.
-        input_hw: ``(H, W)`` of the input image.
-        align_corners: the convention the warp used.
 
     Returns:
-        ``(B, 4, 2)`` float32 ``(x, y)`` for output corners (-1,-1), (1,-1), (1,1), (-1,1).
+        ``(B, 4, 2)`` float32 ``(x, y)`` in ``[-1, 1]`` input coordinates (outside when the region
+        leaves the image), differentiable in ``theta``.
     """
     if theta.dim() != 3 or tuple(theta.shape[1:]) not in ((2, 3), (3, 3)):
         raise ValueError(f"theta: expected shape (B, 2, 3) or (B, 3, 3), received {tuple(theta.shape)}")
@@ -268,11 +264,43 @@ def theta_to_corners(theta: Tensor, input_hw: tuple[int, int], *, align_corners:
     mapped = torch.einsum("kj,bij->bki", homogeneous, theta)  # (B, 4, 2 or 3)
     if theta.shape[1] == 3:
         mapped = mapped[..., :2] / _safe_denominator(mapped[..., 2:])  # (B, 4, 2)
+    return mapped
+
+
+def _pixel_scale(input_hw: tuple[int, int], like: Tensor) -> Tensor:
     height, width = int(input_hw[0]), int(input_hw[1])
-    size = torch.tensor([width, height], dtype=theta.dtype, device=theta.device)  # (x, y) order
+    return torch.tensor([width, height], dtype=like.dtype, device=like.device)  # (x, y) order
+
+
+def theta_to_corners(theta: Tensor, input_hw: tuple[int, int], *, align_corners: bool) -> Tensor:
+    """Input pixel coordinates of the four output corners: the region the transformer sampled.
+
+    Pixel coordinates put pixel ``i``'s centre at ``i`` (matplotlib's ``imshow`` convention).
+    With ``align_corners=False`` normalised -1 and 1 are the outer pixel *edges*:
+    ``x_pix = ((x + 1) * W - 1) / 2``; with ``True`` they are the outer pixel *centres*:
+    ``x_pix = (x + 1) * (W - 1) / 2``. :func:`pixels_to_normalized` is the inverse.
+
+    Args:
+        theta: ``(B, 2, 3)`` affine or ``(B, 3, 3)`` projective.
+        input_hw: ``(H, W)`` of the input image.
+        align_corners: the convention the warp used.
+
+    Returns:
+        ``(B, 4, 2)`` float32 ``(x, y)`` for output corners (-1,-1), (1,-1), (1,1), (-1,1).
+    """
+    mapped = output_corners(theta)  # (B, 4, 2)
+    size = _pixel_scale(input_hw, mapped)
     if align_corners:
         return (mapped + 1.0) * (size - 1.0) / 2.0
     return ((mapped + 1.0) * size - 1.0) / 2.0
+
+
+def pixels_to_normalized(points: Tensor, input_hw: tuple[int, int], *, align_corners: bool) -> Tensor:
+    """Pixel ``(..., 2)`` ``(x, y)`` -> normalised coordinates: the inverse of :func:`theta_to_corners`' mapping."""
+    size = _pixel_scale(input_hw, points)
+    if align_corners:
+        return points * 2.0 / (size - 1.0) - 1.0
+    return (points * 2.0 + 1.0) / size - 1.0
 
 
 def region_iou(corners: Tensor, boxes: Tensor, *, exact: bool = False) -> Tensor:

@@ -9,8 +9,8 @@ which one is used:
   ``step(tokens (N, t), state, *, return_attention) -> (log_probs (N, V), state, attention (N, S) | None)``,
   one incremental step in the contract of :mod:`multiattn.decoding` (state rows reorderable).
 
-``"transformer"``: :class:`multiattn.transformer.TransformerDecoder` (Vaswani et al. 2017) with a
-KV cache, so a step costs one position. Its alignment is the cross-attention of
+``"transformer"``: the core's :class:`multiattn.token_decoder.TokenDecoder` (Vaswani et al. 2017)
+with a KV cache, so a step costs one position. Its alignment is the cross-attention of
 ``alignment_layer``, averaged over heads.
 
 ``"location"``: an LSTM decoder with :class:`multiattn.attention.location.LocationAwareAttention`
@@ -23,17 +23,18 @@ Shape legend: ``B`` batch, ``N`` hypotheses, ``T``/``t`` target steps, ``S`` enc
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from multiattn.attention.location import LocationAwareAttention
+from multiattn.builders import pick
 from multiattn.masks import lengths_to_mask
-from multiattn.positional import SinusoidalPositionalEncoding
-from multiattn.recording import record_attention
-from multiattn.transformer import DecoderCache, TransformerDecoder
+from multiattn.recurrent import teacher_force
+from multiattn.token_decoder import TokenDecoder
+from multiattn.transformer import DecoderCache
 
 __all__ = [
     "TransformerAttentionDecoder",
@@ -43,8 +44,8 @@ __all__ = [
 ]
 
 
-class TransformerAttentionDecoder(nn.Module):
-    """Token embedding + sinusoidal positions + :class:`TransformerDecoder` + output projection.
+class TransformerAttentionDecoder(TokenDecoder):
+    """The core's :class:`~multiattn.token_decoder.TokenDecoder` over the encoder frames.
 
     Args:
         vocab_size: ``V``.
@@ -69,49 +70,33 @@ class TransformerAttentionDecoder(nn.Module):
         alignment_layer: int = -1,
         max_len: int = 1024,
     ) -> None:
-        super().__init__()
-        self.embed_dim = embed_dim
-        self.alignment_layer = alignment_layer % num_layers
-        self.embed = nn.Embedding(vocab_size, embed_dim)
-        self.positions = SinusoidalPositionalEncoding(embed_dim, max_len, dropout=dropout)
-        self.decoder = TransformerDecoder(
-            embed_dim=embed_dim, num_heads=num_heads, num_layers=num_layers, ff_dim=ff_dim, dropout=dropout
+        super().__init__(
+            vocab_size=vocab_size,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            num_layers=num_layers,
+            ff_dim=ff_dim,
+            dropout=dropout,
+            max_len=max_len,
+            alignment_layer=alignment_layer,
         )
-        self.out = nn.Linear(embed_dim, vocab_size)
-
-    def _embed(self, tokens: Tensor, offset: int = 0) -> Tensor:
-        return self.positions(self.embed(tokens) * math.sqrt(self.embed_dim), offset=offset)  # (B, T, D)
 
     def forward(
         self, tokens_in: Tensor, memory: Tensor, memory_lengths: Tensor, *, tgt_lengths: Tensor | None = None
     ) -> Tensor:
         """Teacher-forced logits ``(B, T, V)``."""
         memory_mask = lengths_to_mask(memory_lengths, memory.shape[1])  # (B, S)
-        h = self.decoder(self._embed(tokens_in), memory, memory_mask=memory_mask, tgt_lengths=tgt_lengths)
-        return self.out(h)
-
-    def alignment(self, recorder: Any) -> Tensor:
-        """``(B, T, S)`` head-averaged cross-attention of :attr:`alignment_layer` from a recorder."""
-        maps = recorder[f"decoder.layers.{self.alignment_layer}.cross_attn"]
-        return torch.cat([m.weights.float().mean(dim=1) for m in maps], dim=1)  # (B, T, S)
+        return self.decode(tokens_in, memory, memory_mask=memory_mask, tgt_lengths=tgt_lengths)[0]
 
     def init_state(self, memory: Tensor, memory_lengths: Tensor) -> DecoderCache:
         # DecoderCache shares each utterance's cross-attention keys / values across its beams.
-        return self.decoder.init_cache(memory, lengths_to_mask(memory_lengths, memory.shape[1]))
+        return self.init_cache(memory, lengths_to_mask(memory_lengths, memory.shape[1]))
 
     def step(
         self, tokens: Tensor, state: Any, *, return_attention: bool = False
     ) -> tuple[Tensor, Any, Tensor | None]:
-        """One cached step on the last token of ``tokens (N, t)``."""
-        x = self._embed(tokens[:, -1:], offset=state.length)  # (N, 1, D)
-        attention = None
-        if return_attention:
-            with record_attention(self) as rec:
-                h = self.decoder(x, cache=state)  # (N, 1, D)
-            attention = self.alignment(rec)[:, 0]  # (N, S)
-        else:
-            h = self.decoder(x, cache=state)  # (N, 1, D)
-        log_probs = self.out(h[:, 0]).float().log_softmax(dim=-1)  # (N, V)
+        """One cached step on the last token of ``tokens (N, t)``: ``(log_probs (N, V), state, (N, S) | None)``."""
+        log_probs, attention = self.decode_step(tokens, state, with_alignment=return_attention)
         return log_probs, state, attention
 
 
@@ -141,7 +126,7 @@ class LocationLSTMDecoder(nn.Module):
         super().__init__()
         self.embed_dim = embed_dim
         self.hidden_dim = hidden_dim
-        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
         self.cell = nn.LSTMCell(2 * embed_dim, hidden_dim)
         self.attention = LocationAwareAttention(
             query_dim=hidden_dim,
@@ -169,7 +154,7 @@ class LocationLSTMDecoder(nn.Module):
         }
 
     def _advance(self, token: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        emb = self.embed(token)  # (N, D)
+        emb = self.embedding(token)  # (N, D)
         h, c = self.cell(torch.cat([emb, state["context"].to(emb.dtype)], dim=-1), (state["h"], state["c"]))
         context, weights = self.attention(
             h, state["memory"], state["weights"], mask=state["mask"], keys_proj=state["keys_proj"]
@@ -182,12 +167,12 @@ class LocationLSTMDecoder(nn.Module):
         self, tokens_in: Tensor, memory: Tensor, memory_lengths: Tensor, *, tgt_lengths: Tensor | None = None
     ) -> Tensor:
         """Teacher-forced logits ``(B, T, V)`` (one recurrent step per target position)."""
-        state = self.init_state(memory, memory_lengths)
-        logits = []
-        for t in range(tokens_in.shape[1]):
-            step_logits, state = self._advance(tokens_in[:, t], state)
-            logits.append(step_logits)
-        return torch.stack(logits, dim=1)  # (B, T, V)
+
+        def advance(token: Tensor, state: dict[str, Tensor]) -> tuple[tuple[Tensor], dict[str, Tensor]]:
+            logits, state = self._advance(token, state)
+            return (logits,), state
+
+        return teacher_force(advance, tokens_in, self.init_state(memory, memory_lengths))[0]  # (B, T, V)
 
     def alignment(self, recorder: Any) -> Tensor:
         """``(B, T, S)`` attention weights of every step from a recorder."""
@@ -201,7 +186,44 @@ class LocationLSTMDecoder(nn.Module):
         return logits.float().log_softmax(dim=-1), state, attention
 
 
-DECODERS = ("transformer", "location")
+def _transformer(
+    *,
+    vocab_size: int,
+    embed_dim: int,
+    num_heads: int,
+    num_layers: int,
+    ff_dim: int,
+    dropout: float,
+    alignment_layer: int,
+) -> nn.Module:
+    return TransformerAttentionDecoder(
+        vocab_size=vocab_size,
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        ff_dim=ff_dim,
+        dropout=dropout,
+        alignment_layer=alignment_layer,
+    )
+
+
+def _location(
+    *,
+    vocab_size: int,
+    embed_dim: int,
+    num_heads: int,
+    num_layers: int,
+    ff_dim: int,
+    dropout: float,
+    alignment_layer: int,
+) -> nn.Module:
+    return LocationLSTMDecoder(
+        vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=ff_dim, attn_dim=embed_dim, dropout=dropout
+    )
+
+
+DECODERS: dict[str, Callable[..., nn.Module]] = {"transformer": _transformer, "location": _location}
+"""Decoder name -> builder (keyword arguments as :func:`build_decoder`'s)."""
 
 
 def build_decoder(
@@ -215,19 +237,13 @@ def build_decoder(
     dropout: float,
     alignment_layer: int = -1,
 ) -> nn.Module:
-    """Build the attention decoder called ``name`` (one of :data:`DECODERS`)."""
-    if name == "transformer":
-        return TransformerAttentionDecoder(
-            vocab_size=vocab_size,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            num_layers=num_layers,
-            ff_dim=ff_dim,
-            dropout=dropout,
-            alignment_layer=alignment_layer,
-        )
-    if name == "location":
-        return LocationLSTMDecoder(
-            vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=ff_dim, attn_dim=embed_dim, dropout=dropout
-        )
-    raise ValueError(f"decoder: expected one of {list(DECODERS)}, received {name!r}")
+    """Build the attention decoder called ``name`` (a key of :data:`DECODERS`; others raise listing them)."""
+    return pick(DECODERS, name, what="decoder")(
+        vocab_size=vocab_size,
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        ff_dim=ff_dim,
+        dropout=dropout,
+        alignment_layer=alignment_layer,
+    )

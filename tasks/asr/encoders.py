@@ -14,9 +14,12 @@ Shape legend: ``B`` batch, ``S`` frames, ``D`` embed_dim, ``H`` LSTM hidden size
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from multiattn.builders import pick
 from multiattn.conformer import ConformerEncoder
 from multiattn.masks import check_lengths, check_shape, lengths_to_mask
 from multiattn.transformer import TransformerEncoder
@@ -61,7 +64,39 @@ class BiLSTMEncoder(nn.Module):
         return y * lengths_to_mask(lengths, x.shape[1]).unsqueeze(-1).to(y.dtype), lengths
 
 
-ENCODERS = ("conformer", "transformer", "bilstm")
+def _conformer(
+    *, embed_dim: int, num_heads: int, num_layers: int, ff_dim: int, dropout: float, conv_kernel_size: int
+) -> nn.Module:
+    return ConformerEncoder(
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        ff_dim=ff_dim,
+        kernel_size=conv_kernel_size,
+        dropout=dropout,
+    )
+
+
+def _transformer(
+    *, embed_dim: int, num_heads: int, num_layers: int, ff_dim: int, dropout: float, conv_kernel_size: int
+) -> nn.Module:
+    return TransformerEncoder(
+        embed_dim=embed_dim, num_heads=num_heads, num_layers=num_layers, ff_dim=ff_dim, dropout=dropout
+    )
+
+
+def _bilstm(
+    *, embed_dim: int, num_heads: int, num_layers: int, ff_dim: int, dropout: float, conv_kernel_size: int
+) -> nn.Module:
+    return BiLSTMEncoder(embed_dim=embed_dim, num_layers=num_layers, dropout=dropout)
+
+
+ENCODERS: dict[str, Callable[..., nn.Module]] = {
+    "conformer": _conformer,
+    "transformer": _transformer,
+    "bilstm": _bilstm,
+}
+"""Encoder name -> builder (keyword arguments as :func:`build_encoder`'s)."""
 
 
 def build_encoder(
@@ -74,20 +109,12 @@ def build_encoder(
     dropout: float,
     conv_kernel_size: int = 15,
 ) -> nn.Module:
-    """Build the encoder called ``name`` (one of :data:`ENCODERS`)."""
-    if name == "conformer":
-        return ConformerEncoder(
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            num_layers=num_layers,
-            ff_dim=ff_dim,
-            kernel_size=conv_kernel_size,
-            dropout=dropout,
-        )
-    if name == "transformer":
-        return TransformerEncoder(
-            embed_dim=embed_dim, num_heads=num_heads, num_layers=num_layers, ff_dim=ff_dim, dropout=dropout
-        )
-    if name == "bilstm":
-        return BiLSTMEncoder(embed_dim=embed_dim, num_layers=num_layers, dropout=dropout)
-    raise ValueError(f"encoder: expected one of {list(ENCODERS)}, received {name!r}")
+    """Build the encoder called ``name`` (a key of :data:`ENCODERS`; others raise listing them)."""
+    return pick(ENCODERS, name, what="encoder")(
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        ff_dim=ff_dim,
+        dropout=dropout,
+        conv_kernel_size=conv_kernel_size,
+    )

@@ -27,7 +27,6 @@ Shape legend: ``B`` batch, ``N`` samples, ``S`` encoder frames, ``T`` target tok
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +37,7 @@ from lightning.pytorch import LightningModule
 from multiattn.io import UserError
 from multiattn.language_model import LSTMLanguageModel
 from multiattn.metrics.speech import boundary_errors, error_counts, match_words
+from multiattn.schedules import warmup_cosine
 from tasks.asr.alignment import attention_word_starts, ctc_token_spans, ctc_word_spans, spans_matrix
 from tasks.asr.decode import DECODING_MODES, DecodeResult, decode_batch
 from tasks.asr.model import ASRModel
@@ -68,7 +68,8 @@ class ASRSystem(LightningModule):
         label_smoothing: of the attention cross-entropy.
         learning_rate: peak AdamW learning rate.
         weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up, then cosine decay to 0 over the run.
+        warmup_steps: linear warm-up steps (at most a tenth of the run), then cosine decay.
+        lr_floor: the rate the cosine decay ends at, as a fraction of the peak rate.
         val_decoding: ``"ctc"`` (fast), ``"attention"`` or ``"joint"`` during validation.
         test_decoding: decoding mode of ``test``.
         beam_size: beam of the attention / joint searches.
@@ -116,6 +117,7 @@ class ASRSystem(LightningModule):
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-3,
         warmup_steps: int = 500,
+        lr_floor: float = 0.02,
         val_decoding: str = "ctc",
         test_decoding: str = "joint",
         beam_size: int = 10,
@@ -203,7 +205,14 @@ class ASRSystem(LightningModule):
         self.hparams.sentencepiece_model = tok.model  # saved with the hyper-parameters
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Take the checkpoint's sentencepiece model (the module may have been built from a config)."""
+        """Take the checkpoint's sentencepiece model (the module may have been built from a config).
+
+        Checkpoints written before the decoders shared the core's token decoder name the token
+        embedding ``decoder.embed``; it is ``decoder.embedding`` now.
+        """
+        weights = checkpoint.get("state_dict") or {}
+        for key in [key for key in weights if key.startswith("model.decoder.embed.")]:
+            weights["model.decoder.embedding." + key.removeprefix("model.decoder.embed.")] = weights.pop(key)
         stored = (checkpoint.get("hyper_parameters") or {}).get("sentencepiece_model")
         tok = self.tokenizer
         if isinstance(tok, SentencePieceTokenizer) and stored and stored != tok.model:
@@ -303,16 +312,13 @@ class ASRSystem(LightningModule):
             lr=self.hparams.learning_rate,
             betas=(0.9, 0.98),
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1) if self.trainer else 10_000
-        warmup = min(self.hparams.warmup_steps, max(total // 10, 1))
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = warmup_cosine(
+            optimizer,
+            total_steps=int(self.trainer.estimated_stepping_batches) if self.trainer else 10_000,
+            warmup_steps=self.hparams.warmup_steps,
+            floor=self.hparams.lr_floor,
+            max_warmup_fraction=0.1,
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ decoding

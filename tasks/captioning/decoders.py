@@ -4,14 +4,14 @@
   core's :class:`~multiattn.attention.spatial.SoftSpatialAttention` (gating scalar beta, doubly
   stochastic penalty), initial state from the mean annotation (eq. 5) and the deep output layer
   ``p(y_t) ∝ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t))`` (eq. 7).
-- :class:`TransformerCaptionDecoder`: the core's pre-norm :class:`~multiattn.transformer.TransformerDecoder`
+- :class:`TransformerCaptionDecoder`: the core's :class:`~multiattn.token_decoder.TokenDecoder`
   (Vaswani et al. 2017) with cross-attention over the grid, which gets 2-d sinusoidal positions
   (:func:`~multiattn.positional.sinusoidal_2d`) so the heads can tell cells apart.
 
 Both share one surface: ``forward(features, tokens, lengths) -> (logits, attention)`` for
 teacher-forced training, and ``init_state(features)`` / ``step(tokens, state)`` for the core's
 searches. Per-word attention is ``(.., H, W)`` over the grid (transformer: the cross-attention of
-``attention_layer``, averaged over heads).
+``alignment_layer``, averaged over heads).
 
 Decoding (``step`` without autograd) runs the LSTM decoder on weights folded once per weight
 version (:class:`FoldedStepWeights`): what depends only on the previous word comes from a table,
@@ -25,7 +25,7 @@ output layers are composed, else ``E``).
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -33,9 +33,9 @@ from torch import Tensor, nn
 
 from multiattn.attention.spatial import SoftSpatialAttention, flatten_grid
 from multiattn.decoding import ItemMemory
-from multiattn.positional import SinusoidalPositionalEncoding, sinusoidal_2d
-from multiattn.recording import record_attention
-from multiattn.transformer import TransformerDecoder
+from multiattn.positional import sinusoidal_2d
+from multiattn.recurrent import teacher_force
+from multiattn.token_decoder import TokenDecoder
 
 __all__ = [
     "FoldedStepWeights",
@@ -218,13 +218,13 @@ class ShowAttendTellDecoder(nn.Module):
         Returns:
             ``(logits (B, T, V), attention (B, T, H, W))``.
         """
-        state = self.init_state(features)
-        logits, weights = [], []
-        for step in range(tokens.shape[1]):
-            step_logits, state, step_weights = self._advance(tokens[:, step], state)
-            logits.append(step_logits)
-            weights.append(step_weights)
-        return torch.stack(logits, dim=1), torch.stack(weights, dim=1)  # (B, T, V), (B, T, H, W)
+
+        def advance(token: Tensor, state: dict[str, Any]) -> tuple[tuple[Tensor, Tensor], dict[str, Any]]:
+            logits, state, weights = self._advance(token, state)
+            return (logits, weights), state
+
+        logits, weights = teacher_force(advance, tokens, self.init_state(features))
+        return logits, weights  # (B, T, V), (B, T, H, W)
 
     def step(self, tokens: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any], Tensor]:
         """One search step: ``tokens (B, t)`` so far -> ``(log_probs (B, V), state, attention (B, H, W))``.
@@ -305,8 +305,11 @@ class ShowAttendTellDecoder(nn.Module):
         return logits, {**state, "h": h, "c": c}, attended.weights  # (B, V), state, (B, H, W)
 
 
-class TransformerCaptionDecoder(nn.Module):
-    """Transformer decoder with cross-attention over the feature grid.
+class TransformerCaptionDecoder(TokenDecoder):
+    """The core's :class:`~multiattn.token_decoder.TokenDecoder` over the feature grid.
+
+    The grid is projected to ``D`` and given 2-d sinusoidal positions to form the memory; the
+    per-word attention is the token decoder's alignment reshaped to the grid.
 
     Args:
         vocab_size: ``V``.
@@ -317,7 +320,7 @@ class TransformerCaptionDecoder(nn.Module):
         ff_dim: feed-forward size.
         dropout: dropout.
         max_len: longest caption (positions) it can decode.
-        attention_layer: which layer's cross-attention is the per-word map (``-1`` = last).
+        alignment_layer: which layer's cross-attention is the per-word map (``-1`` = last).
     """
 
     def __init__(
@@ -331,34 +334,26 @@ class TransformerCaptionDecoder(nn.Module):
         ff_dim: int = 1024,
         dropout: float = 0.1,
         max_len: int = 64,
-        attention_layer: int = -1,
+        alignment_layer: int = -1,
     ) -> None:
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.embed_dim = embed_dim
-        self.attention_layer = attention_layer % num_layers
-        self.memory_proj = nn.Linear(feature_dim, embed_dim)
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.positions = SinusoidalPositionalEncoding(embed_dim, max_len, dropout=dropout)
-        self.decoder = TransformerDecoder(
-            embed_dim=embed_dim, num_heads=num_heads, num_layers=num_layers, ff_dim=ff_dim, dropout=dropout
+        super().__init__(
+            vocab_size=vocab_size,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            num_layers=num_layers,
+            ff_dim=ff_dim,
+            dropout=dropout,
+            max_len=max_len,
+            alignment_layer=alignment_layer,
+            padding_idx=0,
         )
-        self.out = nn.Linear(embed_dim, vocab_size)
+        self.memory_proj = nn.Linear(feature_dim, embed_dim)
 
     def memory(self, features: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``(B, C, H, W)`` -> ``((B, N, D) memory with 2-d positions, (H, W))``."""
         flat, (height, width) = flatten_grid(features)  # (B, N, C)
         positions = sinusoidal_2d(height, width, self.embed_dim).to(device=flat.device, dtype=flat.dtype)
         return self.memory_proj(flat) + positions, (height, width)  # (B, N, D)
-
-    def _embed(self, tokens: Tensor, offset: int = 0) -> Tensor:
-        return self.positions(self.embedding(tokens) * math.sqrt(self.embed_dim), offset=offset)  # (B, T, D)
-
-    def _cross_attention(self, recorder: Any, grid: tuple[int, int]) -> Tensor:
-        """The chosen layer's recorded cross-attention, averaged over heads: ``(B, T, H, W)``."""
-        weights = recorder[f"layers.{self.attention_layer}.cross_attn"][-1].weights  # (B, nh, T, N)
-        batch, _, steps, _ = weights.shape
-        return weights.float().mean(dim=1).view(batch, steps, *grid)  # (B, T, N) -> (B, T, H, W)
 
     def forward(
         self, features: Tensor, tokens: Tensor, lengths: Tensor, *, with_attention: bool = False
@@ -375,26 +370,76 @@ class TransformerCaptionDecoder(nn.Module):
             ``(logits (B, T, V), attention (B, T, H, W) or None)``.
         """
         memory, grid = self.memory(features)
-        x = self._embed(tokens)
-        if not with_attention:
-            return self.out(self.decoder(x, memory, tgt_lengths=lengths)), None
-        with record_attention(self.decoder) as recorder:
-            hidden = self.decoder(x, memory, tgt_lengths=lengths)
-        return self.out(hidden), self._cross_attention(recorder, grid)
+        logits, alignment = self.decode(tokens, memory, tgt_lengths=lengths, with_alignment=with_attention)
+        if alignment is None:
+            return logits, None
+        return logits, alignment.view(*alignment.shape[:2], *grid)  # (B, T, N) -> (B, T, H, W)
 
     def init_state(self, features: Tensor) -> dict[str, Any]:
         """Project the memory once into the decoder's reorderable cache."""
         memory, grid = self.memory(features)
-        return {"cache": self.decoder.init_cache(memory), "grid": grid}
+        return {"cache": self.init_cache(memory), "grid": grid}
 
     def step(self, tokens: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any], Tensor]:
         """One search step: ``tokens (B, t)`` -> ``(log_probs (B, V), state, attention (B, H, W))``."""
-        cache = state["cache"]
-        x = self._embed(tokens[:, -1:], offset=cache.length)  # (B, 1, D)
-        with record_attention(self.decoder) as recorder:
-            hidden = self.decoder(x, cache=cache)  # (B, 1, D)
-        log_probs = torch.log_softmax(self.out(hidden[:, 0]).float(), dim=-1)
-        return log_probs, state, self._cross_attention(recorder, state["grid"])[:, 0]
+        log_probs, alignment = self.decode_step(tokens, state["cache"], with_alignment=True)
+        assert alignment is not None
+        return log_probs, state, alignment.view(alignment.shape[0], *state["grid"])  # (B, H, W)
 
 
-DECODERS = ("show_attend_tell", "transformer")
+def _show_attend_tell(
+    *,
+    vocab_size: int,
+    feature_dim: int,
+    embed_dim: int,
+    hidden_dim: int,
+    attn_dim: int,
+    num_heads: int,
+    num_layers: int,
+    ff_dim: int,
+    dropout: float,
+    gate: bool,
+    max_len: int,
+) -> nn.Module:
+    return ShowAttendTellDecoder(
+        vocab_size=vocab_size,
+        feature_dim=feature_dim,
+        embed_dim=embed_dim,
+        hidden_dim=hidden_dim,
+        attn_dim=attn_dim,
+        dropout=dropout,
+        gate=gate,
+    )
+
+
+def _transformer(
+    *,
+    vocab_size: int,
+    feature_dim: int,
+    embed_dim: int,
+    hidden_dim: int,
+    attn_dim: int,
+    num_heads: int,
+    num_layers: int,
+    ff_dim: int,
+    dropout: float,
+    gate: bool,
+    max_len: int,
+) -> nn.Module:
+    return TransformerCaptionDecoder(
+        vocab_size=vocab_size,
+        feature_dim=feature_dim,
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        ff_dim=ff_dim,
+        dropout=dropout,
+        max_len=max_len,
+    )
+
+
+DECODERS: dict[str, Callable[..., nn.Module]] = {
+    "show_attend_tell": _show_attend_tell,
+    "transformer": _transformer,
+}
+"""Decoder name -> builder (keyword arguments: every decoder option; each takes the ones it uses)."""

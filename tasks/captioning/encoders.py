@@ -15,10 +15,11 @@ Shape legend: ``B`` batch, ``S`` image side, ``C`` feature channels, ``H, W`` gr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
+from multiattn.builders import pick
 from multiattn.io import UserError
 from multiattn.masks import check_shape
 
@@ -121,7 +122,34 @@ class TimmEncoder(nn.Module):
         return self.backbone(images)[-1]
 
 
-ENCODERS = ("cnn", "timm")
+def _cnn(
+    *,
+    channels: Sequence[int],
+    strides: Sequence[int],
+    timm_name: str | None,
+    pretrained: bool,
+    weights_file: str | None,
+    fine_tune: bool,
+) -> ConvEncoder:
+    return ConvEncoder(channels=channels, strides=strides)
+
+
+def _timm(
+    *,
+    channels: Sequence[int],
+    strides: Sequence[int],
+    timm_name: str | None,
+    pretrained: bool,
+    weights_file: str | None,
+    fine_tune: bool,
+) -> TimmEncoder:
+    if not timm_name:
+        raise ValueError("encoder 'timm' needs a backbone name (encoder_name)")
+    return TimmEncoder(name=timm_name, pretrained=pretrained, weights_file=weights_file, fine_tune=fine_tune)
+
+
+ENCODERS: dict[str, Callable[..., ConvEncoder | TimmEncoder]] = {"cnn": _cnn, "timm": _timm}
+"""Encoder name -> builder (keyword arguments as :func:`build_encoder`'s)."""
 
 
 def build_encoder(
@@ -135,12 +163,11 @@ def build_encoder(
     fine_tune: bool = False,
 ) -> ConvEncoder | TimmEncoder:
     """``"cnn"`` -> :class:`ConvEncoder`; ``"timm"`` -> :class:`TimmEncoder` (needs ``timm_name``)."""
-    if kind == "cnn":
-        return ConvEncoder(channels=channels, strides=strides)
-    if kind == "timm":
-        if not timm_name:
-            raise ValueError("encoder 'timm' needs a backbone name (encoder_name)")
-        return TimmEncoder(
-            name=timm_name, pretrained=pretrained, weights_file=weights_file, fine_tune=fine_tune
-        )
-    raise ValueError(f"encoder: expected one of {ENCODERS}, received {kind!r}")
+    return pick(ENCODERS, kind, what="encoder")(
+        channels=channels,
+        strides=strides,
+        timm_name=timm_name,
+        pretrained=pretrained,
+        weights_file=weights_file,
+        fine_tune=fine_tune,
+    )

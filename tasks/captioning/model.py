@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from multiattn.attention.additive import compiled_energy
 from multiattn.attention.spatial import doubly_stochastic_penalty
+from multiattn.builders import pick
 from multiattn.decoding import Hypothesis, StepOutput, beam_search, greedy_search
-from tasks.captioning.decoders import DECODERS, ShowAttendTellDecoder, TransformerCaptionDecoder
+from tasks.captioning.decoders import DECODERS, TransformerCaptionDecoder
 from tasks.captioning.encoders import build_encoder
 
 __all__ = ["CaptionModel", "CaptionOutput", "Caption", "build_caption_model"]
@@ -207,27 +208,17 @@ def build_caption_model(
         weights_file=encoder_weights_file,
         fine_tune=fine_tune_encoder,
     )
-    if decoder == "show_attend_tell":
-        dec: nn.Module = ShowAttendTellDecoder(
-            vocab_size=vocab_size,
-            feature_dim=enc.out_channels,
-            embed_dim=embed_dim,
-            hidden_dim=hidden_dim,
-            attn_dim=attn_dim,
-            dropout=dropout,
-            gate=gate,
-        )
-    elif decoder == "transformer":
-        dec = TransformerCaptionDecoder(
-            vocab_size=vocab_size,
-            feature_dim=enc.out_channels,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            num_layers=num_layers,
-            ff_dim=ff_dim,
-            dropout=dropout,
-            max_len=max_len,
-        )
-    else:
-        raise ValueError(f"decoder: expected one of {DECODERS}, received {decoder!r}")
+    dec = pick(DECODERS, decoder, what="decoder")(
+        vocab_size=vocab_size,
+        feature_dim=enc.out_channels,
+        embed_dim=embed_dim,
+        hidden_dim=hidden_dim,
+        attn_dim=attn_dim,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        ff_dim=ff_dim,
+        dropout=dropout,
+        gate=gate,
+        max_len=max_len,
+    )
     return CaptionModel(encoder=enc, decoder=dec)

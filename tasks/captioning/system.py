@@ -17,13 +17,13 @@ Shape legend: ``B`` batch, ``S`` image side, ``T`` caption steps, ``H, W`` grid.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 
 from multiattn.metrics.captioning import caption_metrics
+from multiattn.schedules import warmup_cosine
 from tasks.captioning.datasets import CaptionBatch
 from tasks.captioning.images import denormalize
 from tasks.captioning.model import Caption, CaptionModel, build_caption_model
@@ -60,7 +60,8 @@ class CaptioningSystem(pl.LightningModule):
         lr: learning rate (AdamW).
         encoder_lr: learning rate of a fine-tuned timm backbone (default ``lr / 10``).
         weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up steps before the cosine decay.
+        warmup_steps: linear warm-up steps before the cosine decay (at most a quarter of the run).
+        lr_floor: the rate the cosine decay ends at, as a fraction of the peak rate.
         beam_size: beam size of validation / test / prediction decoding (1 = greedy).
         max_len: longest decoded caption (words + end).
         length_penalty: exponent of the length normaliser (0 = raw log-probabilities).
@@ -99,6 +100,7 @@ class CaptioningSystem(pl.LightningModule):
         encoder_lr: float | None = None,
         weight_decay: float = 1e-4,
         warmup_steps: int = 200,
+        lr_floor: float = 0.05,
         beam_size: int = 3,
         max_len: int = 30,
         length_penalty: float = 1.0,
@@ -173,16 +175,13 @@ class CaptioningSystem(pl.LightningModule):
                 {"params": encoder_params, "lr": hp.lr if scratch else (hp.encoder_lr or hp.lr / 10)}
             )
         optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = min(hp.warmup_steps, total // 4)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / max(warmup, 1)
-            progress = (step - warmup) / max(total - warmup, 1)
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = warmup_cosine(
+            optimizer,
+            total_steps=int(self.trainer.estimated_stepping_batches),
+            warmup_steps=hp.warmup_steps,
+            floor=hp.lr_floor,
+            max_warmup_fraction=0.25,
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ----- training -----------------------------------------------------------------------------

@@ -179,14 +179,14 @@ def test_beam_shared_cache_equals_reordering_everything() -> None:
     plain.reorder(expand)
     for step, indices in enumerate([*within, swap, uneven, drop]):
         a, _, _ = model.decoder.step(tokens[:, : step + 1], shared)
-        x = model.decoder._embed(tokens[:, step : step + 1], offset=plain.length)
+        x = model.decoder.embed(tokens[:, step : step + 1], offset=plain.length)
         b = model.decoder.out(model.decoder.decoder(x, cache=plain)[:, 0]).float().log_softmax(-1)
         torch.testing.assert_close(a, b)
         shared.reorder(indices)
         plain.reorder(indices)
         tokens = tokens.index_select(0, indices)
     a, _, _ = model.decoder.step(tokens[:, :6], shared)
-    x = model.decoder._embed(tokens[:, 5:6], offset=plain.length)
+    x = model.decoder.embed(tokens[:, 5:6], offset=plain.length)
     b = model.decoder.out(model.decoder.decoder(x, cache=plain)[:, 0]).float().log_softmax(-1)
     torch.testing.assert_close(a, b)
     for mine, theirs in zip(shared.cross_attn, plain.cross_attn):
