@@ -8,7 +8,7 @@ Run: ``.venv/bin/python -m benchmarks.bench_stn [--quick] [--minutes M] [--threa
    on real cluttered batches), fp32 and ``bf16-mixed`` autocast measured in alternating rounds,
    median of each.
 2. Training: ``multiattn fit -c configs/stn.yaml`` with the transformer and the same config with
-   ``--model.use_transformer false`` (the baseline), both in parallel subprocesses with
+   ``--model.model.transformer.enabled false`` (the baseline), both in parallel subprocesses with
    ``--threads`` threads each, inside a wall-clock budget of ``--minutes``: the number of epochs
    is set from the measured throughput so the one-cycle schedule completes, and
    ``--trainer.max_time`` is the hard stop. ``--quick`` trains the tiny config instead.
@@ -234,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     runs_at_once = 1 if args.skip_baseline else 2
     epochs = max(1, int(minutes * 60 * rate * 0.7 / runs_at_once / train_size))
     names = (
-        {"stn": []} if args.skip_baseline else {"stn": [], "baseline": ["--model.use_transformer", "false"]}
+        {"stn": []}
+        if args.skip_baseline
+        else {"stn": [], "baseline": ["--model.model.transformer.enabled", "false"]}
     )
     processes = {}
     for name, extra in names.items():

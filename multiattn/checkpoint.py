@@ -18,7 +18,7 @@ import torch
 
 from multiattn.io import UserError
 
-__all__ = ["load_checkpoint", "load_system", "system_hparams"]
+__all__ = ["load_checkpoint", "load_system", "system_hparams", "upgrade_hparams"]
 
 T = TypeVar("T")
 
@@ -68,6 +68,16 @@ def system_hparams(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in hparams.items() if not k.startswith("_")}
 
 
+def upgrade_hparams(cls: type, hparams: dict[str, Any]) -> dict[str, Any]:
+    """``hparams`` in the layout ``cls`` takes now: its ``upgrade_hyperparameters`` hook, if it has one.
+
+    A system whose hyper-parameters changed layout (flat arguments grouped into typed configs)
+    keeps reading its older checkpoints through that one hook.
+    """
+    upgrade = getattr(cls, "upgrade_hyperparameters", None)
+    return upgrade(hparams) if callable(upgrade) else hparams
+
+
 def load_system(
     cls: type[T],
     path: str | os.PathLike,
@@ -86,7 +96,7 @@ def load_system(
         The module in eval mode, on ``map_location``.
     """
     checkpoint = load_checkpoint(path, map_location=map_location)
-    hparams = {**system_hparams(checkpoint), **overrides}
+    hparams = {**upgrade_hparams(cls, system_hparams(checkpoint)), **overrides}
     try:
         system = cls(**hparams)  # type: ignore[call-arg]
     except TypeError as err:

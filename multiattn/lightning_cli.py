@@ -12,6 +12,7 @@ Differences from a bare ``LightningCLI``:
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 
-from multiattn.checkpoint import load_checkpoint
+from multiattn.checkpoint import load_checkpoint, upgrade_hparams
 from multiattn.io import UserError
 
 __all__ = ["SafeCheckpointIO", "MultiattnCLI", "build_cli"]
@@ -39,6 +40,11 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
+def _import_class(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 class MultiattnCLI(LightningCLI):
     """LightningCLI in subclass mode with safe checkpoint loading."""
 
@@ -47,9 +53,25 @@ class MultiattnCLI(LightningCLI):
         # exists; check the file here first so a bad one gets a one-line error, not a traceback.
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc") and "://" not in str(ckpt_path):
-            load_checkpoint(ckpt_path)
-        super()._parse_ckpt_path()
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc") or "://" in str(ckpt_path):
+            super()._parse_ckpt_path()
+            return
+        # As LightningCLI does (the checkpoint's hyper-parameters override the config's model
+        # arguments), but read safely, and moved to the model's current layout first when its
+        # class has an upgrade hook (multiattn.checkpoint.upgrade_hparams).
+        hparams = dict(load_checkpoint(ckpt_path).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        class_path = hparams.pop("_class_path", None)
+        model_class = _import_class(class_path or self.config[subcommand].model.class_path)
+        hparams = upgrade_hparams(model_class, hparams)
+        model = {"class_path": class_path, "dict_kwargs": hparams} if class_path else hparams
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
         plugins = config.get("plugins")

@@ -17,16 +17,31 @@ localisation features, ``K`` classes.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from multiattn.builders import pick
 from multiattn.stn import STN_HEADS, ScaleTranslateHead, SpatialTransformer
 
-__all__ = ["TRANSFORMS", "STNOutput", "LocalizationNet", "SmallCNN", "build_classifier", "STNClassifier"]
-
-TRANSFORMS = ("affine", "scale_translate", "scale_translate_anisotropic", "projective")
+__all__ = [
+    "STNModelConfig",
+    "TransformerConfig",
+    "LocalizationConfig",
+    "ClassifierConfig",
+    "TRANSFORMS",
+    "HEADS",
+    "CLASSIFIERS",
+    "STNOutput",
+    "LocalizationNet",
+    "SmallCNN",
+    "build_classifier",
+    "STNClassifier",
+    "build_model",
+]
 
 
 class STNOutput(NamedTuple):
@@ -41,6 +56,77 @@ class STNOutput(NamedTuple):
     logits: Tensor
     theta: Tensor | None
     warped: Tensor
+
+
+@dataclass(frozen=True)
+class LocalizationConfig:
+    """The localisation net: a coarse CNN on a downsampled input, predicting the transform.
+
+    Attributes:
+        channels: conv widths of its stages (each: 5x5 conv, batch norm, ReLU, 2x2 max pool).
+        hidden_dim: its feature size ``F`` (the transform head's input).
+        downsample: max-pool factor applied to its input first.
+    """
+
+    channels: tuple[int, ...] = (20, 20)
+    hidden_dim: int = 50
+    downsample: int = 2
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """The spatial transformer in front of the classifier.
+
+    Attributes:
+        enabled: false trains the same classifier on the whole input (the paper's CNN baseline).
+        transform: the transform the head predicts (scale_translate is isotropic).
+        output_size: (h, w) of the warped image the classifier sees.
+        align_corners: grid convention of the warp (and of the reported region corners).
+        padding_mode: grid_sample padding (zeros = the dark background, since the warp runs before
+            normalisation; border for photos).
+        localization: the localisation net.
+    """
+
+    enabled: bool = True
+    transform: Literal["affine", "scale_translate", "scale_translate_anisotropic", "projective"] = "affine"
+    output_size: tuple[int, int] = (28, 28)
+    align_corners: bool = False
+    padding_mode: Literal["zeros", "border", "reflection"] = "zeros"
+    localization: LocalizationConfig = field(default_factory=LocalizationConfig)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The classifier of the warped image.
+
+    Attributes:
+        name: small_cnn (two 5x5 conv stages and an MLP) or any timm model name (untrained).
+        channels: widths of the small CNN's two stages.
+        hidden_dim: hidden width of the small CNN's MLP.
+        dropout: dropout before the last layer.
+    """
+
+    name: str = "small_cnn"
+    channels: tuple[int, int] = (32, 64)
+    hidden_dim: int = 256
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class STNModelConfig:
+    """The spatial transformer classifier.
+
+    Attributes:
+        transformer: the spatial transformer (localisation net, transform, warp).
+        classifier: the classifier of the warped image.
+        mean: per-channel normalisation mean, applied after the warp.
+        std: per-channel normalisation std, applied after the warp.
+    """
+
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    mean: tuple[float, ...] = (0.1307,)
+    std: tuple[float, ...] = (0.3081,)
 
 
 def _conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
@@ -138,60 +224,63 @@ class SmallCNN(nn.Module):
         return self.head(self.features(images))  # (B, C, h, w) -> (B, K)
 
 
-def build_classifier(
-    name: str,
-    *,
-    in_channels: int,
-    num_classes: int,
-    channels: tuple[int, int],
-    hidden_dim: int,
-    dropout: float,
-) -> nn.Module:
-    """``"small_cnn"``, or any timm model name (built with ``pretrained=False``).
+def _small_cnn(*, in_channels: int, num_classes: int, config: ClassifierConfig) -> nn.Module:
+    return SmallCNN(
+        in_channels=in_channels,
+        num_classes=num_classes,
+        channels=config.channels,
+        hidden_dim=config.hidden_dim,
+        dropout=config.dropout,
+    )
+
+
+CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {"small_cnn": _small_cnn}
+"""Classifier name -> builder; any other name is a timm model (:func:`build_classifier`)."""
+
+
+def build_classifier(config: ClassifierConfig, *, in_channels: int, num_classes: int) -> nn.Module:
+    """A :data:`CLASSIFIERS` entry, or the timm model called ``config.name`` (``pretrained=False``).
 
     Raises:
         ValueError: an unknown name, listing the valid choices.
     """
-    if name == "small_cnn":
-        return SmallCNN(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            channels=channels,
-            hidden_dim=hidden_dim,
-            dropout=dropout,
-        )
+    if config.name in CLASSIFIERS:
+        return CLASSIFIERS[config.name](in_channels=in_channels, num_classes=num_classes, config=config)
     import timm
 
-    if not timm.is_model(name):
+    if not timm.is_model(config.name):
+        valid = ", ".join(repr(name) for name in CLASSIFIERS)
         raise ValueError(
-            f"unknown classifier {name!r}; use 'small_cnn' or a timm model name (timm.list_models())"
+            f"classifier: unknown name {config.name!r}; valid names: {valid} or a timm model name "
+            "(timm.list_models())"
         )
     return timm.create_model(
-        name, pretrained=False, in_chans=in_channels, num_classes=num_classes, drop_rate=dropout
+        config.name, pretrained=False, in_chans=in_channels, num_classes=num_classes, drop_rate=config.dropout
     )
 
 
+def _anisotropic(*, in_features: int) -> nn.Module:
+    return ScaleTranslateHead(in_features=in_features, anisotropic=True)
+
+
+HEADS: dict[str, Callable[..., nn.Module]] = {
+    **STN_HEADS,
+    "scale_translate_anisotropic": _anisotropic,
+}
+"""Transform name -> head builder (the core's :data:`~multiattn.stn.STN_HEADS` plus the anisotropic scale)."""
+
+TRANSFORMS = tuple(HEADS)
+
+
 class STNClassifier(nn.Module):
-    """Localisation net -> spatial transformer -> classifier (Jaderberg et al. 2015).
+    """Spatial transformer (or none) -> normalisation -> classifier (Jaderberg et al. 2015).
+
+    Built by :func:`build_model`.
 
     Args:
-        in_channels: ``C`` of the input images.
-        num_classes: ``K``.
-        use_transformer: ``False`` gives the no-transformer baseline (the classifier sees the
-            whole input).
-        transform: ``affine``, ``scale_translate`` (isotropic), ``scale_translate_anisotropic``
-            or ``projective``.
-        output_size: ``(h, w)`` of the warped image.
-        localization_channels: conv widths of the localisation net.
-        localization_hidden_dim: ``F``.
-        localization_downsample: max-pool factor of the localisation net's input.
-        classifier: ``small_cnn`` or a timm model name.
-        classifier_channels: widths of the small CNN's two stages.
-        classifier_hidden_dim: hidden width of the small CNN's MLP.
-        dropout: classifier dropout.
-        align_corners: the grid convention of the warp (and of the reported corners).
-        padding_mode: ``grid_sample`` padding (``zeros`` = the dark background, since the warp
-            runs before normalisation; ``border`` for photos).
+        transformer: the core's :class:`~multiattn.stn.SpatialTransformer`, or ``None`` for the
+            no-transformer baseline (the classifier sees the whole input).
+        classifier: ``(B, C, h, w) -> (B, K)``.
         mean: per-channel mean subtracted after warping.
         std: per-channel std divided after warping.
     """
@@ -199,58 +288,15 @@ class STNClassifier(nn.Module):
     def __init__(
         self,
         *,
-        in_channels: int = 1,
-        num_classes: int = 10,
-        use_transformer: bool = True,
-        transform: str = "affine",
-        output_size: tuple[int, int] = (28, 28),
-        localization_channels: tuple[int, ...] = (20, 20),
-        localization_hidden_dim: int = 50,
-        localization_downsample: int = 2,
-        classifier: str = "small_cnn",
-        classifier_channels: tuple[int, int] = (32, 64),
-        classifier_hidden_dim: int = 256,
-        dropout: float = 0.3,
-        align_corners: bool = False,
-        padding_mode: str = "zeros",
-        mean: tuple[float, ...] = (0.1307,),
-        std: tuple[float, ...] = (0.3081,),
+        transformer: SpatialTransformer | None,
+        classifier: nn.Module,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
     ) -> None:
         super().__init__()
-        if transform not in TRANSFORMS:
-            raise ValueError(f"unknown transform {transform!r}; valid transforms: {', '.join(TRANSFORMS)}")
-        if len(mean) not in (1, in_channels) or len(std) not in (1, in_channels):
-            raise ValueError(
-                f"mean / std: expected 1 or {in_channels} values, received {len(mean)} / {len(std)}"
-            )
-        self.use_transformer = use_transformer
-        self.transformer: SpatialTransformer | None = None
-        if use_transformer:
-            localization = LocalizationNet(
-                in_channels=in_channels,
-                channels=tuple(localization_channels),
-                hidden_dim=localization_hidden_dim,
-                downsample=localization_downsample,
-            )
-            if transform == "scale_translate_anisotropic":
-                head = ScaleTranslateHead(in_features=localization.out_features, anisotropic=True)
-            else:
-                head = STN_HEADS[transform](in_features=localization.out_features)
-            self.transformer = SpatialTransformer(
-                localization=localization,
-                head=head,
-                output_size=tuple(output_size),
-                align_corners=align_corners,
-                padding_mode=padding_mode,
-            )
-        self.classifier = build_classifier(
-            classifier,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            channels=tuple(classifier_channels),
-            hidden_dim=classifier_hidden_dim,
-            dropout=dropout,
-        )
+        self.use_transformer = transformer is not None
+        self.transformer = transformer
+        self.classifier = classifier
         self.register_buffer(
             "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
         )
@@ -272,3 +318,29 @@ class STNClassifier(nn.Module):
             warped, theta = self.transformer(images)  # (B, C, h, w), (B, 2, 3)
         normalised = (warped - self.mean) / self.std
         return STNOutput(logits=self.classifier(normalised), theta=theta, warped=warped)
+
+
+def build_model(config: STNModelConfig, *, in_channels: int = 1, num_classes: int = 10) -> STNClassifier:
+    """The :class:`STNClassifier` that ``config`` describes, for ``in_channels`` inputs and ``num_classes``."""
+    mean, std = tuple(config.mean), tuple(config.std)
+    if len(mean) not in (1, in_channels) or len(std) not in (1, in_channels):
+        raise ValueError(f"mean / std: expected 1 or {in_channels} values, received {len(mean)} / {len(std)}")
+    stn = config.transformer
+    transformer = None
+    if stn.enabled:
+        localization = LocalizationNet(
+            in_channels=in_channels,
+            channels=tuple(stn.localization.channels),
+            hidden_dim=stn.localization.hidden_dim,
+            downsample=stn.localization.downsample,
+        )
+        head = pick(HEADS, stn.transform, what="transform")(in_features=localization.out_features)
+        transformer = SpatialTransformer(
+            localization=localization,
+            head=head,
+            output_size=tuple(stn.output_size),
+            align_corners=stn.align_corners,
+            padding_mode=stn.padding_mode,
+        )
+    classifier = build_classifier(config.classifier, in_channels=in_channels, num_classes=num_classes)
+    return STNClassifier(transformer=transformer, classifier=classifier, mean=mean, std=std)

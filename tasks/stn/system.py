@@ -14,26 +14,94 @@ Shape legend: ``B`` batch, ``C`` channels, ``H, W`` input size, ``K`` classes.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multiattn.stn import OUTPUT_CORNERS, region_iou, theta_to_corners
+from multiattn.configs import from_plain, nest, to_plain
+from multiattn.stn import output_corners, pixels_to_normalized, region_iou, theta_to_corners
 from tasks.stn.data import STNBatch
-from tasks.stn.model import STNClassifier, STNOutput
+from tasks.stn.model import STNModelConfig, STNOutput, build_model
 
-__all__ = ["STNSystem"]
+__all__ = ["STNSystem", "STNOptimConfig", "BoxLossConfig"]
 
-SCHEDULERS = ("onecycle", "cosine", "none")
+
+@dataclass(frozen=True)
+class STNOptimConfig:
+    """AdamW and its learning-rate schedule.
+
+    Attributes:
+        learning_rate: peak learning rate of the classifier.
+        localization_lr_scale: the localisation net's learning rate relative to the classifier's.
+        weight_decay: AdamW weight decay.
+        scheduler: onecycle (warm-up then cosine annealing), cosine (annealing from the start) or none.
+        warmup_fraction: share of the steps spent warming up (onecycle).
+    """
+
+    learning_rate: float = 2e-3
+    localization_lr_scale: float = 0.1
+    weight_decay: float = 1e-4
+    scheduler: Literal["onecycle", "cosine", "none"] = "onecycle"
+    warmup_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class BoxLossConfig:
+    """An optional auxiliary loss pulling the sampled region towards the true box.
+
+    Attributes:
+        weight: weight of the smooth L1 loss on the region's four corners (relative to the box's
+            size) when the data has boxes; 0 (the paper) lets the transformer learn from the class
+            label alone.
+        margin: the box is widened by this fraction of its size on each side for that loss, so the
+            warped digit keeps a dark margin like MNIST's.
+    """
+
+    weight: float = 0.0
+    margin: float = 0.05
+
+
+# The flat hyper-parameters of checkpoints written before the nested configs, and their places now.
+FLAT_LAYOUT = {
+    "use_transformer": "model.transformer.enabled",
+    "transform": "model.transformer.transform",
+    "output_size": "model.transformer.output_size",
+    "align_corners": "model.transformer.align_corners",
+    "padding_mode": "model.transformer.padding_mode",
+    "localization_channels": "model.transformer.localization.channels",
+    "localization_hidden_dim": "model.transformer.localization.hidden_dim",
+    "localization_downsample": "model.transformer.localization.downsample",
+    "classifier": "model.classifier.name",
+    "classifier_channels": "model.classifier.channels",
+    "classifier_hidden_dim": "model.classifier.hidden_dim",
+    "dropout": "model.classifier.dropout",
+    "mean": "model.mean",
+    "std": "model.std",
+    "learning_rate": "optim.learning_rate",
+    "localization_lr_scale": "optim.localization_lr_scale",
+    "weight_decay": "optim.weight_decay",
+    "scheduler": "optim.scheduler",
+    "warmup_fraction": "optim.warmup_fraction",
+    "box_loss_weight": "box_loss.weight",
+    "box_margin": "box_loss.margin",
+}
 
 
 class STNSystem(pl.LightningModule):
     """Spatial transformer classifier: training, metrics, prediction, overlays.
 
+    The configs are stored in the checkpoint as plain dictionaries (``hparams.model`` etc.) and
+    accepted as such (a checkpoint rebuilds the system); the typed ones are :attr:`model_config`,
+    :attr:`optim` and :attr:`box_loss`.
+
     Args:
+        model: the network (:func:`tasks.stn.model.build_model`).
+        optim: optimiser and schedule.
+        box_loss: the optional auxiliary box loss.
         in_channels: image channels (1 for digits).
         num_classes: ``K``.
         input_size: ``(H, W)`` the app resizes user images to (adopted from the datamodule).
@@ -41,30 +109,6 @@ class STNSystem(pl.LightningModule):
             checkpoint).
         light_on_dark: the training images are light strokes on a dark background (the app
             inverts paper-like images to match).
-        use_transformer: ``False`` trains the same classifier without the transformer (baseline).
-        transform: ``affine``, ``scale_translate``, ``scale_translate_anisotropic``, ``projective``.
-        output_size: ``(h, w)`` of the warped image.
-        localization_channels: conv widths of the localisation net.
-        localization_hidden_dim: its feature size.
-        localization_downsample: max-pool factor of its input.
-        classifier: ``small_cnn`` or a timm model name.
-        classifier_channels: widths of the small CNN's two stages.
-        classifier_hidden_dim: hidden width of the small CNN's MLP.
-        dropout: classifier dropout.
-        align_corners: warp convention (also used for the reported corners).
-        padding_mode: ``zeros`` (dark background), ``border`` or ``reflection``.
-        mean: per-channel normalisation mean, applied after the warp.
-        std: per-channel normalisation std.
-        learning_rate: peak learning rate of the classifier.
-        localization_lr_scale: the localisation net's learning rate relative to the classifier's.
-        weight_decay: AdamW weight decay.
-        scheduler: ``onecycle``, ``cosine`` or ``none``.
-        warmup_fraction: share of the steps spent warming up (one-cycle).
-        box_loss_weight: weight of an optional auxiliary loss pulling the sampled region towards the
-            true box (smooth L1 on the four corners, relative to the box's size) when the data
-            has boxes. 0 (the paper) = the transformer learns from the class label alone.
-        box_margin: the box is widened by this fraction of its size on each side for that loss,
-            so the warped digit keeps a dark margin like MNIST's.
         log_overlays: log a grid of sampled regions on the first validation batch each epoch.
         overlay_count: examples in that grid.
     """
@@ -72,60 +116,35 @@ class STNSystem(pl.LightningModule):
     def __init__(
         self,
         *,
+        # frozen dataclasses: one shared default instance is safe
+        model: STNModelConfig = STNModelConfig(),  # noqa: B008
+        optim: STNOptimConfig = STNOptimConfig(),
+        box_loss: BoxLossConfig = BoxLossConfig(),
         in_channels: int = 1,
         num_classes: int = 10,
         input_size: tuple[int, int] = (60, 60),
         class_names: list[str] | None = None,
         light_on_dark: bool = True,
-        use_transformer: bool = True,
-        transform: str = "affine",
-        output_size: tuple[int, int] = (28, 28),
-        localization_channels: tuple[int, ...] = (20, 20),
-        localization_hidden_dim: int = 50,
-        localization_downsample: int = 2,
-        classifier: str = "small_cnn",
-        classifier_channels: tuple[int, int] = (32, 64),
-        classifier_hidden_dim: int = 256,
-        dropout: float = 0.3,
-        align_corners: bool = False,
-        padding_mode: str = "zeros",
-        mean: tuple[float, ...] = (0.1307,),
-        std: tuple[float, ...] = (0.3081,),
-        learning_rate: float = 2e-3,
-        localization_lr_scale: float = 0.1,
-        weight_decay: float = 1e-4,
-        scheduler: str = "onecycle",
-        warmup_fraction: float = 0.1,
-        box_loss_weight: float = 0.0,
-        box_margin: float = 0.05,
         log_overlays: bool = True,
         overlay_count: int = 8,
     ) -> None:
         super().__init__()
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {scheduler!r}; valid: {', '.join(SCHEDULERS)}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names: expected {num_classes} names, received {len(class_names)}")
+        self.model_config = from_plain(STNModelConfig, model, name="model")
+        self.optim = from_plain(STNOptimConfig, optim, name="optim")
+        self.box_loss = from_plain(BoxLossConfig, box_loss, name="box_loss")
         self.save_hyperparameters()
-        self.model = STNClassifier(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            use_transformer=use_transformer,
-            transform=transform,
-            output_size=tuple(output_size),
-            localization_channels=tuple(localization_channels),
-            localization_hidden_dim=localization_hidden_dim,
-            localization_downsample=localization_downsample,
-            classifier=classifier,
-            classifier_channels=tuple(classifier_channels),
-            classifier_hidden_dim=classifier_hidden_dim,
-            dropout=dropout,
-            align_corners=align_corners,
-            padding_mode=padding_mode,
-            mean=tuple(mean),
-            std=tuple(std),
+        self.hparams.update(
+            model=to_plain(self.model_config), optim=to_plain(self.optim), box_loss=to_plain(self.box_loss)
         )
+        self.model = build_model(self.model_config, in_channels=in_channels, num_classes=num_classes)
         self._overlay_batch: dict[str, Tensor] | None = None
+
+    @staticmethod
+    def upgrade_hyperparameters(hparams: dict[str, Any]) -> dict[str, Any]:
+        """Hyper-parameters of a checkpoint in the former flat layout, nested as the constructor takes them."""
+        return nest(hparams, FLAT_LAYOUT)
 
     # ---- set-up ------------------------------------------------------------------------------
     @property
@@ -167,7 +186,7 @@ class STNSystem(pl.LightningModule):
 
     def corners(self, theta: Tensor, input_hw: tuple[int, int]) -> Tensor:
         """``(B, 4, 2)`` input pixel ``(x, y)`` of the sampled region's corners."""
-        return theta_to_corners(theta, input_hw, align_corners=self.hparams.align_corners)
+        return theta_to_corners(theta, input_hw, align_corners=self.model_config.transformer.align_corners)
 
     def _step(self, batch: STNBatch, prefix: str) -> tuple[Tensor, STNOutput]:
         output = self.model(batch.images)
@@ -182,10 +201,10 @@ class STNSystem(pl.LightningModule):
             self.log("test/error", 1.0 - accuracy, batch_size=size)
         if output.theta is not None and batch.boxes is not None:
             input_hw = tuple(batch.images.shape[-2:])
-            if self.hparams.box_loss_weight > 0:
+            if self.box_loss.weight > 0:
                 box_loss = self._box_loss(output.theta, batch.boxes, input_hw)
                 self.log(f"{prefix}/box_loss", box_loss, batch_size=size, on_step=on_step, on_epoch=True)
-                loss = loss + self.hparams.box_loss_weight * box_loss
+                loss = loss + self.box_loss.weight * box_loss
             corners = self.corners(output.theta, input_hw)
             iou = region_iou(corners, batch.boxes)
             self.log(f"{prefix}/iou", iou.mean(), batch_size=size, on_step=False, on_epoch=True)
@@ -201,23 +220,17 @@ class STNSystem(pl.LightningModule):
         to the same relative precision as a wide one: the loss tracks IoU, not pixels.
         """
         height, width = input_hw
-        margin = self.hparams.box_margin * (boxes[:, 2:] - boxes[:, :2])  # (B, 2)
+        margin = self.box_loss.margin * (boxes[:, 2:] - boxes[:, :2])  # (B, 2)
         low, high = boxes[:, :2] - margin, boxes[:, 2:] + margin  # (B, 2) pixel x, y
         size = torch.tensor([width, height], dtype=boxes.dtype, device=boxes.device)
-        # Pixel -> normalised, the inverse of theta_to_corners' mapping.
-        if self.hparams.align_corners:
-            low, high = low * 2.0 / (size - 1.0) - 1.0, high * 2.0 / (size - 1.0) - 1.0
-        else:
-            low, high = (low * 2.0 + 1.0) / size - 1.0, (high * 2.0 + 1.0) / size - 1.0
+        align = self.model_config.transformer.align_corners
+        low = pixels_to_normalized(low, input_hw, align_corners=align)  # (B, 2)
+        high = pixels_to_normalized(high, input_hw, align_corners=align)  # (B, 2)
         target = torch.stack(
             [low, torch.stack([high[:, 0], low[:, 1]], -1), high, torch.stack([low[:, 0], high[:, 1]], -1)],
             dim=1,
         )  # (B, 4, 2) clockwise from the top-left, as OUTPUT_CORNERS
-        corners = torch.tensor(OUTPUT_CORNERS, dtype=theta.dtype, device=theta.device)  # (4, 2)
-        homogeneous = torch.cat([corners, torch.ones_like(corners[:, :1])], dim=1)  # (4, 3)
-        mapped = torch.einsum("kj,bij->bki", homogeneous, theta.float())  # (B, 4, 2 or 3)
-        if mapped.shape[-1] == 3:
-            mapped = mapped[..., :2] / mapped[..., 2:].clamp(min=1e-3)  # (B, 4, 2)
+        mapped = output_corners(theta)  # (B, 4, 2)
         extent = (high - low).clamp(min=2.0 / size)[:, None, :].float()  # (B, 1, 2), at least a pixel
         relative = (mapped - target.float()) / extent
         return F.smooth_l1_loss(relative, torch.zeros_like(relative), beta=0.1)
@@ -284,7 +297,7 @@ class STNSystem(pl.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
+        hp = self.optim
         localization = {id(p) for p in self.model.localization_parameters()}
         rest = [p for p in self.model.parameters() if id(p) not in localization]
         groups = [{"params": rest, "lr": hp.learning_rate}]

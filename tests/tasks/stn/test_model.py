@@ -5,18 +5,40 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.stn.model import TRANSFORMS, STNClassifier
+from tasks.stn.model import (
+    TRANSFORMS,
+    ClassifierConfig,
+    LocalizationConfig,
+    STNClassifier,
+    STNModelConfig,
+    TransformerConfig,
+    build_model,
+)
 
 
-def _tiny(**kwargs) -> STNClassifier:
-    defaults = dict(
-        localization_channels=(4, 4),
-        localization_hidden_dim=8,
-        classifier_channels=(4, 8),
-        classifier_hidden_dim=16,
-        dropout=0.0,
+def _tiny(
+    *,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    enabled: bool = True,
+    transform: str = "affine",
+    output_size: tuple[int, int] = (28, 28),
+    classifier: str = "small_cnn",
+    mean: tuple[float, ...] = (0.1307,),
+    std: tuple[float, ...] = (0.3081,),
+) -> STNClassifier:
+    config = STNModelConfig(
+        transformer=TransformerConfig(
+            enabled=enabled,
+            transform=transform,
+            output_size=output_size,
+            localization=LocalizationConfig(channels=(4, 4), hidden_dim=8),
+        ),
+        classifier=ClassifierConfig(name=classifier, channels=(4, 8), hidden_dim=16, dropout=0.0),
+        mean=mean,
+        std=std,
     )
-    return STNClassifier(**{**defaults, **kwargs})
+    return build_model(config, in_channels=in_channels, num_classes=num_classes)
 
 
 @pytest.mark.parametrize("transform", TRANSFORMS)
@@ -60,7 +82,7 @@ def test_warp_happens_before_normalisation():
 
 
 def test_baseline_without_transformer():
-    model = _tiny(use_transformer=False)
+    model = _tiny(enabled=False)
     images = torch.rand(2, 1, 60, 60)
     output = model(images)
     assert output.theta is None and output.warped is images and output.logits.shape == (2, 10)
@@ -76,8 +98,10 @@ def test_timm_backbone_by_name():
 
 
 def test_unknown_names_fail_loudly():
-    with pytest.raises(ValueError, match="valid transforms"):
-        _tiny(transform="tps")
+    with pytest.raises(
+        ValueError, match="transform: unknown name 'no_such_transform'; valid names: 'affine'"
+    ):
+        _tiny(transform="no_such_transform")
     with pytest.raises(ValueError, match="timm"):
         _tiny(classifier="no_such_model_anywhere")
     with pytest.raises(ValueError, match="mean / std"):

@@ -91,7 +91,7 @@ def test_system_rejects_data_of_another_shape(tmp_path):
 
 
 def test_box_loss_and_iou_agree_with_an_exact_region():
-    system = STNSystem(**{**_tiny_model_args(), "box_loss_weight": 1.0, "box_margin": 0.0})
+    system = STNSystem(**{**_tiny_model_args(), "box_loss": {"weight": 1.0, "margin": 0.0}})
     boxes = torch.tensor([[9.5, 4.5, 29.5, 34.5], [-0.5, -0.5, 41.5, 41.5]])
     size = 42.0
     low = (boxes[:, :2] * 2 + 1) / size - 1  # pixel edges -> normalised (align_corners=False)
@@ -116,7 +116,9 @@ def test_predict_step_outputs():
     assert torch.allclose(
         out["corners"][0], torch.tensor([[-0.5, -0.5], [41.5, -0.5], [41.5, 41.5], [-0.5, 41.5]]), atol=1e-4
     )
-    baseline = STNSystem(**{**_tiny_model_args(), "use_transformer": False}).eval()
+    args = _tiny_model_args()
+    args["model"]["transformer"]["enabled"] = False
+    baseline = STNSystem(**args).eval()
     with torch.no_grad():
         assert baseline.predict_step(batch.images)["corners"] is None
 
