@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     system = load_system(CaptioningSystem, ckpt)
     data.set_vocab(system.vocab)
     with torch.inference_mode():
-        test = _test_scores(system, data, beam_size=system.hparams.beam_size)
+        test = _test_scores(system, data, beam_size=system.decoding.beam_size)
         images = torch.cat([b.images for b in data.test_dataloader()])[: args.beam_images]
         beam = [
             row

@@ -72,7 +72,8 @@ def upgrade_hparams(cls: type, hparams: dict[str, Any]) -> dict[str, Any]:
     """``hparams`` in the layout ``cls`` takes now: its ``upgrade_hyperparameters`` hook, if it has one.
 
     A system whose hyper-parameters changed layout (flat arguments grouped into typed configs)
-    keeps reading its older checkpoints through that one hook.
+    keeps reading its older checkpoints, and overrides given by their former flat names, through
+    that one hook.
     """
     upgrade = getattr(cls, "upgrade_hyperparameters", None)
     return upgrade(hparams) if callable(upgrade) else hparams
@@ -90,13 +91,14 @@ def load_system(
         cls: the LightningModule class (its ``__init__`` arguments are the stored hyper-parameters).
         path: the checkpoint.
         map_location: where tensors are loaded.
-        **overrides: constructor arguments that replace stored ones (e.g. decoding settings).
+        **overrides: constructor arguments that replace stored ones (e.g. decoding settings); a
+            system's upgrade hook also places overrides given by a former flat name.
 
     Returns:
         The module in eval mode, on ``map_location``.
     """
     checkpoint = load_checkpoint(path, map_location=map_location)
-    hparams = {**upgrade_hparams(cls, system_hparams(checkpoint)), **overrides}
+    hparams = upgrade_hparams(cls, {**system_hparams(checkpoint), **overrides})
     try:
         system = cls(**hparams)  # type: ignore[call-arg]
     except TypeError as err:

@@ -13,6 +13,7 @@ list of arguments: it moves each former flat name to its place in the nested lay
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -57,14 +58,23 @@ def from_plain(cls: type[C], value: C | Mapping[str, Any] | None, *, name: str) 
 def nest(flat: Mapping[str, Any], moves: Mapping[str, str]) -> dict[str, Any]:
     """Move flat keys to dotted places: ``nest({"lr": 1}, {"lr": "optim.learning_rate"})``.
 
-    Keys absent from ``moves`` stay where they are; a dotted place creates the dictionaries on
-    its way. Used to read checkpoints of a former flat layout.
+    Keys absent from ``moves`` (and mappings) stay where they are (copied); then each moved key is written at its
+    place, creating or entering the dictionaries on its way, so a moved key wins over the same
+    place inside a nested value (a flat override of one stored key). Used to read checkpoints of a
+    former flat layout and flat overrides of the stored hyper-parameters.
     """
-    nested: dict[str, Any] = {}
+    # A mapping is a group of the nested layout already (a former flat name may also be a group's
+    # name now: ``tokenizer`` -> ``tokenizer.name``), so only scalars and lists move.
+    moved = {key for key, value in flat.items() if key in moves and not isinstance(value, Mapping)}
+    nested: dict[str, Any] = {key: copy.deepcopy(value) for key, value in flat.items() if key not in moved}
     for key, value in flat.items():
-        *parents, leaf = moves.get(key, key).split(".")
+        if key not in moved:
+            continue
+        *parents, leaf = moves[key].split(".")
         target = nested
         for parent in parents:
-            target = target.setdefault(parent, {})
+            if not isinstance(target.get(parent), dict):
+                target[parent] = dict(target[parent]) if isinstance(target.get(parent), Mapping) else {}
+            target = target[parent]
         target[leaf] = value
     return nested

@@ -25,7 +25,6 @@ output layers are composed, else ``E``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,7 +41,6 @@ __all__ = [
     "GridMemory",
     "ShowAttendTellDecoder",
     "TransformerCaptionDecoder",
-    "DECODERS",
 ]
 
 
@@ -385,61 +383,3 @@ class TransformerCaptionDecoder(TokenDecoder):
         log_probs, alignment = self.decode_step(tokens, state["cache"], with_alignment=True)
         assert alignment is not None
         return log_probs, state, alignment.view(alignment.shape[0], *state["grid"])  # (B, H, W)
-
-
-def _show_attend_tell(
-    *,
-    vocab_size: int,
-    feature_dim: int,
-    embed_dim: int,
-    hidden_dim: int,
-    attn_dim: int,
-    num_heads: int,
-    num_layers: int,
-    ff_dim: int,
-    dropout: float,
-    gate: bool,
-    max_len: int,
-) -> nn.Module:
-    return ShowAttendTellDecoder(
-        vocab_size=vocab_size,
-        feature_dim=feature_dim,
-        embed_dim=embed_dim,
-        hidden_dim=hidden_dim,
-        attn_dim=attn_dim,
-        dropout=dropout,
-        gate=gate,
-    )
-
-
-def _transformer(
-    *,
-    vocab_size: int,
-    feature_dim: int,
-    embed_dim: int,
-    hidden_dim: int,
-    attn_dim: int,
-    num_heads: int,
-    num_layers: int,
-    ff_dim: int,
-    dropout: float,
-    gate: bool,
-    max_len: int,
-) -> nn.Module:
-    return TransformerCaptionDecoder(
-        vocab_size=vocab_size,
-        feature_dim=feature_dim,
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        ff_dim=ff_dim,
-        dropout=dropout,
-        max_len=max_len,
-    )
-
-
-DECODERS: dict[str, Callable[..., nn.Module]] = {
-    "show_attend_tell": _show_attend_tell,
-    "transformer": _transformer,
-}
-"""Decoder name -> builder (keyword arguments: every decoder option; each takes the ones it uses)."""

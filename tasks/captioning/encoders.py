@@ -15,15 +15,14 @@ Shape legend: ``B`` batch, ``S`` image side, ``C`` feature channels, ``H, W`` gr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from multiattn.builders import pick
 from multiattn.io import UserError
 from multiattn.masks import check_shape
 
-__all__ = ["ConvEncoder", "TimmEncoder", "ENCODERS", "build_encoder"]
+__all__ = ["ConvEncoder", "TimmEncoder"]
 
 
 class ConvEncoder(nn.Module):
@@ -96,7 +95,9 @@ class TimmEncoder(nn.Module):
             )
         except RuntimeError as error:
             if "Unknown model" in str(error):
-                raise UserError(f"--model.encoder_name {name}: not a timm model ({error})") from None
+                raise UserError(
+                    f"--model.model.encoder.backbone {name}: not a timm model ({error})"
+                ) from None
             raise UserError(
                 f"{weights_file or name}: cannot load backbone weights: {str(error)[:200]}"
             ) from None
@@ -120,54 +121,3 @@ class TimmEncoder(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """``(B, 3, S, S)`` -> ``(B, C, H, W)``."""
         return self.backbone(images)[-1]
-
-
-def _cnn(
-    *,
-    channels: Sequence[int],
-    strides: Sequence[int],
-    timm_name: str | None,
-    pretrained: bool,
-    weights_file: str | None,
-    fine_tune: bool,
-) -> ConvEncoder:
-    return ConvEncoder(channels=channels, strides=strides)
-
-
-def _timm(
-    *,
-    channels: Sequence[int],
-    strides: Sequence[int],
-    timm_name: str | None,
-    pretrained: bool,
-    weights_file: str | None,
-    fine_tune: bool,
-) -> TimmEncoder:
-    if not timm_name:
-        raise ValueError("encoder 'timm' needs a backbone name (encoder_name)")
-    return TimmEncoder(name=timm_name, pretrained=pretrained, weights_file=weights_file, fine_tune=fine_tune)
-
-
-ENCODERS: dict[str, Callable[..., ConvEncoder | TimmEncoder]] = {"cnn": _cnn, "timm": _timm}
-"""Encoder name -> builder (keyword arguments as :func:`build_encoder`'s)."""
-
-
-def build_encoder(
-    kind: str,
-    *,
-    channels: Sequence[int] = (32, 64, 96, 128, 128),
-    strides: Sequence[int] = (2, 2, 2, 1, 1),
-    timm_name: str | None = None,
-    pretrained: bool = False,
-    weights_file: str | None = None,
-    fine_tune: bool = False,
-) -> ConvEncoder | TimmEncoder:
-    """``"cnn"`` -> :class:`ConvEncoder`; ``"timm"`` -> :class:`TimmEncoder` (needs ``timm_name``)."""
-    return pick(ENCODERS, kind, what="encoder")(
-        channels=channels,
-        strides=strides,
-        timm_name=timm_name,
-        pretrained=pretrained,
-        weights_file=weights_file,
-        fine_tune=fine_tune,
-    )

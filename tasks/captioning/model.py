@@ -12,8 +12,9 @@ Shape legend: ``B`` batch, ``S`` image side, ``C`` channels, ``H, W`` grid, ``T`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,10 +24,20 @@ from multiattn.attention.additive import compiled_energy
 from multiattn.attention.spatial import doubly_stochastic_penalty
 from multiattn.builders import pick
 from multiattn.decoding import Hypothesis, StepOutput, beam_search, greedy_search
-from tasks.captioning.decoders import DECODERS, TransformerCaptionDecoder
-from tasks.captioning.encoders import build_encoder
+from tasks.captioning.decoders import ShowAttendTellDecoder, TransformerCaptionDecoder
+from tasks.captioning.encoders import ConvEncoder, TimmEncoder
 
-__all__ = ["CaptionModel", "CaptionOutput", "Caption", "build_caption_model"]
+__all__ = [
+    "CaptionModelConfig",
+    "EncoderConfig",
+    "DecoderConfig",
+    "ENCODERS",
+    "DECODERS",
+    "CaptionModel",
+    "CaptionOutput",
+    "Caption",
+    "build_model",
+]
 
 
 @dataclass
@@ -177,48 +188,125 @@ class CaptionModel(nn.Module):
         return captions
 
 
-def build_caption_model(
-    *,
-    vocab_size: int,
-    encoder: str = "cnn",
-    encoder_channels: Sequence[int] = (32, 64, 96, 128, 128),
-    encoder_strides: Sequence[int] = (2, 2, 2, 1, 1),
-    encoder_name: str | None = None,
-    encoder_pretrained: bool = False,
-    encoder_weights_file: str | None = None,
-    fine_tune_encoder: bool = False,
-    decoder: str = "show_attend_tell",
-    embed_dim: int = 128,
-    hidden_dim: int = 256,
-    attn_dim: int = 128,
-    num_heads: int = 4,
-    num_layers: int = 3,
-    ff_dim: int = 512,
-    dropout: float = 0.3,
-    gate: bool = True,
-    max_len: int = 64,
-) -> CaptionModel:
-    """Assemble a :class:`CaptionModel` from plain arguments (the system's hyper-parameters)."""
-    enc = build_encoder(
-        encoder,
-        channels=encoder_channels,
-        strides=encoder_strides,
-        timm_name=encoder_name,
-        pretrained=encoder_pretrained,
-        weights_file=encoder_weights_file,
-        fine_tune=fine_tune_encoder,
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The image encoder: image -> grid of annotation vectors.
+
+    Attributes:
+        name: cnn (a small CNN trained from scratch) or timm (a timm backbone's last feature map).
+        channels: cnn: channels per stage.
+        strides: cnn: stride per stage (their product is the grid's stride).
+        backbone: timm: backbone name, e.g. resnet18.
+        pretrained: timm: load pretrained weights (downloads when online).
+        weights_file: timm: local backbone weights file (implies pretrained).
+        fine_tune: timm: train the backbone too (else frozen).
+    """
+
+    name: Literal["cnn", "timm"] = "cnn"
+    channels: tuple[int, ...] = (32, 64, 96, 128, 128)
+    strides: tuple[int, ...] = (2, 2, 2, 1, 1)
+    backbone: str | None = None
+    pretrained: bool = False
+    weights_file: str | None = None
+    fine_tune: bool = False
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The word decoder attending over the grid.
+
+    Attributes:
+        name: show_attend_tell (LSTM with soft attention) or transformer (the core's token decoder).
+        embed_dim: word embedding size (transformer: model dim D).
+        hidden_dim: show_attend_tell: LSTM hidden size.
+        attn_dim: show_attend_tell: soft attention MLP size.
+        gate: show_attend_tell: the gating scalar beta of soft attention.
+        num_heads: transformer: attention heads.
+        num_layers: transformer: decoder layers.
+        ff_dim: transformer: feed-forward size.
+        dropout: dropout.
+    """
+
+    name: Literal["show_attend_tell", "transformer"] = "show_attend_tell"
+    embed_dim: int = 128
+    hidden_dim: int = 256
+    attn_dim: int = 128
+    gate: bool = True
+    num_heads: int = 4
+    num_layers: int = 3
+    ff_dim: int = 512
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class CaptionModelConfig:
+    """The captioning network.
+
+    Attributes:
+        encoder: the image encoder.
+        decoder: the word decoder.
+    """
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+def _cnn(config: EncoderConfig) -> ConvEncoder:
+    return ConvEncoder(channels=config.channels, strides=config.strides)
+
+
+def _timm(config: EncoderConfig) -> TimmEncoder:
+    if not config.backbone:
+        raise ValueError("encoder 'timm' needs a backbone name (encoder.backbone)")
+    return TimmEncoder(
+        name=config.backbone,
+        pretrained=config.pretrained,
+        weights_file=config.weights_file,
+        fine_tune=config.fine_tune,
     )
-    dec = pick(DECODERS, decoder, what="decoder")(
+
+
+ENCODERS: dict[str, Callable[[EncoderConfig], ConvEncoder | TimmEncoder]] = {"cnn": _cnn, "timm": _timm}
+"""Encoder name -> builder of the encoder from its config."""
+
+
+def _show_attend_tell(config: DecoderConfig, *, vocab_size: int, feature_dim: int, max_len: int) -> nn.Module:
+    return ShowAttendTellDecoder(
         vocab_size=vocab_size,
-        feature_dim=enc.out_channels,
-        embed_dim=embed_dim,
-        hidden_dim=hidden_dim,
-        attn_dim=attn_dim,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        ff_dim=ff_dim,
-        dropout=dropout,
-        gate=gate,
+        feature_dim=feature_dim,
+        embed_dim=config.embed_dim,
+        hidden_dim=config.hidden_dim,
+        attn_dim=config.attn_dim,
+        dropout=config.dropout,
+        gate=config.gate,
+    )
+
+
+def _transformer(config: DecoderConfig, *, vocab_size: int, feature_dim: int, max_len: int) -> nn.Module:
+    return TransformerCaptionDecoder(
+        vocab_size=vocab_size,
+        feature_dim=feature_dim,
+        embed_dim=config.embed_dim,
+        num_heads=config.num_heads,
+        num_layers=config.num_layers,
+        ff_dim=config.ff_dim,
+        dropout=config.dropout,
         max_len=max_len,
     )
-    return CaptionModel(encoder=enc, decoder=dec)
+
+
+DECODERS: dict[str, Callable[..., nn.Module]] = {
+    "show_attend_tell": _show_attend_tell,
+    "transformer": _transformer,
+}
+"""Decoder name -> builder of the decoder from its config, the vocabulary size, the grid's channels
+and the longest caption."""
+
+
+def build_model(config: CaptionModelConfig, *, vocab_size: int, max_len: int = 64) -> CaptionModel:
+    """The :class:`CaptionModel` that ``config`` describes, for ``vocab_size`` words and captions up to ``max_len``."""
+    encoder = pick(ENCODERS, config.encoder.name, what="encoder")(config.encoder)
+    decoder = pick(DECODERS, config.decoder.name, what="decoder")(
+        config.decoder, vocab_size=vocab_size, feature_dim=encoder.out_channels, max_len=max_len
+    )
+    return CaptionModel(encoder=encoder, decoder=decoder)

@@ -17,101 +17,128 @@ Shape legend: ``B`` batch, ``S`` image side, ``T`` caption steps, ``H, W`` grid.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 
+from multiattn.configs import from_plain, nest, to_plain
 from multiattn.metrics.captioning import caption_metrics
 from multiattn.schedules import warmup_cosine
 from tasks.captioning.datasets import CaptionBatch
 from tasks.captioning.images import denormalize
-from tasks.captioning.model import Caption, CaptionModel, build_caption_model
+from tasks.captioning.model import Caption, CaptionModel, CaptionModelConfig, build_model
 from tasks.captioning.scoring import SceneScorer
 from tasks.captioning.vocab import Vocabulary
 from tasks.common.distributed import gather_records
 
-__all__ = ["CaptioningSystem"]
+__all__ = ["CaptioningSystem", "CaptionOptimConfig", "CaptionDecodingConfig"]
+
+
+@dataclass(frozen=True)
+class CaptionOptimConfig:
+    """AdamW and its warm-up + cosine schedule (:func:`multiattn.schedules.warmup_cosine`).
+
+    Attributes:
+        learning_rate: peak learning rate of everything but a fine-tuned timm backbone.
+        encoder_learning_rate: peak learning rate of a fine-tuned timm backbone (default: a tenth of
+            learning_rate; a cnn encoder trains at learning_rate).
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps before the cosine decay (at most a quarter of the run).
+        lr_floor: the rate the cosine decay ends at, as a fraction of the peak rate.
+    """
+
+    learning_rate: float = 2e-3
+    encoder_learning_rate: float | None = None
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    lr_floor: float = 0.05
+
+
+@dataclass(frozen=True)
+class CaptionDecodingConfig:
+    """Free-running decoding of validation, test, prediction and the caption command.
+
+    Attributes:
+        beam_size: beam size (1 = greedy search).
+        max_len: longest decoded caption (words + end).
+        length_penalty: exponent of the length normaliser (0 = raw log-probabilities).
+        length_norm: gnmt or simple (see multiattn.decoding.beam).
+        compile_attention: score the soft attention with one torch.compile kernel when decoding:
+            faster for many images at once, after a one-off compilation (docs/captioning.md,
+            "Decoding speed").
+    """
+
+    beam_size: int = 3
+    max_len: int = 30
+    length_penalty: float = 1.0
+    length_norm: Literal["gnmt", "simple"] = "gnmt"
+    compile_attention: bool = False
+
+
+# The flat hyper-parameters of checkpoints written before the nested configs, and their places now.
+FLAT_LAYOUT = {
+    "encoder": "model.encoder.name",
+    "encoder_channels": "model.encoder.channels",
+    "encoder_strides": "model.encoder.strides",
+    "encoder_name": "model.encoder.backbone",
+    "encoder_pretrained": "model.encoder.pretrained",
+    "encoder_weights_file": "model.encoder.weights_file",
+    "fine_tune_encoder": "model.encoder.fine_tune",
+    "decoder": "model.decoder.name",
+    **{key: f"model.decoder.{key}" for key in ("embed_dim", "hidden_dim", "attn_dim", "gate")},
+    **{key: f"model.decoder.{key}" for key in ("num_heads", "num_layers", "ff_dim", "dropout")},
+    "lr": "optim.learning_rate",
+    "encoder_lr": "optim.encoder_learning_rate",
+    **{key: f"optim.{key}" for key in ("weight_decay", "warmup_steps", "lr_floor")},
+    **{key: f"decoding.{key}" for key in ("beam_size", "max_len", "length_penalty", "length_norm")},
+    "compile_attention": "decoding.compile_attention",
+    "num_overlays": "overlay_count",
+}
 
 
 class CaptioningSystem(pl.LightningModule):
     """Show, Attend and Tell (or a Transformer decoder) over a CNN / timm grid.
 
+    The configs are stored in the checkpoint as plain dictionaries (``hparams.model`` etc.) and
+    accepted as such (a checkpoint rebuilds the system); the typed ones are :attr:`model_config`,
+    :attr:`optim` and :attr:`decoding`.
+
     Args:
+        model: the network (:func:`tasks.captioning.model.build_model`).
+        optim: optimiser and schedule.
+        decoding: free-running decoding.
+        attention_penalty: lambda of the doubly stochastic penalty (show_attend_tell only).
         vocab: the vocabulary as a list (filled from the data module when ``None``).
         input_size: image side the model expects (filled from the data module when ``None``).
-        encoder: ``cnn`` (small CNN from scratch) or ``timm``.
-        encoder_channels: ``cnn``: channels per stage.
-        encoder_strides: ``cnn``: stride per stage (their product is the grid's stride).
-        encoder_name: ``timm``: backbone name, e.g. ``resnet18``.
-        encoder_pretrained: ``timm``: load pretrained weights (downloads when online).
-        encoder_weights_file: ``timm``: local backbone weights file (implies pretrained).
-        fine_tune_encoder: ``timm``: train the backbone too (else frozen).
-        decoder: ``show_attend_tell`` (LSTM + soft attention) or ``transformer``.
-        embed_dim: word embedding size (transformer: model dim ``D``).
-        hidden_dim: LSTM hidden size.
-        attn_dim: soft attention MLP size.
-        num_heads: transformer heads.
-        num_layers: transformer layers.
-        ff_dim: transformer feed-forward size.
-        dropout: dropout.
-        gate: the gating scalar beta of soft attention.
-        attention_penalty: lambda of the doubly stochastic penalty (``show_attend_tell`` only).
-        lr: learning rate (AdamW).
-        encoder_lr: learning rate of a fine-tuned timm backbone (default ``lr / 10``).
-        weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up steps before the cosine decay (at most a quarter of the run).
-        lr_floor: the rate the cosine decay ends at, as a fraction of the peak rate.
-        beam_size: beam size of validation / test / prediction decoding (1 = greedy).
-        max_len: longest decoded caption (words + end).
-        length_penalty: exponent of the length normaliser (0 = raw log-probabilities).
-        length_norm: ``gnmt`` or ``simple`` (see ``multiattn.decoding.beam``).
-        compile_attention: score the soft attention with one ``torch.compile`` kernel when
-            decoding (validation, test, ``caption``): faster for many images at once, after a
-            one-off compilation of ~15 s (docs/captioning.md, "Decoding speed").
         use_java: Java for METEOR and the PTB tokenizer; ``None`` = when ``java`` is on PATH.
         log_overlays: log attention overlays of a few validation images every epoch.
-        num_overlays: how many.
+        overlay_count: how many.
     """
 
     def __init__(
         self,
         *,
+        # frozen dataclasses: one shared default instance is safe
+        model: CaptionModelConfig = CaptionModelConfig(),  # noqa: B008
+        optim: CaptionOptimConfig = CaptionOptimConfig(),
+        decoding: CaptionDecodingConfig = CaptionDecodingConfig(),
+        attention_penalty: float = 0.0,
         vocab: list[str] | None = None,
         input_size: int | None = None,
-        encoder: Literal["cnn", "timm"] = "cnn",
-        encoder_channels: list[int] = [32, 64, 96, 128, 128],  # noqa: B006 - jsonargparse needs the literal
-        encoder_strides: list[int] = [2, 2, 2, 1, 1],  # noqa: B006
-        encoder_name: str | None = None,
-        encoder_pretrained: bool = False,
-        encoder_weights_file: str | None = None,
-        fine_tune_encoder: bool = False,
-        decoder: Literal["show_attend_tell", "transformer"] = "show_attend_tell",
-        embed_dim: int = 128,
-        hidden_dim: int = 256,
-        attn_dim: int = 128,
-        num_heads: int = 4,
-        num_layers: int = 3,
-        ff_dim: int = 512,
-        dropout: float = 0.3,
-        gate: bool = True,
-        attention_penalty: float = 0.0,
-        lr: float = 2e-3,
-        encoder_lr: float | None = None,
-        weight_decay: float = 1e-4,
-        warmup_steps: int = 200,
-        lr_floor: float = 0.05,
-        beam_size: int = 3,
-        max_len: int = 30,
-        length_penalty: float = 1.0,
-        length_norm: Literal["gnmt", "simple"] = "gnmt",
-        compile_attention: bool = False,
         use_java: bool | None = None,
         log_overlays: bool = True,
-        num_overlays: int = 4,
+        overlay_count: int = 4,
     ) -> None:
         super().__init__()
+        self.model_config = from_plain(CaptionModelConfig, model, name="model")
+        self.optim = from_plain(CaptionOptimConfig, optim, name="optim")
+        self.decoding = from_plain(CaptionDecodingConfig, decoding, name="decoding")
         self.save_hyperparameters()
+        self.hparams.update(
+            model=to_plain(self.model_config), optim=to_plain(self.optim), decoding=to_plain(self.decoding)
+        )
         self.model: CaptionModel | None = None
         self.vocab: Vocabulary | None = None
         if vocab is not None:
@@ -121,29 +148,16 @@ class CaptioningSystem(pl.LightningModule):
         self._scene_scorer: SceneScorer | None = None
         self._overlay_items: list[tuple[Any, list[str], Any]] = []
 
+    @staticmethod
+    def upgrade_hyperparameters(hparams: dict[str, Any]) -> dict[str, Any]:
+        """Hyper-parameters of a checkpoint in the former flat layout, nested as the constructor takes them."""
+        return nest(hparams, FLAT_LAYOUT)
+
     # ----- construction -------------------------------------------------------------------------
     def _build(self, vocab: Vocabulary) -> None:
-        hp = self.hparams
         self.vocab = vocab
-        self.model = build_caption_model(
-            vocab_size=len(vocab),
-            encoder=hp.encoder,
-            encoder_channels=tuple(hp.encoder_channels),
-            encoder_strides=tuple(hp.encoder_strides),
-            encoder_name=hp.encoder_name,
-            encoder_pretrained=hp.encoder_pretrained,
-            encoder_weights_file=hp.encoder_weights_file,
-            fine_tune_encoder=hp.fine_tune_encoder,
-            decoder=hp.decoder,
-            embed_dim=hp.embed_dim,
-            hidden_dim=hp.hidden_dim,
-            attn_dim=hp.attn_dim,
-            num_heads=hp.num_heads,
-            num_layers=hp.num_layers,
-            ff_dim=hp.ff_dim,
-            dropout=hp.dropout,
-            gate=hp.gate,
-            max_len=max(64, hp.max_len + 2),
+        self.model = build_model(
+            self.model_config, vocab_size=len(vocab), max_len=max(64, self.decoding.max_len + 2)
         )
 
     def setup(self, stage: str) -> None:
@@ -162,18 +176,17 @@ class CaptioningSystem(pl.LightningModule):
             self.hparams["input_size"] = int(datamodule.image_size)
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
+        hp = self.optim
         assert self.model is not None
         encoder_params = [p for p in self.model.encoder.parameters() if p.requires_grad]
         other = [
             p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("encoder.")
         ]
-        groups = [{"params": other, "lr": hp.lr}]
+        groups = [{"params": other, "lr": hp.learning_rate}]
         if encoder_params:
-            scratch = hp.encoder == "cnn"
-            groups.append(
-                {"params": encoder_params, "lr": hp.lr if scratch else (hp.encoder_lr or hp.lr / 10)}
-            )
+            scratch = self.model_config.encoder.name == "cnn"
+            encoder_lr = hp.encoder_learning_rate or hp.learning_rate / 10
+            groups.append({"params": encoder_params, "lr": hp.learning_rate if scratch else encoder_lr})
         optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
         scheduler = warmup_cosine(
             optimizer,
@@ -187,7 +200,9 @@ class CaptioningSystem(pl.LightningModule):
     # ----- training -----------------------------------------------------------------------------
     def _loss(self, batch: CaptionBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         assert self.model is not None
-        need_attention = self.hparams.attention_penalty > 0 and self.hparams.decoder == "show_attend_tell"
+        need_attention = (
+            self.hparams.attention_penalty > 0 and self.model_config.decoder.name == "show_attend_tell"
+        )
         output = self.model(batch.images, batch.tokens, batch.lengths, with_attention=need_attention)
         return self.model.loss(
             output, batch.tokens, batch.lengths, attention_penalty=self.hparams.attention_penalty
@@ -206,14 +221,7 @@ class CaptioningSystem(pl.LightningModule):
     def generate(self, images: torch.Tensor, **overrides: Any) -> list[Caption]:
         """Decode ``images (B, 3, S, S)`` with the configured search (``overrides`` replace settings)."""
         assert self.model is not None
-        hp = self.hparams
-        settings = dict(
-            beam_size=hp.beam_size,
-            max_len=hp.max_len,
-            length_penalty=hp.length_penalty,
-            length_norm=hp.length_norm,
-            compile_attention=hp.compile_attention,
-        )
+        settings = to_plain(self.decoding)
         settings.update(overrides)
         return self.model.generate(images, **settings)
 
@@ -242,7 +250,7 @@ class CaptioningSystem(pl.LightningModule):
             if batch.objects is not None and self._scene_scorer is not None:
                 scene = self._scene_scorer.score(words, caption.attention, batch.objects[i])
             self._outputs.append((batch.image_ids[i], batch.references[i], words, scene))
-            if len(self._overlay_items) < self.hparams.num_overlays:
+            if len(self._overlay_items) < self.hparams.overlay_count:
                 picture = denormalize(batch.images[i].detach().cpu()).numpy()  # (S, S, 3)
                 self._overlay_items.append((picture, words, caption.attention))
 

@@ -22,4 +22,6 @@ def test_pixels_to_normalized_inverts_theta_to_corners(align_corners, shape):
 
 def test_identity_covers_the_whole_image():
     corners = theta_to_corners(torch.eye(2, 3)[None], (10, 20), align_corners=False)
-    torch.testing.assert_close(corners[0], torch.tensor([[-0.5, -0.5], [19.5, -0.5], [19.5, 9.5], [-0.5, 9.5]]))
+    torch.testing.assert_close(
+        corners[0], torch.tensor([[-0.5, -0.5], [19.5, -0.5], [19.5, 9.5], [-0.5, 9.5]])
+    )

@@ -8,27 +8,20 @@ import torch
 from multiattn.attention.additive import _Compiled
 from tasks.captioning.decoders import TransformerCaptionDecoder
 from tasks.captioning.encoders import TimmEncoder
-from tasks.captioning.model import build_caption_model
+from tasks.captioning.model import CaptionModelConfig, DecoderConfig, EncoderConfig, build_model
 
 VOCAB = 17
-TINY = dict(
-    vocab_size=VOCAB,
-    encoder_channels=(8, 16, 16),
-    encoder_strides=(2, 2, 2),
-    embed_dim=16,
-    hidden_dim=24,
-    attn_dim=12,
-    num_heads=2,
-    num_layers=2,
-    ff_dim=32,
-    dropout=0.0,
+ENCODER = EncoderConfig(channels=(8, 16, 16), strides=(2, 2, 2))
+TINY_DECODER = dict(
+    embed_dim=16, hidden_dim=24, attn_dim=12, num_heads=2, num_layers=2, ff_dim=32, dropout=0.0
 )
 DECODERS = ["show_attend_tell", "transformer"]
 
 
 def _model(decoder: str, seed: int = 0):
     torch.manual_seed(seed)
-    model = build_caption_model(decoder=decoder, **TINY)
+    config = CaptionModelConfig(encoder=ENCODER, decoder=DecoderConfig(name=decoder, **TINY_DECODER))
+    model = build_model(config, vocab_size=VOCAB)
     return model.eval()
 
 
@@ -162,15 +155,11 @@ def test_timm_encoder_loads_local_weights_file(tmp_path):
     assert not any(p.requires_grad for p in encoder.parameters())  # frozen by default
     fresh = TimmEncoder(name="resnet10t")
     assert not torch.equal(fresh.backbone.state_dict()[stem], state[stem])
-    model = build_caption_model(
-        vocab_size=VOCAB,
-        encoder="timm",
-        encoder_name="resnet10t",
-        encoder_weights_file=str(path),
-        embed_dim=16,
-        hidden_dim=16,
-        attn_dim=8,
+    config = CaptionModelConfig(
+        encoder=EncoderConfig(name="timm", backbone="resnet10t", weights_file=str(path)),
+        decoder=DecoderConfig(embed_dim=16, hidden_dim=16, attn_dim=8),
     )
+    model = build_model(config, vocab_size=VOCAB)
     out = model(torch.randn(2, 3, 64, 64), torch.tensor([[1, 5, 2], [1, 2, 0]]), torch.tensor([3, 2]))
     assert out.attention.shape == (2, 2, 2, 2)
 

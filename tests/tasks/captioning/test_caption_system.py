@@ -16,7 +16,8 @@ from multiattn.checkpoint import load_checkpoint, load_system
 from multiattn.lightning_cli import build_cli
 from tasks.captioning.app import main as caption_main
 from tasks.captioning.data import SceneCaptionData
-from tasks.captioning.system import CaptioningSystem
+from tasks.captioning.model import CaptionModelConfig, DecoderConfig, EncoderConfig
+from tasks.captioning.system import CaptionDecodingConfig, CaptioningSystem
 from tests.helpers.processes import metrics_by_process_count
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -199,14 +200,11 @@ def test_timm_checkpoint_needs_no_weights_file_to_caption(tmp_path, capsys):
     system = CaptioningSystem(
         vocab=vocab,
         input_size=96,
-        encoder="timm",
-        encoder_name="resnet10t",
-        encoder_weights_file=str(weights),
-        embed_dim=16,
-        hidden_dim=16,
-        attn_dim=8,
-        beam_size=2,
-        max_len=5,
+        model=CaptionModelConfig(
+            encoder=EncoderConfig(name="timm", backbone="resnet10t", weights_file=str(weights)),
+            decoder=DecoderConfig(embed_dim=16, hidden_dim=16, attn_dim=8),
+        ),
+        decoding=CaptionDecodingConfig(beam_size=2, max_len=5),
     )
     ckpt = tmp_path / "timm.ckpt"
     torch.save({"state_dict": system.state_dict(), "hyper_parameters": dict(system.hparams)}, ckpt)
