@@ -212,7 +212,7 @@ def _training_throughput(hparams: dict, dataset, *, steps: int, batch_size: int)
     out = {}
     for name, enabled in (("fp32", False), ("bf16_mixed", True)):
         torch.manual_seed(0)
-        system = ASRSystem(**hparams).train()
+        system = ASRSystem(**ASRSystem.upgrade_hyperparameters(hparams)).train()
         optimizer = torch.optim.AdamW(system.parameters(), lr=1e-4)
         elapsed, audio = 0.0, 0.0
         for index, batch in enumerate(batches):
@@ -340,11 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         minutes = args.train_minutes if args.train_minutes is not None else _train_minutes_from_log(ckpt)
     checkpoint = load_checkpoint(ckpt)
     system = load_system(ASRSystem, ckpt)
-    ctc_weight = system.hparams.decode_ctc_weight if args.ctc_weight is None else args.ctc_weight
+    ctc_weight = system.decoding.ctc_weight if args.ctc_weight is None else args.ctc_weight
     has_lm = system.language_model is not None
-    lm_weight = (
-        (system.hparams.decode_lm_weight if has_lm else 0.0) if args.lm_weight is None else args.lm_weight
-    )
+    lm_weight = (system.decoding.lm_weight if has_lm else 0.0) if args.lm_weight is None else args.lm_weight
     all_modes = ["ctc", "attention", "joint"] + (["joint_no_lm"] if has_lm and lm_weight > 0 else [])
     data_args = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     data_args = {k: v for k, v in data_args.items() if not k.startswith("_")}

@@ -5,7 +5,7 @@ voices, held-out sentences) with joint CTC/attention beam search; the pair with 
 is chosen (ties: the smaller language-model weight, then the smaller CTC weight). The same grid is
 then scored on ``test`` and ``test_unseen_voices`` for the record only — they never take part in
 the choice, so the test numbers stay honest. The chosen pair is what ``configs/asr.yaml``'s
-``decode_lm_weight`` / ``decode_ctc_weight`` should hold.
+``decoding.lm_weight`` / ``decoding.ctc_weight`` should hold.
 
 Usage::
 

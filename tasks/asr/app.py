@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="shallow-fusion weight of the checkpoint's language model, >= 0; 0 = off "
-        "(default: the checkpoint's decode_lm_weight)",
+        "(default: the checkpoint's decoding.lm_weight)",
     )
     parser.add_argument(
         "--mode", choices=DECODING_MODES, default="joint", help="decoding (default joint CTC/attention)"

@@ -24,7 +24,8 @@ Shape legend: ``B`` batch, ``N`` samples / hypotheses, ``L`` feature frames, ``F
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +37,18 @@ from tasks.asr.decoders import build_decoder
 from tasks.asr.encoders import build_encoder
 from tasks.asr.features import HOP_SECONDS, WINDOW_SECONDS, LogMelFeatures, feature_lengths
 
-__all__ = ["ASRModel", "EncoderOutput", "ModelOutput", "frame_time", "FRAME_SECONDS"]
+__all__ = [
+    "ASRModelConfig",
+    "FeaturesConfig",
+    "EncoderConfig",
+    "DecoderConfig",
+    "ASRModel",
+    "build_model",
+    "EncoderOutput",
+    "ModelOutput",
+    "frame_time",
+    "FRAME_SECONDS",
+]
 
 FRAME_SECONDS = 4 * HOP_SECONDS  # 40 ms per encoder frame after 4x subsampling
 
@@ -215,3 +227,113 @@ class ASRModel(nn.Module):
             return StepOutput(log_probs, state, attention)
 
         return step_fn
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """The log-mel front end and its training-time augmentation (:class:`~tasks.asr.features.LogMelFeatures`).
+
+    Attributes:
+        num_mels: mel bins F.
+        normalization: utterance (each utterance's mean / std per bin), global (fixed) or none.
+        spec_augment: SpecAugment masks in training.
+        freq_mask_param: widest frequency mask (bins).
+        num_freq_masks: frequency masks per utterance.
+        time_mask_ratio: widest time mask as a share of the utterance.
+        num_time_masks: time masks per utterance.
+        speed_perturb: speed factors drawn per utterance in training (empty: none).
+    """
+
+    num_mels: int = 80
+    normalization: Literal["utterance", "global", "none"] = "utterance"
+    spec_augment: bool = True
+    freq_mask_param: int = 27
+    num_freq_masks: int = 2
+    time_mask_ratio: float = 0.05
+    num_time_masks: int = 2
+    speed_perturb: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The acoustic encoder after the 4x convolutional subsampling.
+
+    Attributes:
+        name: conformer, transformer or bilstm.
+        num_layers: encoder depth.
+        ff_dim: feed-forward size.
+        conv_kernel_size: conformer: depthwise convolution kernel.
+        subsampling_channels: channels of the subsampling convolutions.
+    """
+
+    name: Literal["conformer", "transformer", "bilstm"] = "conformer"
+    num_layers: int = 4
+    ff_dim: int = 576
+    conv_kernel_size: int = 15
+    subsampling_channels: int = 64
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The attention decoder.
+
+    Attributes:
+        name: transformer (the core's token decoder) or location (LSTM with location-aware attention).
+        num_layers: transformer: decoder depth.
+        ff_dim: transformer: feed-forward size; location: LSTM state size.
+        alignment_layer: transformer: the layer whose cross-attention is the alignment (-1 = last).
+    """
+
+    name: Literal["transformer", "location"] = "transformer"
+    num_layers: int = 2
+    ff_dim: int = 576
+    alignment_layer: int = -1
+
+
+@dataclass(frozen=True)
+class ASRModelConfig:
+    """The recogniser: front end, encoder, CTC head and attention decoder.
+
+    Attributes:
+        embed_dim: model dimension D (encoder output, decoder, token embedding).
+        num_heads: attention heads (encoder and transformer decoder).
+        dropout: dropout everywhere.
+        features: the log-mel front end.
+        encoder: the acoustic encoder.
+        decoder: the attention decoder.
+    """
+
+    embed_dim: int = 144
+    num_heads: int = 4
+    dropout: float = 0.1
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+def build_model(config: ASRModelConfig, *, vocab_size: int) -> ASRModel:
+    """The :class:`ASRModel` that ``config`` describes, for ``vocab_size`` output tokens."""
+    features, encoder, decoder = config.features, config.encoder, config.decoder
+    return ASRModel(
+        vocab_size=vocab_size,
+        num_mels=features.num_mels,
+        embed_dim=config.embed_dim,
+        num_heads=config.num_heads,
+        encoder=encoder.name,
+        encoder_layers=encoder.num_layers,
+        encoder_ff_dim=encoder.ff_dim,
+        conv_kernel_size=encoder.conv_kernel_size,
+        decoder=decoder.name,
+        decoder_layers=decoder.num_layers,
+        decoder_ff_dim=decoder.ff_dim,
+        subsampling_channels=encoder.subsampling_channels,
+        dropout=config.dropout,
+        normalization=features.normalization,
+        spec_augment=features.spec_augment,
+        freq_mask_param=features.freq_mask_param,
+        num_freq_masks=features.num_freq_masks,
+        time_mask_ratio=features.time_mask_ratio,
+        num_time_masks=features.num_time_masks,
+        speed_perturb=features.speed_perturb,
+        alignment_layer=decoder.alignment_layer,
+    )

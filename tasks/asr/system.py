@@ -8,12 +8,12 @@ Training loss (Kim, Hori and Watanabe 2017; Watanabe et al. 2017)::
 summed over its tokens (characters or pieces) plus eos, both averaged over utterances; padding
 never counts.
 
-With ``lm_hidden_dim > 0`` an LSTM language model over the same tokens
+With ``language_model.hidden_dim > 0`` an LSTM language model over the same tokens
 (:class:`multiattn.language_model.LSTMLanguageModel`) learns from the same transcripts in the same
 steps: its mean per-token cross-entropy ``L_lm`` is added to the loss (``train/loss = L + L_lm``;
 its parameters are disjoint from the recogniser's, so it changes none of their gradients, and the
 two parts' gradients are clipped separately). Attention and joint decoding add
-``decode_lm_weight * log p_lm`` to the decoder's scores (shallow fusion,
+``decoding.lm_weight * log p_lm`` to the decoder's scores (shallow fusion,
 :func:`multiattn.decoding.shallow_fusion`).
 
 Validation decodes free-running (CTC greedy by default, fast) and reports corpus WER / CER
@@ -27,162 +27,257 @@ Shape legend: ``B`` batch, ``N`` samples, ``S`` encoder frames, ``T`` target tok
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
+from multiattn.configs import from_plain, nest, to_plain
 from multiattn.io import UserError
 from multiattn.language_model import LSTMLanguageModel
 from multiattn.metrics.speech import boundary_errors, error_counts, match_words
 from multiattn.schedules import warmup_cosine
 from tasks.asr.alignment import attention_word_starts, ctc_token_spans, ctc_word_spans, spans_matrix
 from tasks.asr.decode import DECODING_MODES, DecodeResult, decode_batch
-from tasks.asr.model import ASRModel
+from tasks.asr.model import ASRModelConfig, build_model
 from tasks.asr.tokenizer import SentencePieceTokenizer, build_tokenizer
 from tasks.common.distributed import gather_records
 
-__all__ = ["ASRSystem"]
+__all__ = [
+    "ASRSystem",
+    "TokenizerConfig",
+    "LanguageModelConfig",
+    "ASRLossConfig",
+    "ASROptimConfig",
+    "ASRDecodingConfig",
+]
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """The output tokens (:mod:`tasks.asr.tokenizer`).
+
+    Attributes:
+        name: char (characters) or sentencepiece (BPE / unigram pieces, needs the sentencepiece package).
+        vocab: char: the vocabulary (specials first); null = the default characters. Stored in the
+            checkpoint, so the checkpoint rebuilds its own tokenizer.
+        vocab_size: sentencepiece: the output size V (an upper bound on the pieces).
+        model_type: sentencepiece: bpe or unigram.
+        sentencepiece_model: sentencepiece: the trained model (base64). Leave unset: it is trained on
+            the data module's training transcripts when fit starts and stored in the checkpoint.
+    """
+
+    name: Literal["char", "sentencepiece"] = "char"
+    vocab: list[str] | None = None
+    vocab_size: int = 256
+    model_type: Literal["bpe", "unigram"] = "bpe"
+    sentencepiece_model: str | None = None
+
+
+@dataclass(frozen=True)
+class LanguageModelConfig:
+    """An LSTM language model trained beside the recogniser on the same transcripts.
+
+    Attributes:
+        hidden_dim: its hidden size; 0 (as in checkpoints written before the option) trains none.
+        embed_dim: its token embedding size.
+        num_layers: its depth.
+        dropout: its dropout.
+    """
+
+    hidden_dim: int = 0
+    embed_dim: int = 256
+    num_layers: int = 1
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class ASRLossConfig:
+    """The training loss ``ctc_weight * L_ctc + (1 - ctc_weight) * L_att``.
+
+    Attributes:
+        ctc_weight: lambda, the CTC share of the loss (in [0, 1]).
+        label_smoothing: of the attention cross-entropy.
+    """
+
+    ctc_weight: float = 0.3
+    label_smoothing: float = 0.1
+
+
+@dataclass(frozen=True)
+class ASROptimConfig:
+    """AdamW (no weight decay on norms and biases) and its warm-up + cosine schedule.
+
+    Attributes:
+        learning_rate: peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps (at most a tenth of the run), then cosine decay.
+        lr_floor: the rate the cosine decay ends at, as a fraction of the peak rate.
+    """
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-3
+    warmup_steps: int = 500
+    lr_floor: float = 0.02
+
+
+@dataclass(frozen=True)
+class ASRDecodingConfig:
+    """Free-running decoding of validation, test and the transcribe command.
+
+    Attributes:
+        val_decoding: ctc (fast), attention or joint during validation.
+        test_decoding: decoding mode of test (and the default of transcribe).
+        beam_size: beam of the attention / joint searches.
+        ctc_weight: CTC weight of joint decoding.
+        lm_weight: shallow-fusion weight of the language model in attention and joint decoding
+            (0 = not used; ignored without a language model).
+        length_penalty: beam-search length-normalisation exponent.
+        alignment_method: argmax or centroid of the first token's attention row (word starts).
+    """
+
+    val_decoding: Literal["ctc", "attention", "joint"] = "ctc"
+    test_decoding: Literal["ctc", "attention", "joint"] = "joint"
+    beam_size: int = 10
+    ctc_weight: float = 0.5
+    lm_weight: float = 0.0
+    length_penalty: float = 1.0
+    alignment_method: Literal["argmax", "centroid"] = "argmax"
+
+
+# The flat hyper-parameters of checkpoints written before the nested configs, and their places now.
+FLAT_LAYOUT = {
+    "tokenizer": "tokenizer.name",
+    **{key: f"tokenizer.{key}" for key in ("vocab", "vocab_size", "model_type", "sentencepiece_model")},
+    **{key: f"model.{key}" for key in ("embed_dim", "num_heads", "dropout")},
+    "encoder": "model.encoder.name",
+    "encoder_layers": "model.encoder.num_layers",
+    "encoder_ff_dim": "model.encoder.ff_dim",
+    "conv_kernel_size": "model.encoder.conv_kernel_size",
+    "subsampling_channels": "model.encoder.subsampling_channels",
+    "decoder": "model.decoder.name",
+    "decoder_layers": "model.decoder.num_layers",
+    "decoder_ff_dim": "model.decoder.ff_dim",
+    "alignment_layer": "model.decoder.alignment_layer",
+    **{
+        key: f"model.features.{key}"
+        for key in (
+            "num_mels",
+            "normalization",
+            "spec_augment",
+            "freq_mask_param",
+            "num_freq_masks",
+            "time_mask_ratio",
+            "num_time_masks",
+            "speed_perturb",
+        )
+    },
+    **{key: f"loss.{key}" for key in ("ctc_weight", "label_smoothing")},
+    **{key: f"optim.{key}" for key in ("learning_rate", "weight_decay", "warmup_steps", "lr_floor")},
+    **{key: f"decoding.{key}" for key in ("val_decoding", "test_decoding", "beam_size", "length_penalty")},
+    "alignment_method": "decoding.alignment_method",
+    "decode_ctc_weight": "decoding.ctc_weight",
+    "decode_lm_weight": "decoding.lm_weight",
+    "lm_hidden_dim": "language_model.hidden_dim",
+    "lm_embed_dim": "language_model.embed_dim",
+    "lm_layers": "language_model.num_layers",
+    "lm_dropout": "language_model.dropout",
+    "num_overlays": "overlay_count",
+}
 
 
 class ASRSystem(LightningModule):
     """Joint CTC/attention speech recognition.
 
+    The configs are stored in the checkpoint as plain dictionaries (``hparams.model`` etc.) and
+    accepted as such (a checkpoint rebuilds the system); the typed ones are :attr:`model_config`,
+    :attr:`tokenizer_config`, :attr:`lm_config`, :attr:`loss`, :attr:`optim` and :attr:`decoding`.
+
     Args:
-        tokenizer: ``"char"`` (default) or ``"sentencepiece"`` (BPE / unigram pieces, needs the
-            ``sentencepiece`` package), see :mod:`tasks.asr.tokenizer`.
-        vocab: the character tokenizer's vocabulary (specials first); ``None`` = default
-            characters. Stored in the checkpoint, so the checkpoint rebuilds its own tokenizer.
-        vocab_size: sentencepiece only: the output size ``V`` (an upper bound on the pieces).
-        model_type: sentencepiece only: ``"bpe"`` or ``"unigram"``.
-        sentencepiece_model: sentencepiece only: the trained model (base64). Leave unset: it is
-            trained on the data module's training transcripts when ``fit`` starts and stored in the
-            checkpoint's hyper-parameters, so ``transcribe`` / ``test`` rebuild it without the data.
-        embed_dim / num_heads / encoder / encoder_layers / encoder_ff_dim / conv_kernel_size /
-            decoder / decoder_layers / decoder_ff_dim / subsampling_channels / dropout /
-            normalization / spec_augment / freq_mask_param / num_freq_masks / time_mask_ratio /
-            num_time_masks / speed_perturb / alignment_layer: see :class:`tasks.asr.model.ASRModel`.
-        ctc_weight: ``lambda`` of the training loss.
-        label_smoothing: of the attention cross-entropy.
-        learning_rate: peak AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up steps (at most a tenth of the run), then cosine decay.
-        lr_floor: the rate the cosine decay ends at, as a fraction of the peak rate.
-        val_decoding: ``"ctc"`` (fast), ``"attention"`` or ``"joint"`` during validation.
-        test_decoding: decoding mode of ``test``.
-        beam_size: beam of the attention / joint searches.
-        decode_ctc_weight: CTC weight of joint decoding.
-        length_penalty: beam-search length-normalisation exponent.
-        alignment_method: ``"argmax"`` or ``"centroid"`` of the first token's attention row.
-        lm_hidden_dim: hidden size of the language model trained beside the recogniser; ``0``
-            (the class default, as in checkpoints written before the option existed) trains none.
-        lm_embed_dim / lm_layers / lm_dropout: its embedding size, depth and dropout.
-        decode_lm_weight: shallow-fusion weight of the language model in attention and joint
-            decoding (``0`` = not used; ignored without a language model).
-        log_overlays: draw overlays of ``num_overlays`` validation utterances each epoch.
-        num_overlays: how many.
+        model: the recogniser (:func:`tasks.asr.model.build_model`).
+        tokenizer: the output tokens.
+        language_model: the language model trained beside the recogniser (none by default).
+        loss: the training loss.
+        optim: optimiser and schedule.
+        decoding: free-running decoding.
+        log_overlays: draw overlays of ``overlay_count`` validation utterances each epoch.
+        overlay_count: how many.
     """
 
     def __init__(
         self,
         *,
-        tokenizer: str = "char",
-        vocab: list[str] | None = None,
-        vocab_size: int = 256,
-        model_type: str = "bpe",
-        sentencepiece_model: str | None = None,
-        embed_dim: int = 144,
-        num_heads: int = 4,
-        encoder: str = "conformer",
-        encoder_layers: int = 4,
-        encoder_ff_dim: int = 576,
-        conv_kernel_size: int = 15,
-        decoder: str = "transformer",
-        decoder_layers: int = 2,
-        decoder_ff_dim: int = 576,
-        subsampling_channels: int = 64,
-        dropout: float = 0.1,
-        normalization: str = "utterance",
-        spec_augment: bool = True,
-        freq_mask_param: int = 27,
-        num_freq_masks: int = 2,
-        time_mask_ratio: float = 0.05,
-        num_time_masks: int = 2,
-        speed_perturb: Sequence[float] = (),
-        alignment_layer: int = -1,
-        ctc_weight: float = 0.3,
-        label_smoothing: float = 0.1,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 1e-3,
-        warmup_steps: int = 500,
-        lr_floor: float = 0.02,
-        val_decoding: str = "ctc",
-        test_decoding: str = "joint",
-        beam_size: int = 10,
-        decode_ctc_weight: float = 0.5,
-        length_penalty: float = 1.0,
-        alignment_method: str = "argmax",
-        lm_hidden_dim: int = 0,
-        lm_embed_dim: int = 256,
-        lm_layers: int = 1,
-        lm_dropout: float = 0.3,
-        decode_lm_weight: float = 0.0,
+        # frozen dataclasses: one shared default instance is safe
+        model: ASRModelConfig = ASRModelConfig(),  # noqa: B008
+        tokenizer: TokenizerConfig = TokenizerConfig(),
+        language_model: LanguageModelConfig = LanguageModelConfig(),
+        loss: ASRLossConfig = ASRLossConfig(),
+        optim: ASROptimConfig = ASROptimConfig(),
+        decoding: ASRDecodingConfig = ASRDecodingConfig(),
         log_overlays: bool = True,
-        num_overlays: int = 2,
+        overlay_count: int = 2,
     ) -> None:
         super().__init__()
-        for name, mode in (("val_decoding", val_decoding), ("test_decoding", test_decoding)):
+        self.model_config = from_plain(ASRModelConfig, model, name="model")
+        tokens = from_plain(TokenizerConfig, tokenizer, name="tokenizer")
+        self.lm_config = from_plain(LanguageModelConfig, language_model, name="language_model")
+        self.loss = from_plain(ASRLossConfig, loss, name="loss")
+        self.optim = from_plain(ASROptimConfig, optim, name="optim")
+        self.decoding = from_plain(ASRDecodingConfig, decoding, name="decoding")
+        for name in ("val_decoding", "test_decoding"):
+            mode = getattr(self.decoding, name)
             if mode not in DECODING_MODES:
-                raise ValueError(f"{name}: expected one of {list(DECODING_MODES)}, received {mode!r}")
-        if not 0.0 <= ctc_weight <= 1.0:
-            raise ValueError(f"ctc_weight: expected a value in [0, 1], received {ctc_weight}")
-        if lm_hidden_dim < 0 or decode_lm_weight < 0:
+                raise ValueError(
+                    f"decoding.{name}: expected one of {list(DECODING_MODES)}, received {mode!r}"
+                )
+        if not 0.0 <= self.loss.ctc_weight <= 1.0:
+            raise ValueError(f"loss.ctc_weight: expected a value in [0, 1], received {self.loss.ctc_weight}")
+        if self.lm_config.hidden_dim < 0 or self.decoding.lm_weight < 0:
             raise ValueError(
-                f"lm_hidden_dim and decode_lm_weight must be >= 0, received {lm_hidden_dim}, {decode_lm_weight}"
+                "language_model.hidden_dim and decoding.lm_weight must be >= 0, received "
+                f"{self.lm_config.hidden_dim}, {self.decoding.lm_weight}"
             )
         self.tokenizer = build_tokenizer(
-            tokenizer, vocab=vocab, vocab_size=vocab_size, model_type=model_type, model=sentencepiece_model
+            tokens.name,
+            vocab=tokens.vocab,
+            vocab_size=tokens.vocab_size,
+            model_type=tokens.model_type,
+            model=tokens.sentencepiece_model,
         )
-        if vocab is None and tokenizer == "char":
-            vocab = list(self.tokenizer.vocab)
+        if tokens.vocab is None and tokens.name == "char":
+            tokens = replace(tokens, vocab=list(self.tokenizer.vocab))
+        self.tokenizer_config = tokens
         self.save_hyperparameters()
-        self.model = ASRModel(
-            vocab_size=len(self.tokenizer),
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            encoder=encoder,
-            encoder_layers=encoder_layers,
-            encoder_ff_dim=encoder_ff_dim,
-            conv_kernel_size=conv_kernel_size,
-            decoder=decoder,
-            decoder_layers=decoder_layers,
-            decoder_ff_dim=decoder_ff_dim,
-            subsampling_channels=subsampling_channels,
-            dropout=dropout,
-            normalization=normalization,
-            spec_augment=spec_augment,
-            freq_mask_param=freq_mask_param,
-            num_freq_masks=num_freq_masks,
-            time_mask_ratio=time_mask_ratio,
-            num_time_masks=num_time_masks,
-            speed_perturb=speed_perturb,
-            alignment_layer=alignment_layer,
+        self.hparams.update(
+            model=to_plain(self.model_config),
+            tokenizer=to_plain(self.tokenizer_config),
+            language_model=to_plain(self.lm_config),
+            loss=to_plain(self.loss),
+            optim=to_plain(self.optim),
+            decoding=to_plain(self.decoding),
         )
+        self.model = build_model(self.model_config, vocab_size=len(self.tokenizer))
+        lm = self.lm_config
         self.language_model = (
             LSTMLanguageModel(
                 vocab_size=len(self.tokenizer),
-                embed_dim=lm_embed_dim,
-                hidden_dim=lm_hidden_dim,
-                num_layers=lm_layers,
-                dropout=lm_dropout,
+                embed_dim=lm.embed_dim,
+                hidden_dim=lm.hidden_dim,
+                num_layers=lm.num_layers,
+                dropout=lm.dropout,
                 pad_id=self.tokenizer.pad_id,
             )
-            if lm_hidden_dim > 0
+            if lm.hidden_dim > 0
             else None
         )
         self._outputs: dict[str, list[Any]] = {}
+
+    @staticmethod
+    def upgrade_hyperparameters(hparams: dict[str, Any]) -> dict[str, Any]:
+        """Hyper-parameters of a checkpoint in the former flat layout, nested as the constructor takes them."""
+        return nest(hparams, FLAT_LAYOUT)
 
     # ------------------------------------------------------------------ tokenizer
     def setup(self, stage: str) -> None:
@@ -202,7 +297,8 @@ class ASRSystem(LightningModule):
                 "(tasks.asr.data.ASRDataModule) to learn the pieces from"
             )
         tok.train(train_texts())
-        self.hparams.sentencepiece_model = tok.model  # saved with the hyper-parameters
+        self.tokenizer_config = replace(self.tokenizer_config, sentencepiece_model=tok.model)
+        self.hparams["tokenizer"]["sentencepiece_model"] = tok.model  # saved with the hyper-parameters
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Take the checkpoint's sentencepiece model (the module may have been built from a config).
@@ -213,11 +309,13 @@ class ASRSystem(LightningModule):
         weights = checkpoint.get("state_dict") or {}
         for key in [key for key in weights if key.startswith("model.decoder.embed.")]:
             weights["model.decoder.embedding." + key.removeprefix("model.decoder.embed.")] = weights.pop(key)
-        stored = (checkpoint.get("hyper_parameters") or {}).get("sentencepiece_model")
+        stored_hparams = self.upgrade_hyperparameters(dict(checkpoint.get("hyper_parameters") or {}))
+        stored = (stored_hparams.get("tokenizer") or {}).get("sentencepiece_model")
         tok = self.tokenizer
         if isinstance(tok, SentencePieceTokenizer) and stored and stored != tok.model:
             tok.load(stored)
-            self.hparams.sentencepiece_model = stored
+            self.tokenizer_config = replace(self.tokenizer_config, sentencepiece_model=stored)
+            self.hparams["tokenizer"]["sentencepiece_model"] = stored
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: Any) -> dict[str, torch.Tensor]:
@@ -251,12 +349,12 @@ class ASRSystem(LightningModule):
                 logits.flatten(0, 1),
                 tokens_out.flatten(),
                 ignore_index=-100,
-                label_smoothing=self.hparams.label_smoothing,
+                label_smoothing=self.loss.label_smoothing,
                 reduction="sum",
             )
             / batch_size
         )
-        lam = self.hparams.ctc_weight
+        lam = self.loss.ctc_weight
         valid = tokens_out != -100
         accuracy = ((logits.argmax(-1) == tokens_out) & valid).sum() / valid.sum().clamp(min=1)
         losses = {
@@ -306,17 +404,17 @@ class ASRSystem(LightningModule):
             (no_decay if param.dim() < 2 or "norm" in name else decay).append(param)
         optimizer = torch.optim.AdamW(
             [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": decay, "weight_decay": self.optim.weight_decay},
                 {"params": no_decay, "weight_decay": 0.0},
             ],
-            lr=self.hparams.learning_rate,
+            lr=self.optim.learning_rate,
             betas=(0.9, 0.98),
         )
         scheduler = warmup_cosine(
             optimizer,
             total_steps=int(self.trainer.estimated_stepping_batches) if self.trainer else 10_000,
-            warmup_steps=self.hparams.warmup_steps,
-            floor=self.hparams.lr_floor,
+            warmup_steps=self.optim.warmup_steps,
+            floor=self.optim.lr_floor,
             max_warmup_fraction=0.1,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -333,9 +431,9 @@ class ASRSystem(LightningModule):
         lm_weight: float | None = None,
         return_attention: bool = False,
     ) -> list[DecodeResult]:
-        """Free-running decoding (defaults: ``test_decoding``, ``beam_size``, ``decode_ctc_weight``,
-        ``decode_lm_weight``; a language-model weight needs a model trained with one)."""
-        hp = self.hparams
+        """Free-running decoding (defaults: :attr:`decoding`'s ``test_decoding``, ``beam_size``,
+        ``ctc_weight``, ``lm_weight``; a language-model weight needs a model trained with one)."""
+        hp = self.decoding
         lm_weight = self.resolve_lm_weight(lm_weight)
         return decode_batch(
             self.model,
@@ -344,7 +442,7 @@ class ASRSystem(LightningModule):
             lengths,
             mode=hp.test_decoding if mode is None else mode,
             beam_size=hp.beam_size if beam_size is None else beam_size,
-            ctc_weight=hp.decode_ctc_weight if ctc_weight is None else ctc_weight,
+            ctc_weight=hp.ctc_weight if ctc_weight is None else ctc_weight,
             length_penalty=hp.length_penalty,
             language_model=self.language_model if lm_weight > 0 else None,
             lm_weight=lm_weight,
@@ -352,13 +450,13 @@ class ASRSystem(LightningModule):
         )
 
     def resolve_lm_weight(self, lm_weight: float | None) -> float:
-        """The language-model weight a decode uses: ``decode_lm_weight`` by default (ignored, as
+        """The language-model weight a decode uses: ``decoding.lm_weight`` by default (ignored, as
         documented, without a language model); an explicit weight above 0 needs a language model."""
         if lm_weight is None:
-            return self.hparams.decode_lm_weight if self.language_model is not None else 0.0
+            return self.decoding.lm_weight if self.language_model is not None else 0.0
         if lm_weight > 0 and self.language_model is None:
             raise UserError(
-                f"lm_weight {lm_weight}: this checkpoint has no language model (trained with lm_hidden_dim 0)"
+                f"lm_weight {lm_weight}: this checkpoint has no language model (trained with language_model.hidden_dim 0)"
             )
         return lm_weight
 
@@ -371,7 +469,7 @@ class ASRSystem(LightningModule):
         if not pairs:
             return out
         if result.attention is not None:
-            starts = attention_word_starts(result.attention, ranges, method=self.hparams.alignment_method)
+            starts = attention_word_starts(result.attention, ranges, method=self.decoding.alignment_method)
             for ref_index, hyp_index in pairs:
                 out["true"].append(float(words[ref_index]["start"]))
                 out["attention"].append(starts[hyp_index])
@@ -422,7 +520,7 @@ class ASRSystem(LightningModule):
         self.log_dict(metrics, prog_bar=stage == "val", sync_dist=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate("val", batch, self.hparams.val_decoding, alignment=False)
+        self._evaluate("val", batch, self.decoding.val_decoding, alignment=False)
         if (
             batch_idx == 0
             and self.hparams.log_overlays
@@ -435,7 +533,7 @@ class ASRSystem(LightningModule):
         self._epoch_end("val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate("test", batch, self.hparams.test_decoding, alignment=True)
+        self._evaluate("test", batch, self.decoding.test_decoding, alignment=True)
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
@@ -474,7 +572,7 @@ class ASRSystem(LightningModule):
     def _log_overlays(self, batch: Any) -> None:
         from tasks.common.overlay_logging import log_overlay
 
-        count = min(self.hparams.num_overlays, len(batch.texts))
+        count = min(self.hparams.overlay_count, len(batch.texts))
         if count == 0:
             return
         results = self.decode(

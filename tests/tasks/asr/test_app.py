@@ -146,7 +146,7 @@ def test_lm_weight_needs_a_checkpoint_with_a_language_model(trained, tmp_path: P
 
     ckpt, audio = trained
     checkpoint = load_checkpoint(ckpt)
-    checkpoint["hyper_parameters"]["lm_hidden_dim"] = 0
+    checkpoint["hyper_parameters"]["language_model"]["hidden_dim"] = 0
     checkpoint["state_dict"] = {
         k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("language_model.")
     }

@@ -14,6 +14,7 @@ from multiattn.checkpoint import load_system
 from multiattn.io import UserError
 from tasks.asr.data import ASRDataModule, BucketBatchSampler, collate_speech
 from tasks.asr.system import ASRSystem
+from tests.helpers.configs import override
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 CONFIGS = sorted(Path(__file__).resolve().parents[3].joinpath("configs").glob("asr*.yaml"))
@@ -34,7 +35,7 @@ def test_tiny_model_overfits_one_batch(tiny_data: ASRDataModule, one_thread) -> 
     torch.manual_seed(0)
     system = ASRSystem(**TINY)
     batch = next(iter(tiny_data.train_dataloader()))
-    optimizer = torch.optim.Adam(system.parameters(), lr=TINY["learning_rate"])
+    optimizer = torch.optim.Adam(system.parameters(), lr=TINY["optim"]["learning_rate"])
     system.train()
     first = None
     for _ in range(120):
@@ -126,9 +127,9 @@ def test_checkpoint_rebuilds_with_vocab_and_validation_logs_overlays(
     path = tmp_path / "tiny.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    assert checkpoint["hyper_parameters"]["vocab"] == system.tokenizer.vocab
-    loaded = load_system(ASRSystem, path, decode_ctc_weight=0.5)
-    assert loaded.hparams.decode_ctc_weight == 0.5 and not loaded.training
+    assert checkpoint["hyper_parameters"]["tokenizer"]["vocab"] == system.tokenizer.vocab
+    loaded = load_system(ASRSystem, path, decoding={**TINY["decoding"], "ctc_weight": 0.5})
+    assert loaded.decoding.ctc_weight == 0.5 and not loaded.training
     batch = next(iter(tiny_data.val_dataloader()))
     system.eval()
     with torch.no_grad():
@@ -142,7 +143,7 @@ def test_checkpoint_rebuilds_with_vocab_and_validation_logs_overlays(
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="val_decoding"):
-        ASRSystem(**{**TINY, "val_decoding": "nope"})
+        ASRSystem(**override(TINY, decoding__val_decoding="nope"))
     with pytest.raises(ValueError, match="source"):
         ASRDataModule(source="nope")
 
@@ -151,16 +152,16 @@ def test_language_model_trains_beside_without_touching_the_recogniser(
     tiny_data: ASRDataModule, one_thread
 ) -> None:
     """The LM adds its loss, leaves the recogniser's gradients (and their clipping) as they were,
-    and joins attention / joint decoding at decode_lm_weight > 0."""
+    and joins attention / joint decoding at decoding.lm_weight > 0."""
     batch = next(iter(tiny_data.train_dataloader()))
-    without = {**TINY, "lm_hidden_dim": 0, "decode_lm_weight": 0.0}
+    without = override(TINY, language_model__hidden_dim=0, decoding__lm_weight=0.0)
     grads = []
     for args in (without, TINY):
         torch.manual_seed(0)
         system = ASRSystem(**args)
         system.train()
         losses = system.compute_loss(batch)
-        assert ("lm" in losses) == (args["lm_hidden_dim"] > 0)
+        assert ("lm" in losses) == (args["language_model"]["hidden_dim"] > 0)
         losses["loss"].backward()
         system.configure_gradient_clipping(None, gradient_clip_val=1e-3, gradient_clip_algorithm="norm")
         grads.append({n: p.grad.clone() for n, p in system.model.named_parameters() if p.grad is not None})
@@ -180,7 +181,7 @@ def test_language_model_trains_beside_without_touching_the_recogniser(
         default = system.decode(batch.waveform, batch.lengths, mode="joint")
     assert len(fused) == len(plain) and all(isinstance(r.text, str) for r in fused)
     assert [r.score for r in plain] != [r.score for r in fused]  # the LM's scores entered the search
-    assert [r.score for r in default] != [r.score for r in plain]  # decode_lm_weight is the default
+    assert [r.score for r in default] != [r.score for r in plain]  # decoding.lm_weight is the default
     bare = ASRSystem(**without).eval()
     with pytest.raises(UserError, match="no language model"):
         bare.decode(batch.waveform, batch.lengths, mode="joint", lm_weight=0.5)

@@ -24,6 +24,7 @@ from tasks.asr.decode import DecodeResult
 from tasks.asr.model import FRAME_SECONDS, frame_time
 from tasks.asr.system import ASRSystem
 from tasks.asr.tokenizer import WORD_START, SentencePieceTokenizer, train_sentencepiece
+from tests.helpers.configs import override
 
 pytest.importorskip("sentencepiece")  # an optional extra: pip install "multiattn[sentencepiece]"
 
@@ -80,7 +81,7 @@ def test_user_errors_are_one_line(monkeypatch) -> None:
         SentencePieceTokenizer(model="bm90IGEgbW9kZWw=")
     monkeypatch.setitem(sys.modules, "sentencepiece", None)  # import fails as if not installed
     with pytest.raises(UserError) as error:
-        ASRSystem(**{**TINY, "tokenizer": "sentencepiece", "vocab_size": SIZE})
+        ASRSystem(**override(TINY, tokenizer__name="sentencepiece", tokenizer__vocab_size=SIZE))
     assert 'pip install "multiattn[sentencepiece]"' in str(error.value) and "\n" not in str(error.value)
 
 
@@ -124,7 +125,12 @@ def test_word_times_and_start_metrics_follow_pieces(tok: SentencePieceTokenizer)
     expected_att = [float(frame_time(3 * f)) for f in firsts]
     assert attention_word_starts(attention, ranges) == pytest.approx(expected_att)
     system = ASRSystem(
-        **{**TINY, "tokenizer": "sentencepiece", "vocab_size": SIZE, "sentencepiece_model": tok.model}
+        **override(
+            TINY,
+            tokenizer__name="sentencepiece",
+            tokenizer__vocab_size=SIZE,
+            tokenizer__sentencepiece_model=tok.model,
+        )
     )
     result = DecodeResult(
         tokens=ids,
@@ -167,13 +173,13 @@ def test_setup_trains_on_the_training_transcripts_only(tmp_path: Path) -> None:
     data.setup("fit")
     data.setup("test")
     assert data.train_texts() == train
-    system = ASRSystem(**{**TINY, "tokenizer": "sentencepiece", "vocab_size": 30})
+    system = ASRSystem(**override(TINY, tokenizer__name="sentencepiece", tokenizer__vocab_size=30))
     system.trainer = types.SimpleNamespace(datamodule=data)
     system.setup("validate")  # only fit trains
     assert not system.tokenizer.trained
     system.setup("fit")
     tok = system.tokenizer
-    assert tok.trained and system.hparams.sentencepiece_model == tok.model
+    assert tok.trained and system.hparams.tokenizer["sentencepiece_model"] == tok.model
     assert base64.b64decode(tok.model) == train_sentencepiece(train, vocab_size=30)
     assert all(tok.unk_id in tok.encode(letter) for letter in "qzjvxub")
     assert not set("".join(tok.pieces(range(3, tok.num_pieces)))) & set("qzjvxub")
@@ -204,7 +210,12 @@ def fitted(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tokenizer_module, "train_sentencepiece", spy)
         build_cli(
-            ["fit", *common, "--model.init_args.tokenizer=sentencepiece", "--model.init_args.vocab_size=40"]
+            [
+                "fit",
+                *common,
+                "--model.init_args.tokenizer.name=sentencepiece",
+                "--model.init_args.tokenizer.vocab_size=40",
+            ]
         )
     torch.set_num_threads(threads)
     return types.SimpleNamespace(root=root, common=common, seen=seen, ckpt=root / "ckpt" / "last.ckpt")
@@ -224,8 +235,8 @@ def test_fit_trains_once_on_the_training_split(fitted) -> None:
 
 def test_checkpoint_carries_the_model_and_load_system_rebuilds_it(fitted) -> None:
     checkpoint = torch.load(fitted.ckpt, map_location="cpu", weights_only=True)
-    stored = checkpoint["hyper_parameters"]["sentencepiece_model"]
-    assert isinstance(stored, str) and checkpoint["hyper_parameters"]["tokenizer"] == "sentencepiece"
+    stored = checkpoint["hyper_parameters"]["tokenizer"]["sentencepiece_model"]
+    assert isinstance(stored, str) and checkpoint["hyper_parameters"]["tokenizer"]["name"] == "sentencepiece"
     reference = SentencePieceTokenizer(vocab_size=40)
     reference.train(fitted.seen[0])
     assert stored == reference.model
@@ -234,9 +245,9 @@ def test_checkpoint_carries_the_model_and_load_system_rebuilds_it(fitted) -> Non
     assert loaded.tokenizer.encode(text) == reference.encode(text)
     assert loaded.model.ctc_head.out_features == 40
     # A module built from the config (untrained tokenizer) takes the model in on_load_checkpoint.
-    fresh = ASRSystem(**{**TINY, "tokenizer": "sentencepiece", "vocab_size": 40})
+    fresh = ASRSystem(**override(TINY, tokenizer__name="sentencepiece", tokenizer__vocab_size=40))
     fresh.on_load_checkpoint(checkpoint)
-    assert fresh.tokenizer.model == stored and fresh.hparams.sentencepiece_model == stored
+    assert fresh.tokenizer.model == stored and fresh.hparams.tokenizer["sentencepiece_model"] == stored
 
 
 def test_cli_test_rebuilds_the_tokenizer_from_the_checkpoint(fitted) -> None:
@@ -251,7 +262,7 @@ def test_cli_test_rebuilds_the_tokenizer_from_the_checkpoint(fitted) -> None:
     finally:
         torch.set_num_threads(threads)
     stored = torch.load(fitted.ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
-    assert cli.model.tokenizer.model == stored["sentencepiece_model"]
+    assert cli.model.tokenizer.model == stored["tokenizer"]["sentencepiece_model"]
     assert "test/wer" in cli.trainer.callback_metrics
 
 
