@@ -29,8 +29,8 @@ over cannot take the rest down; what is left of ``--budget`` is shared among the
 
 Timing: warm-up first, CUDA events around each step (``time.perf_counter`` on the CPU), medians.
 Results: ``benchmarks/results/gpu.json`` and ``gpu.md`` (rewritten after every part, so a run cut
-short keeps what it measured), copied into ``$OUT`` when that is set. Runs and data go under
-``--work`` (default ``outputs/bench_gpu``). ``--dry-run`` runs every part at tiny sizes (the tiny
+short keeps what it measured), copied into ``$OUT`` when that is set. Runs go under
+``--work`` (default ``outputs/bench_gpu``) in ``runs/<UTC time>/``, generated data in ``data/``. ``--dry-run`` runs every part at tiny sizes (the tiny
 configs, small random tensors) on the CPU in about two minutes and writes
 ``gpu_dry_run.{json,md}`` into its work folder (default ``outputs/bench_gpu_dry_run``).
 
@@ -77,17 +77,17 @@ PARTS = (
 )
 # Seconds each part may take at the default budget (scaled with --budget); "asr" gets the rest.
 CAPS = {
-    "attention": 25,
-    "stn": 80,
-    "captioning": 90,
-    "real_captioning": 35,
-    "real_asr": 55,
+    "attention": 20,
+    "stn": 60,
+    "captioning": 75,
+    "real_captioning": 30,
+    "real_asr": 45,
     "asr": 0,
-    "decode_captioning": 25,
-    "decode_asr": 30,
+    "decode_captioning": 20,
+    "decode_asr": 25,
     "fp32_stn": 15,
     "fp32_captioning": 15,
-    "fp32_asr": 20,
+    "fp32_asr": 18,
 }
 DEFAULT_BUDGET = 360.0
 TARGETS = {"stn": "val/acc>=0.98", "captioning": "val/bleu_4>=0.75", "asr": None}
@@ -573,7 +573,7 @@ def _run(
 
 def _case(name: str, args: argparse.Namespace, timeout: float, config: Path | None = None) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.bench_gpu", "--case", name, "--device", args.device]
-    command += ["--case-seconds", f"{max(1.0, timeout - 15):.1f}", "--work", str(args.work)]
+    command += ["--case-seconds", f"{max(1.0, timeout - 15):.1f}", "--work", str(args.run_dir)]
     if config is not None:
         command += ["--config", str(config)]
     if args.dry_run:
@@ -592,7 +592,7 @@ def _fit(task: str, args: argparse.Namespace, timeout: float, *, fp32: bool) -> 
     """``multiattn fit`` of the task's config under ``--work`` with the step clock; its summary."""
     config = _task_config(task, args.dry_run)
     name = f"{task}_fp32" if fp32 else task
-    clock = args.work / "clock" / f"{name}.json"
+    clock = args.run_dir / "clock" / f"{name}.json"
     clock.parent.mkdir(parents=True, exist_ok=True)
     clock.unlink(missing_ok=True)
     workers = 0 if args.dry_run else min(8, max(0, (os.cpu_count() or 1) - 2))
@@ -603,7 +603,7 @@ def _fit(task: str, args: argparse.Namespace, timeout: float, *, fp32: bool) -> 
     env = {**_subprocess_env(), "MULTIATTN_CLOCK_OUT": str(clock)}
     env["MULTIATTN_CLOCK_WARMUP"] = "2" if args.dry_run else "10"
     if fp32:
-        steps = 6 if args.dry_run else 60
+        steps = 6 if args.dry_run else 50
         command += ["--trainer.precision", "32-true", "--trainer.max_steps", str(steps)]
         command += ["--trainer.limit_val_batches", "0", "--trainer.max_time", _max_time(timeout - 10)]
     else:
@@ -611,12 +611,12 @@ def _fit(task: str, args: argparse.Namespace, timeout: float, *, fp32: bool) -> 
         if target and not args.dry_run:
             env["MULTIATTN_CLOCK_TARGET"] = target
         # Leave time for start-up, data generation and the last validation.
-        command += ["--trainer.max_time", _max_time(timeout * 0.75 - 15)]
+        command += ["--trainer.max_time", _max_time(timeout * 0.85 - 10)]
         if args.dry_run:
             command += ["--trainer.max_epochs", "1"]
     if not args.dry_run:
         command += ["--trainer.precision", "32-true" if fp32 else "bf16-mixed"]
-    result = _run(command, timeout=timeout, cwd=args.work, env=env)
+    result = _run(command, timeout=timeout, cwd=args.run_dir, env=env)
     stderr = result.pop("stderr")
     result.pop("rows")
     result["config"] = str(config.relative_to(ROOT))
@@ -645,7 +645,13 @@ def run_parts(args: argparse.Namespace) -> dict[str, Any]:
         "environment": environment(),
         "parts": {},
     }
-    args.work.mkdir(parents=True, exist_ok=True)
+    # Each run trains in a folder of its own (no checkpoint of an earlier run is ever read or
+    # replaced); the generated data are shared between runs (data/, linked into the run folder).
+    args.run_dir = args.work / "runs" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    (args.work / "data").mkdir(exist_ok=True)
+    (args.run_dir / "data").symlink_to(args.work / "data", target_is_directory=True)
+    result["run_dir"] = str(args.run_dir)
     for part in args.parts:
         left = args.budget - (time.perf_counter() - start)
         later = [p for p in args.parts[args.parts.index(part) + 1 :]]
@@ -653,7 +659,7 @@ def run_parts(args: argparse.Namespace) -> dict[str, Any]:
             cap = left - sum(CAPS[p] * scale for p in later)
         else:
             cap = CAPS[part] * scale
-        timeout = min(cap, left) if not args.dry_run else max(60.0, cap)
+        timeout = min(cap, left) if not args.dry_run else 600.0  # a dry run on a busy CPU: no cap
         if timeout < 10 and not args.dry_run:
             result["parts"][part] = {"status": f"skipped: budget ({left:.0f} s left)"}
             continue
@@ -670,7 +676,11 @@ def run_parts(args: argparse.Namespace) -> dict[str, Any]:
             outcome = _fit(part.removeprefix("fp32_"), args, timeout, fp32=True)
         elif part.startswith("decode_"):
             config = _task_config(part.removeprefix("decode_"), args.dry_run)
-            outcome = _case(part, args, timeout, config)
+            ckpt = _checkpoint_of(config, args.run_dir)
+            if ckpt.exists():
+                outcome = _case(part, args, timeout, config)
+            else:
+                outcome = {"status": f"skipped: no checkpoint ({ckpt.relative_to(args.run_dir)} not trained)"}
         else:
             outcome = _case(part, args, timeout)
         result["parts"][part] = outcome
@@ -847,9 +857,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if args.device is None:
+        if not args.dry_run and not args.case and not torch.cuda.is_available():
+            print(
+                "bench_gpu: no CUDA device here (--dry-run runs every part at tiny sizes on the CPU; "
+                "--device cpu runs the full sizes on the CPU)",
+                file=sys.stderr,
+            )
+            return 2
         args.device = "cpu" if args.dry_run or not torch.cuda.is_available() else "cuda"
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("bench_gpu: --device cuda but CUDA is not available", file=sys.stderr)
+        print("bench_gpu: --device cuda: CUDA is not available", file=sys.stderr)
         return 2
     default_work = "outputs/bench_gpu_dry_run" if args.dry_run else "outputs/bench_gpu"
     args.work = (args.work or ROOT / default_work).resolve()

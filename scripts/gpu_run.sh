@@ -3,11 +3,11 @@
 # the versions and nvidia-smi, run the GPU tests (tests/gpu), then the GPU benchmark
 # (benchmarks/bench_gpu.py) within a time budget. Run from anywhere in the checkout:
 #
-#   scripts/gpu_run.sh [bench_gpu options, e.g. --budget 330 | --parts attention real_asr | --dry-run]
+#   scripts/gpu_run.sh [bench_gpu options, e.g. --budget 300 | --parts attention real_asr | --dry-run]
 #
 # Environment: OUT (default outputs/gpu_run): the log (gpu_run.log), the tests' JUnit XML and the
-# benchmark's results are written there; PYTHON (default python3); BUDGET (default 330 s, the
-# benchmark's --budget unless one is given); TESTS_TIMEOUT (default 120 s); SKIP_TESTS=1 skips the
+# benchmark's results are written there; PYTHON (default python3); BUDGET (default 300 s, the
+# benchmark's --budget unless one is given); TESTS_TIMEOUT (default 150 s); SKIP_TESTS=1 skips the
 # tests. Wheels: every .whl/*.whl (scripts/gpu_wheels.sh fetches them) is installed into
 # SITE (default /tmp/site), never into the machine's environment. Exit status: the first non-zero
 # of the tests and the benchmark. About 1.5 + BUDGET/60 minutes on an H200.
@@ -67,19 +67,19 @@ PY
   local tests_rc=0 bench_rc=0
   if [ "${SKIP_TESTS:-0}" != 1 ]; then
     echo "== tests/gpu ($(( SECONDS - start )) s so far)"
-    timeout "${TESTS_TIMEOUT:-120}" "$python" -m pytest tests/gpu -q -rs -p no:cacheprovider \
+    timeout "${TESTS_TIMEOUT:-150}" "$python" -m pytest tests/gpu -q -rs -p no:cacheprovider \
       --junitxml "$OUT/gpu_tests.xml" -o junit_family=xunit1
     tests_rc=$?
     echo "== tests/gpu exit status $tests_rc"
   fi
-  local budget=${BUDGET:-330} given="" arg
+  local budget=${BUDGET:-300} given="" arg
   for arg in "$@"; do
     [ "$given" = next ] && { budget=$arg; given=yes; }
     [ "$arg" = --budget ] && given=next
   done
   [ -z "$given" ] && set -- --budget "$budget" "$@"
   echo "== bench_gpu $* ($(( SECONDS - start )) s so far)"
-  timeout $(( ${budget%.*} + 120 )) "$python" -m benchmarks.bench_gpu "$@"
+  timeout $(( ${budget%.*} + 60 )) "$python" -m benchmarks.bench_gpu "$@"
   bench_rc=$?
   echo "== bench_gpu exit status $bench_rc; total $(( SECONDS - start )) s; results in $OUT:"
   ls -la "$OUT"
