@@ -24,23 +24,17 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
-from multiattn.io import UserError, write_json
+from multiattn.io import UserError, staging_folder, write_json
 
 __all__ = ["MANIFEST_NAME", "cached_generate", "read_manifest", "manifest_is_valid", "file_checksum"]
 
 log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
-_STAGING = ".generating-"
-_LOCK = ".lock"
 _CHUNK = 1 << 22
 
 
@@ -103,23 +97,6 @@ def manifest_is_valid(root: str | Path, params: dict[str, Any]) -> bool:
     return True
 
 
-def _remove_stale_staging(root: Path, own: Path) -> None:
-    """Remove staging folders of ``root`` left by killed runs (their lock is free)."""
-    for stale in root.parent.glob(f".{root.name}{_STAGING}*"):
-        if stale.name.endswith(_LOCK) or stale == own:
-            continue
-        lock = FileLock(str(stale) + _LOCK)
-        if not stale.is_dir():
-            continue
-        try:
-            with lock.acquire(timeout=0):
-                shutil.rmtree(stale, ignore_errors=True)
-        except Timeout:
-            continue  # another process is generating into it right now
-        with contextlib.suppress(OSError):
-            Path(str(stale) + _LOCK).unlink()
-
-
 def _check_replaceable(root: Path) -> dict[str, Any] | None:
     """What may be removed from an existing ``root``: its old manifest, or ``None`` (nothing listed).
 
@@ -176,30 +153,18 @@ def cached_generate(
     old = _check_replaceable(root)
     if root.exists():
         log.warning("regenerating %s (cache missing, damaged or made with other parameters)", root)
-    try:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}{_STAGING}"))
-    except OSError as err:
-        raise UserError(f"{root}: cannot write the data cache here ({err.strerror or err})") from None
-    lock = FileLock(str(staging) + _LOCK)
-    try:
-        with lock:
-            _remove_stale_staging(root, staging)
-            extra = generate(staging) or {}
-            files = sorted(p for p in staging.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
-            names = [p.relative_to(staging).as_posix() for p in files]
-            manifest = {
-                "params": params,
-                "files": {n: p.stat().st_size for n, p in zip(names, files)},
-                "checksums": {n: file_checksum(p) for n, p in zip(names, files)},
-                **extra,
-            }
-            write_json(staging / MANIFEST_NAME, manifest, indent=1)
-            _install(staging, root, old, names)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            Path(str(staging) + _LOCK).unlink()
+    with staging_folder(root, "generating") as staging:
+        extra = generate(staging) or {}
+        files = sorted(p for p in staging.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+        names = [p.relative_to(staging).as_posix() for p in files]
+        manifest = {
+            "params": params,
+            "files": {n: p.stat().st_size for n, p in zip(names, files)},
+            "checksums": {n: file_checksum(p) for n, p in zip(names, files)},
+            **extra,
+        }
+        write_json(staging / MANIFEST_NAME, manifest, indent=1)
+        _install(staging, root, old, names)
     return manifest
 
 

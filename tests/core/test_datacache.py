@@ -65,7 +65,7 @@ def test_a_file_or_unwritable_place_is_one_line(tmp_path):
     (tmp_path / "f").write_text("mine")
     with pytest.raises(UserError, match="is a file"):
         cached_generate(tmp_path / "f", {"seed": 1}, _generator([]))
-    with pytest.raises(UserError, match="cannot write the data cache") as info:
+    with pytest.raises(UserError, match="cannot write here") as info:
         cached_generate(tmp_path / "f" / "cache", {"seed": 1}, _generator([]))  # parent is a file
     assert "\n" not in str(info.value)
     assert (tmp_path / "f").read_text() == "mine"
