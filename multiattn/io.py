@@ -86,6 +86,9 @@ def staging_folder(target: str | os.PathLike, tag: str) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(folder, 0o777 & ~umask)  # mkdtemp makes 0700; a finished folder follows the umask
     except OSError as err:
         raise UserError(f"{target}: cannot write here ({err.strerror or err})") from None
     lock_path = Path(str(folder) + _LOCK)
