@@ -33,7 +33,7 @@ ENTRY_POINT_GROUP = "multiattn.apps"
 
 def _quiet_known_noise() -> None:
     # jsonargparse >= 4.49 warns about APIs that Lightning 2.6 still uses; the warning is for
-    # Lightning's developers, not for our users (REFERENCE.md). Other warnings stay visible.
+    # Lightning's developers, not for our users (docs/conventions.md, "Lightning and PyTorch"). Other warnings stay visible.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 
