@@ -35,7 +35,7 @@ from tasks.asr.audio import SAMPLE_RATE, load_audio
 from tasks.asr.data import ASRDataModule
 from tasks.asr.features import HOP_SECONDS
 from tasks.asr.system import ASRSystem
-from tasks.report import SectionRequest, datamodule_from_checkpoint, write_wav
+from tasks.common.report import SectionRequest, datamodule_from_checkpoint, write_wav
 
 __all__ = ["build_section", "word_statuses", "MAX_SECONDS"]
 
@@ -177,7 +177,9 @@ def _decode_and_write(
 
 
 def _split_section(request: SectionRequest, system: ASRSystem):
-    datamodule, where = datamodule_from_checkpoint(request.checkpoint, "asr", ASRDataModule, request.data_dir)
+    datamodule, where = datamodule_from_checkpoint(
+        request.checkpoint, __package__, ASRDataModule, request.data_dir
+    )
     datamodule.setup(STAGE_OF_SPLIT[request.split])
     dataset = datamodule.datasets[request.split]
     count = min(request.limit, len(dataset))

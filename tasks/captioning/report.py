@@ -33,7 +33,7 @@ from multiattn.metrics.captioning import caption_metrics
 from tasks.captioning.data import SceneCaptionData
 from tasks.captioning.images import denormalize, load_image
 from tasks.captioning.system import CaptioningSystem
-from tasks.report import (
+from tasks.common.report import (
     SectionRequest,
     datamodule_from_checkpoint,
     display_scale,
@@ -122,7 +122,7 @@ def _split_section(request: SectionRequest, system: CaptioningSystem):
     from tasks.captioning.scoring import SceneScorer
 
     datamodule, where = datamodule_from_checkpoint(
-        request.checkpoint, "captioning", SceneCaptionData, request.data_dir
+        request.checkpoint, __package__, SceneCaptionData, request.data_dir
     )
     datamodule.vocab = system.vocab  # ids mean what the model learned; no vocabulary rebuilt
     setup_datamodule(datamodule, where, request.ckpt)

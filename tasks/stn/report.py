@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from multiattn.checkpoint import load_system
-from tasks.report import (
+from tasks.common.report import (
     SectionRequest,
     datamodule_from_checkpoint,
     display_scale,
@@ -77,7 +77,9 @@ def _item(
 def _split_section(request: SectionRequest, system: STNSystem) -> tuple[list[dict[str, Any]], dict, str]:
     from multiattn.stn import region_iou
 
-    datamodule, where = datamodule_from_checkpoint(request.checkpoint, "stn", STNDataModule, request.data_dir)
+    datamodule, where = datamodule_from_checkpoint(
+        request.checkpoint, __package__, STNDataModule, request.data_dir
+    )
     setup_datamodule(datamodule, where, request.ckpt)
     dataset = datamodule.datasets[request.split]
     count = min(request.limit, len(dataset))

@@ -1,0 +1,16 @@
+"""The speech recogniser's declaration (its ``multiattn.apps`` entry point: ``multiattn transcribe``)."""
+
+from multiattn.registry import Task
+
+TASK = Task(
+    name="asr",
+    title="speech",
+    package=__package__,
+    help="transcribe audio with a speech checkpoint (attention / CTC alignment overlays)",
+    app=".app:main",
+    system=".system:ASRSystem",
+    report=".report:build_section",
+    input_extensions=".app:AUDIO_EXTENSIONS",
+    input_kind="audio",
+    renderer="explorer.js",
+)
