@@ -77,37 +77,40 @@ class Task:
     Attributes:
         name: the task's short name: the report section's ``task`` kind, the data folder under
             ``report --data-dir``.
-        title: the report tab's title ("classifier", "speech", ...).
+        title: the report tab's title ("classifier", "speech", ...; default: ``name``).
         package: the declaring package (``__package__``): relative references resolve in it, and
             a checkpoint whose LightningCLI class path lies inside it belongs to this task.
         help: one line for ``multiattn --help`` describing the app command.
-        app: ``main(argv)`` of the app command.
+        app: ``main(argv)`` of the app command (default ``.app:main``).
         system: the LightningModule class of its checkpoints (tried on checkpoints that do not
             record a class path).
         report: ``build_section(request) -> section dict`` for ``multiattn report``, where
-            ``request`` is a ``tasks.common.report.SectionRequest``.
+            ``request`` is a ``tasks.common.report.SectionRequest`` (default
+            ``.report:build_section``).
         input_extensions: the file suffixes (lower case, with the dot) it reads as ``--inputs``.
         input_kind: what those files are, for messages ("image", "audio").
-        renderer: a JavaScript file inside ``package`` that sets
+        renderer: a JavaScript file inside ``package`` (default ``explorer.js``) that sets
             ``window.MULTIATTN_RENDERERS[name] = (item, helpers) => [DOM nodes]`` for the explorer
             (``multiattn/explorer/static/explorer.js`` documents ``helpers``).
     """
 
     name: str
-    title: str
     package: str
     help: str
-    app: Reference
     system: Reference
-    report: Reference
     input_extensions: Reference
     input_kind: str
-    renderer: str
+    title: str = ""
+    app: Reference = ".app:main"
+    report: Reference = ".report:build_section"
+    renderer: str = "explorer.js"
 
     def __post_init__(self) -> None:
         # The name becomes a file name (render-<name>.js) and a JavaScript property.
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
             raise ValueError(f"task name {self.name!r}: expected lower-case letters, digits and _")
+        if not self.title:
+            object.__setattr__(self, "title", self.name)  # frozen dataclass: set once, here
 
     def load(self, piece: str) -> Any:
         """The object one of the reference attributes names (``task.load("report")``)."""

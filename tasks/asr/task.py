@@ -7,10 +7,7 @@ TASK = Task(
     title="speech",
     package=__package__,
     help="transcribe audio with a speech checkpoint (attention / CTC alignment overlays)",
-    app=".app:main",
     system=".system:ASRSystem",
-    report=".report:build_section",
     input_extensions=".app:AUDIO_EXTENSIONS",
     input_kind="audio",
-    renderer="explorer.js",
 )

@@ -35,6 +35,7 @@ from tasks.captioning.images import denormalize, load_image
 from tasks.captioning.system import CaptioningSystem
 from tasks.common.report import (
     SectionRequest,
+    build_from,
     datamodule_from_checkpoint,
     display_scale,
     setup_datamodule,
@@ -200,8 +201,4 @@ def build_section(request: SectionRequest) -> dict[str, Any]:
         encoder_weights_file=None,
         log_overlays=False,
     )
-    if request.inputs is None:
-        items, metrics, data = _split_section(request, system)
-    else:
-        items, metrics, data = _inputs_section(request, system)
-    return {"task": "captioning", "title": "captioning", "data": data, "metrics": metrics, "items": items}
+    return build_from(request, system, _split_section, _inputs_section)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from multiattn.io import UserError, atomic_path
 
 __all__ = [
     "SectionRequest",
+    "build_from",
     "datamodule_from_checkpoint",
     "setup_datamodule",
     "display_scale",
@@ -70,6 +72,21 @@ class SectionRequest:
     def relative(self, path: Path) -> str:
         """``path`` relative to the report folder, with ``/`` (what the page references)."""
         return path.relative_to(self.out_dir).as_posix()
+
+
+SectionHalf = Callable[[SectionRequest, Any], tuple[list[dict[str, Any]], dict[str, Any], str]]
+
+
+def build_from(
+    request: SectionRequest, system: Any, split: SectionHalf, inputs: SectionHalf
+) -> dict[str, Any]:
+    """A section from an adapter's two halves: ``split`` (``--split``) or ``inputs`` (``--inputs``).
+
+    Each half takes ``(request, system)`` and returns ``(items, metrics, data description)``; the
+    report builder adds the section's ``task`` and ``title``.
+    """
+    items, metrics, data = (split if request.inputs is None else inputs)(request, system)
+    return {"data": data, "metrics": metrics, "items": items}
 
 
 # ---- checkpoints and data ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ import torch
 from multiattn.checkpoint import load_system
 from tasks.common.report import (
     SectionRequest,
+    build_from,
     datamodule_from_checkpoint,
     display_scale,
     setup_datamodule,
@@ -168,8 +169,4 @@ def _warped(system: STNSystem, file: str, request: SectionRequest) -> np.ndarray
 def build_section(request: SectionRequest) -> dict[str, Any]:
     """The report section (``task: "stn"``) of one classifier checkpoint."""
     system = load_system(STNSystem, request.ckpt, map_location=request.device, log_overlays=False)
-    if request.inputs is None:
-        items, metrics, data = _split_section(request, system)
-    else:
-        items, metrics, data = _inputs_section(request, system)
-    return {"task": "stn", "title": "classifier", "data": data, "metrics": metrics, "items": items}
+    return build_from(request, system, _split_section, _inputs_section)

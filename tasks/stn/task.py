@@ -7,10 +7,7 @@ TASK = Task(
     title="classifier",
     package=__package__,
     help="classify images with a spatial transformer checkpoint (sampled region overlays)",
-    app=".app:main",
     system=".system:STNSystem",
-    report=".report:build_section",
     input_extensions=".sources.images:IMAGE_EXTENSIONS",
     input_kind="image",
-    renderer="explorer.js",
 )
