@@ -11,7 +11,7 @@ One module serves every data source, chosen by ``source``:
   images converted exactly as ``multiattn classify`` converts them (no boxes).
 
 Batches are :class:`STNBatch`. Images are float in [0, 1], light on dark for digits; the
-model normalises *after* warping (REFERENCE.md: normalising before a zero-padded warp is a
+model normalises *after* warping (docs/conventions.md: normalising before a zero-padded warp is a
 cause of collapse).
 
 Shape legend: ``B`` batch, ``C`` channels, ``H, W`` image size.

@@ -24,8 +24,9 @@ import torch
 
 from multiattn.checkpoint import load_system
 from multiattn.imageio import SCALE
-from tasks.report import (
+from tasks.common.report import (
     SectionRequest,
+    build_from,
     datamodule_from_checkpoint,
     display_scale,
     setup_datamodule,
@@ -78,7 +79,9 @@ def _item(
 def _split_section(request: SectionRequest, system: STNSystem) -> tuple[list[dict[str, Any]], dict, str]:
     from multiattn.stn import region_iou
 
-    datamodule, where = datamodule_from_checkpoint(request.checkpoint, "stn", STNDataModule, request.data_dir)
+    datamodule, where = datamodule_from_checkpoint(
+        request.checkpoint, __package__, STNDataModule, request.data_dir
+    )
     setup_datamodule(datamodule, where, request.ckpt)
     dataset = datamodule.datasets[request.split]
     count = min(request.limit, len(dataset))
@@ -170,8 +173,4 @@ def _warped(system: STNSystem, file: str, request: SectionRequest) -> np.ndarray
 def build_section(request: SectionRequest) -> dict[str, Any]:
     """The report section (``task: "stn"``) of one classifier checkpoint."""
     system = load_system(STNSystem, request.ckpt, map_location=request.device, log_overlays=False)
-    if request.inputs is None:
-        items, metrics, data = _split_section(request, system)
-    else:
-        items, metrics, data = _inputs_section(request, system)
-    return {"task": "stn", "title": "classifier", "data": data, "metrics": metrics, "items": items}
+    return build_from(request, system, _split_section, _inputs_section)
