@@ -30,13 +30,13 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.output import write_results
 from multiattn.runtime import keep_freed_memory
 
 BATCH, EMBED_DIM, NUM_HEADS = 8, 256, 4
 METHODS = ("fast", "recording", "torch_mha", "linear")
 SHORT = (128, 512, 2048, 4096)  # every method
 LONG = (1024, 8192, 16384)  # fast path and linear attention only
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _explicit_bytes(length: int) -> int:
@@ -230,8 +230,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    from multiattn.io import atomic_open, write_json
-
     rows = []
     cases = [
         (method, length)
@@ -266,12 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "ratios": _ratios(rows),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     name = args.name or ("attention" if args.device == "cpu" else "attention_cuda")
-    write_json(RESULTS / f"{name}.json", result, indent=2)
-    with atomic_open(RESULTS / f"{name}.md", encoding="utf-8") as handle:
-        handle.write(_markdown(result))
-    print(_markdown(result))
+    write_results(name, result, _markdown(result), indent=2)
     return 0
 
 
