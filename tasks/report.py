@@ -26,7 +26,7 @@ checkpoint. Exit status: 0, 1 when some input file was skipped, 2 on a user erro
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,13 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from multiattn.apps import expand_inputs, resolve_device
-from multiattn.io import UserError
+from multiattn.io import UserError, staging_folder, swap_folders
 from multiattn.registry import Command, Task, tasks
 from tasks.common.report import SectionRequest
 
 __all__ = ["COMMAND", "detect_task", "build_parser", "build_report", "main"]
 
 SPLITS = ("test", "val", "train")
+# What a report folder holds, and how its data.js starts (tells an earlier report from other files).
+REPORT_ENTRIES = ("index.html", "data.js", "explorer.js", "explorer.css", "assets")
+REPORT_MARKER = "window.MULTIATTN_REPORT"
 
 
 # ---- tasks ------------------------------------------------------------------------------------
@@ -88,7 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument("--split", choices=SPLITS, help="examples of the checkpoint's own data split")
     parser.add_argument("--limit", type=int, default=48, help="examples taken from --split (default 48)")
-    parser.add_argument("--out", type=Path, required=True, help="report folder (index.html and assets)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="report folder (index.html and assets); an earlier report there is replaced whole",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty --out that is not a report: replaces its index.html, data.js, "
+        "explorer.js, explorer.css and assets/, keeps everything else",
+    )
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="data root: each task's data under DATA_DIR/<task>"
     )
@@ -111,8 +125,7 @@ def build_report(args: argparse.Namespace, log: Callable[[str], None] = lambda _
         raise UserError(f"--batch-size {args.batch_size}: expected at least 1")
     device = resolve_device(args.device)
     out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: --out exists and is not a folder")
+    replace_whole = check_out_folder(out_dir, force=getattr(args, "force", False))
     registered = tasks()
     loaded = []
     for ckpt in map(Path, args.ckpt):
@@ -131,11 +144,45 @@ def build_report(args: argparse.Namespace, log: Callable[[str], None] = lambda _
         unclaimed = [f for f in files if f.is_file() and f not in claimed]
     else:
         unclaimed = []
-    sections, errors = [], [(str(f), "not a file type of these checkpoints' tasks") for f in unclaimed]
+    errors = [(str(f), "not a file type of these checkpoints' tasks") for f in unclaimed]
+    # The report is written into a hidden folder beside --out and swapped in only when complete:
+    # an earlier report there stays whole until then (and whole if this run fails or is killed).
+    with staging_folder(out_dir, "report") as staging:
+        sections = _build_sections(args, loaded, files, staging, device, errors, log)
+        seen, unique = set(), []
+        for file, message in errors:  # a bad image is met by both image tasks: say it once
+            if file not in seen:
+                seen.add(file)
+                unique.append((file, message))
+        report = {
+            "title": args.title,
+            "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "sections": sections,
+        }
+        write_report(report, staging)
+        try:
+            if replace_whole:
+                swap_folders(staging, out_dir)
+            else:
+                _merge_into(staging, out_dir)
+        except OSError as err:
+            raise UserError(f"{out_dir}: cannot write the report here ({err.strerror or err})") from None
+    return out_dir / "index.html", unique
+
+
+def _build_sections(
+    args: argparse.Namespace,
+    loaded: list,
+    files: list[Path] | None,
+    out_dir: Path,
+    device: Any,
+    errors: list[tuple[str, str]],
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Run each checkpoint's adapter, writing its assets under ``out_dir``; appends skipped inputs."""
+    sections = []
     for index, (ckpt, checkpoint, task) in enumerate(loaded):
         assets = out_dir / "assets" / f"s{index}-{task.name}"
-        if assets.is_dir():
-            shutil.rmtree(assets)  # stale assets of an earlier report in this folder
         assets.mkdir(parents=True, exist_ok=True)
         request = SectionRequest(
             ckpt=ckpt,
@@ -166,17 +213,51 @@ def build_report(args: argparse.Namespace, log: Callable[[str], None] = lambda _
         for file, message in errors:
             log(f"{file}: {message}")
         raise UserError("nothing to report: no example could be read")
-    seen, unique = set(), []
-    for file, message in errors:  # a bad image is met by both image tasks: say it once
-        if file not in seen:
-            seen.add(file)
-            unique.append((file, message))
-    report = {
-        "title": args.title,
-        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "sections": sections,
-    }
-    return write_report(report, out_dir), unique
+    return sections
+
+
+def is_report_folder(folder: Path) -> bool:
+    """``True`` when ``folder`` holds a report written by this command and nothing else."""
+    try:
+        with open(folder / "data.js", encoding="utf-8") as handle:
+            if not handle.read(64).startswith(REPORT_MARKER):
+                return False
+    except (OSError, UnicodeDecodeError):
+        return False
+    return {p.name for p in folder.iterdir()} <= set(REPORT_ENTRIES)
+
+
+def check_out_folder(out_dir: Path, *, force: bool) -> bool:
+    """Whether ``--out`` may be replaced whole (new, empty or an earlier report); ``False`` with ``--force``
+    on a folder holding anything else, whose report entries alone are then replaced.
+
+    Raises:
+        UserError: ``--out`` is a file, or a non-empty folder that is not a report (without ``--force``).
+    """
+    if not out_dir.exists():
+        return True
+    if not out_dir.is_dir():
+        raise UserError(f"{out_dir}: --out exists and is not a folder")
+    if not any(out_dir.iterdir()) or is_report_folder(out_dir):
+        return True
+    if not force:
+        raise UserError(
+            f"{out_dir}: --out is not empty and holds no earlier report; nothing was written: choose "
+            f"another folder, or add --force to replace {', '.join(REPORT_ENTRIES)} there and keep the rest"
+        )
+    return False
+
+
+def _merge_into(staging: Path, out_dir: Path) -> None:
+    """``--force``: move the report's entries into ``out_dir`` (``index.html`` last); the entries they
+    replace go to ``staging`` (removed by the caller), everything else in ``out_dir`` stays."""
+    aside = staging / ".replaced"
+    aside.mkdir()
+    for name in sorted(REPORT_ENTRIES, key=lambda n: n == "index.html"):
+        new, target = staging / name, out_dir / name
+        if target.exists() or target.is_symlink():
+            os.rename(target, aside / name)
+        os.rename(new, target)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

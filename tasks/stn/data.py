@@ -110,7 +110,7 @@ def collate_batch(items: STNBatch | list) -> STNBatch:
 
 
 def _load_folder_image(path: str, *, channels: int, size: tuple[int, int], light_on_dark: bool) -> Tensor:
-    return prepare_image(read_image(path), channels=channels, size=size, light_on_dark=light_on_dark)[0]
+    return prepare_image(read_image(path, size), channels=channels, size=size, light_on_dark=light_on_dark)[0]
 
 
 class STNDataModule(SplitDataModule):

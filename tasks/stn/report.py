@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from multiattn.checkpoint import load_system
+from multiattn.imageio import SCALE
 from tasks.common.report import (
     SectionRequest,
     build_from,
@@ -130,9 +131,12 @@ def _inputs_section(request: SectionRequest, system: STNSystem) -> tuple[list[di
         if "error" in record:
             request.errors.append((record["file"], record["error"]))
             continue
-        picture = image_to_array(
-            read_image(record["file"]), channels=system.hparams.in_channels
-        )  # (H, W[, C])
+        image = read_image(record["file"], (160, 160))  # >= 320 px a side: the page shows at most that
+        picture = image_to_array(image, channels=system.hparams.in_channels)  # (H, W[, C])
+        corners = record["corners"]
+        if corners is not None:  # the user's pixels -> the decoded picture's
+            scale = image.info[SCALE]
+            corners = [[(x + 0.5) / scale - 0.5, (y + 0.5) / scale - 0.5] for x, y in corners]
         warped = _warped(system, record["file"], request)
         items.append(
             _item(
@@ -141,7 +145,7 @@ def _inputs_section(request: SectionRequest, system: STNSystem) -> tuple[list[di
                 record["file"],
                 picture,
                 warped,
-                record["corners"],
+                corners,
                 record["label"],
                 record["probabilities"],
             )
@@ -155,7 +159,7 @@ def _warped(system: STNSystem, file: str, request: SectionRequest) -> np.ndarray
 
     hp = system.hparams
     tensor, _ = prepare_image(
-        read_image(file),
+        read_image(file, tuple(int(side) for side in hp.input_size)),
         channels=hp.in_channels,
         size=(int(hp.input_size[0]), int(hp.input_size[1])),
         light_on_dark=hp.light_on_dark,
