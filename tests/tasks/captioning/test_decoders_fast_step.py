@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tasks.captioning.decoders as decoders
+import tasks.captioning.fused_step as fused_step
 from multiattn.attention.spatial import SoftSpatialAttention
 from tasks.captioning.decoders import ShowAttendTellDecoder
 from tests.tasks.captioning.test_caption_model import _model as tiny_caption_model
@@ -135,7 +135,7 @@ def test_searches_give_the_plain_step_captions(monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_the_vocabulary_rule_picks_the_matmul_for_large_vocabularies(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(decoders, "TOKEN_TABLE_MAX_VOCAB", 16)
+    monkeypatch.setattr(fused_step, "TOKEN_TABLE_MAX_VOCAB", 16)
     decoder = _decoder(17)
     assert not decoder.folded_weights().use_table
     _assert_steps_match(decoder)
