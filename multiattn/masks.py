@@ -40,11 +40,16 @@ def _fmt(expected: tuple[int | None, ...]) -> str:
 
 
 def check_lengths(lengths: Tensor, batch: int, max_len: int, name: str = "lengths") -> None:
-    """Validate a ``(B,)`` integer lengths tensor against a batch size and a maximum length."""
+    """Validate a ``(B,)`` integer lengths tensor against a batch size and a maximum length.
+
+    The values are checked on the CPU only: on a GPU reading them back would stall the queue of
+    kernels (twice per call, in every layer that takes lengths); shape and dtype are checked
+    everywhere.
+    """
     check_shape(name, lengths, (batch,))
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
         raise ValueError(f"{name}: expected an integer tensor, received dtype {lengths.dtype}")
-    if batch and (int(lengths.min()) < 0 or int(lengths.max()) > max_len):
+    if batch and lengths.device.type == "cpu" and (int(lengths.min()) < 0 or int(lengths.max()) > max_len):
         raise ValueError(
             f"{name}: values must lie in [0, {max_len}], received min {int(lengths.min())} max {int(lengths.max())}"
         )
