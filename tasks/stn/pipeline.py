@@ -1,0 +1,108 @@
+"""The classifier's pipeline: ``multiattn.load(<stn checkpoint>)`` and ``multiattn classify``.
+
+Each image is converted exactly as in training (:func:`tasks.stn.sources.images.prepare_image`:
+any mode and size, letterboxed to the model's input), classified, and the sampled region's four
+corners are mapped back through the letterbox into the *user's* pixel coordinates (pixel centres
+at integers, ``x`` right, ``y`` down).
+
+A result's record (``to_dict()``, the ``--json`` line of ``classify``) is
+``{"file", "label", "probabilities": {class: p}, "corners": [[x, y] x4] | null, "theta"}`` (+
+``"overlay"`` once written); ``corners`` is ``null`` for a checkpoint trained without the
+transformer. ``result.attention`` holds ``corners`` (``(4, 2)`` tensor in the user's pixels, or
+``None``), ``theta`` (``(2, 3)``) and ``warped`` (the ``(C, H, W)`` region the classifier saw).
+
+Options: ``invert`` (``None`` = automatic, ``True`` / ``False`` force or forbid inverting to
+light-on-dark).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from multiattn.checkpoint import load_system
+from multiattn.pipeline import ChoiceOption, Pipeline, Result, image_input
+from tasks.stn.sources.images import image_to_array, prepare_image, read_image
+
+__all__ = ["ClassifierPipeline", "ClassifierResult"]
+
+
+class ClassifierResult(Result):
+    """A classified image; :meth:`overlay` draws the region beside the warped image."""
+
+    def __init__(
+        self, record: dict[str, Any], attention: dict[str, Any], image: Any, channels: int, title: str
+    ):
+        super().__init__(record, attention)
+        self._image, self._channels, self._title = image, channels, title
+
+    def overlay(self):
+        from tasks.stn.overlay import region_figure
+
+        corners = self.attention["corners"]
+        return region_figure(
+            [image_to_array(self._image, channels=self._channels)],  # (h, w, C) as the user gave it
+            [None if corners is None else corners.numpy()],
+            [self.attention["warped"].numpy()],
+            [self._title],
+            pairs_per_row=1,
+            panel_inches=2.4,
+        )
+
+
+class ClassifierPipeline(Pipeline):
+    """Spatial transformer classifier (:class:`tasks.stn.system.STNSystem`)."""
+
+    task = "stn"
+    system_path = "tasks.stn.system:STNSystem"
+    options = {"invert": ChoiceOption((None, True, False))}
+
+    @classmethod
+    def build_system(cls, path: Path, device: torch.device):
+        from tasks.stn.system import STNSystem
+
+        return load_system(STNSystem, path, map_location=device, log_overlays=False)
+
+    def prepare(self, item: Any, name: str | None, settings: dict[str, Any]) -> Any:
+        hp = self.system.hparams
+        image = image_input(item)
+        if isinstance(image, Path):
+            image = read_image(image)
+        tensor, letterbox = prepare_image(
+            image,
+            channels=hp.in_channels,
+            size=(int(hp.input_size[0]), int(hp.input_size[1])),
+            light_on_dark=hp.light_on_dark,
+            invert=settings.get("invert"),
+        )
+        return name, image, tensor, letterbox
+
+    def forward(self, prepared: list[Any], settings: dict[str, Any]) -> list[Result]:
+        hp = self.system.hparams
+        tensors = [tensor for _, _, tensor, _ in prepared]
+        with torch.inference_mode():
+            outputs = self.system.predict_step(torch.stack(tensors).to(self.device))  # (B, C, H, W)
+        names = self.system.class_names
+        results: list[Result] = []
+        for position, (name, image, _, letterbox) in enumerate(prepared):
+            probabilities = outputs["probabilities"][position].cpu()
+            label = int(outputs["label"][position])
+            record: dict[str, Any] = {
+                "file": name,
+                "label": names[label],
+                "probabilities": {n: round(float(p), 6) for n, p in zip(names, probabilities)},
+                "corners": None,
+                "theta": None,
+            }
+            corners = theta = None
+            if outputs["corners"] is not None:
+                corners = letterbox.to_original(outputs["corners"][position].cpu())  # (4, 2)
+                theta = outputs["theta"][position].cpu()
+                record["corners"] = [[round(float(x), 3), round(float(y), 3)] for x, y in corners]
+                record["theta"] = theta.tolist()
+            attention = {"corners": corners, "theta": theta, "warped": outputs["warped"][position].cpu()}
+            title = f"{names[label]} ({float(probabilities[label]):.2f})"
+            results.append(ClassifierResult(record, attention, image, hp.in_channels, title))
+        return results
