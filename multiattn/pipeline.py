@@ -225,6 +225,7 @@ class Pipeline:
     def __init__(self, system: Any, device: torch.device, **options: Any) -> None:
         self.system = system
         self.device = device
+        self.batch_size = 16
         self.defaults = self.check_options(options)
 
     # -- construction ---------------------------------------------------------------------------
@@ -288,7 +289,7 @@ class Pipeline:
         self, inputs: Iterable[Any], *, batch_size: int = 16, **options: Any
     ) -> Iterator[Result | InputError]:
         """Results in input order; an input that cannot be used yields an :class:`InputError`."""
-        check_number("batch_size", batch_size, integer=True, low=1)
+        self.batch_size = check_number("batch_size", batch_size, integer=True, low=1)
         settings = {**self.defaults, **self.check_options(options)}
         items = list(inputs)
         for start in range(0, len(items), batch_size):

@@ -19,7 +19,15 @@ from torch import Tensor
 
 from multiattn.io import UserError
 
-__all__ = ["MEAN", "STD", "array_to_tensor", "load_image", "denormalize", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "MEAN",
+    "STD",
+    "array_to_tensor",
+    "load_image",
+    "image_to_input",
+    "denormalize",
+    "IMAGE_EXTENSIONS",
+]
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -44,18 +52,28 @@ def load_image(path: str | os.PathLike, image_size: int) -> tuple[Tensor, np.nda
         overlays are drawn on.
 
     Raises:
-        UserError: naming the file, when it is missing or not a readable image.
+        UserError: naming the file and what is wrong, when it is missing or not a readable image.
     """
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            if img.size != (image_size, image_size):
-                img = img.resize((image_size, image_size), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)  # (S, S, 3)
+            return image_to_input(img, image_size)
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise UserError(f"{path}: not a readable image ({type(error).__name__})") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not a readable image (not an image format Pillow recognises)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: not a readable image ({reason})") from None
+
+
+def image_to_input(img: Image.Image, image_size: int) -> tuple[Tensor, np.ndarray]:
+    """A Pillow image of any mode -> ``(tensor (3, S, S) normalised, uint8 array (S, S, 3))``."""
+    img = img.convert("RGB")
+    if img.size != (image_size, image_size):
+        img = img.resize((image_size, image_size), Image.BILINEAR)
+    array = np.asarray(img, dtype=np.uint8)  # (S, S, 3)
     return array_to_tensor(array), array
 
 
