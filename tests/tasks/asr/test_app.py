@@ -121,11 +121,17 @@ def test_long_recording_is_segmented_and_joined(trained, tmp_path: Path, capsys)
             "1",
             "--mode",
             "attention",
+            "--overlay-dir",
+            str(tmp_path / "ov"),
         ]
     )
     assert code == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["segments"] >= 2
+    assert len(record["overlay_pieces"]) >= 2  # decoded in pieces, one overlay each
+    assert all(Path(p).is_file() for p in record["overlay_pieces"])
+    for segment in record["segments"]:
+        assert set(segment) == {"start", "end", "text", "words"}
+        assert segment["text"] == " ".join(w["word"] for w in segment["words"])
     assert record["duration"] == pytest.approx(len(long) / 22050, abs=0.01)
     starts = [w["start"] for w in record["words"]]
     assert starts == sorted(starts)
