@@ -138,11 +138,11 @@ def prepare_waveform(
         raise UserError(f"{name}: sample rate {sample_rate!r}: expected a positive integer")
     if data.ndim == 1:
         data = data[:, None]
-    elif data.ndim == 2 and data.shape[0] < data.shape[1]:
+    elif data.ndim == 2 and 0 < data.shape[0] < data.shape[1]:
         data = data.T  # (channels, N) -> (N, channels)
     if data.ndim != 2:
         raise UserError(f"{name}: audio of shape {data.shape}: expected (N,) or (N, channels)")
-    if data.shape[0] == 0:
+    if data.size == 0:
         raise UserError(f"{name}: empty audio (0 samples)")
     if not np.isfinite(data).all():
         raise UserError(f"{name}: audio contains NaN or infinite samples")

@@ -70,7 +70,7 @@ def test_json_has_text_and_word_times(trained, tmp_path: Path, capsys) -> None:
         assert {"file", "text", "words", "duration", "segments"} <= set(record)
         assert isinstance(record["text"], str)
         for word in record["words"]:
-            assert set(word) == {"word", "start", "end"}
+            assert set(word) == {"word", "start", "end", "probability"}
             assert 0.0 <= word["start"] <= word["end"] <= record["duration"] + 0.1
     assert sorted(p.name for p in overlays.glob("*.png")) == sorted(f"{f.stem}.png" for f in files)
 
@@ -131,7 +131,8 @@ def test_long_recording_is_segmented_and_joined(trained, tmp_path: Path, capsys)
     assert all(Path(p).is_file() for p in record["overlay_pieces"])
     for segment in record["segments"]:
         assert set(segment) == {"start", "end", "text", "words"}
-        assert segment["text"] == " ".join(w["word"] for w in segment["words"])
+        if segment["words"]:  # (a piece whose tokens the CTC alignment cannot place has none)
+            assert segment["text"] == " ".join(w["word"] for w in segment["words"])
     assert record["duration"] == pytest.approx(len(long) / 22050, abs=0.01)
     starts = [w["start"] for w in record["words"]]
     assert starts == sorted(starts)
