@@ -9,12 +9,11 @@
     result.overlay()                      # a matplotlib figure
 
 The checkpoint names the LightningModule it was written by (``hyper_parameters["_class_path"]``,
-stored by LightningCLI). Every task registers its application command as a ``multiattn.apps``
-entry point (``pyproject.toml``), and that command's module names the task's pipeline class in
-``PIPELINE``; :func:`load` picks the pipeline of the task whose package defines the checkpoint's
-class, so this core module never imports a task by name. A checkpoint without a class path (a
-system saved outside LightningCLI) goes to the first pipeline whose system accepts its
-hyper-parameters.
+stored by LightningCLI). Every task declares itself in the registry (:mod:`multiattn.registry`,
+the ``multiattn.apps`` entry points), its declaration naming its pipeline class (``Task.pipeline``);
+:func:`load` picks the pipeline of the task whose package holds the checkpoint's class, so this
+core module never imports a task by name. A checkpoint without a class path (a system saved
+outside LightningCLI) goes to the first task whose system accepts its hyper-parameters.
 
 The application commands (``caption``, ``classify``, ``transcribe``) are thin layers over the same
 pipelines: the command line adds file discovery, overlay files, output files and progress.
@@ -30,7 +29,6 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,7 +37,6 @@ import torch
 from multiattn.io import UserError, atomic_path
 
 __all__ = [
-    "APP_GROUP",
     "ChoiceOption",
     "InputError",
     "NumberOption",
@@ -51,8 +48,6 @@ __all__ = [
     "load",
     "resolve_device",
 ]
-
-APP_GROUP = "multiattn.apps"
 
 
 class OptionError(UserError):
@@ -206,20 +201,15 @@ def _write_figure(figure: Any, path: Path, *, overwrite: bool) -> None:
     figure.clear()
 
 
-def _system_parameters(cls: type) -> set[str]:
-    return {name for name in inspect.signature(cls.__init__).parameters if name != "self"}
-
-
 class Pipeline:
     """A trained model with the pre- and post-processing of its task.
 
-    Subclasses (one per task) set ``system_path`` and ``options`` and implement
+    Subclasses (one per task) set ``task`` and ``options`` and implement
     :meth:`build_system` (checkpoint -> model), :meth:`prepare` (one input -> model input, or a
     ``UserError``) and :meth:`forward` (a batch of prepared inputs -> results).
     """
 
     task: ClassVar[str] = ""
-    system_path: ClassVar[str] = ""  # "package.module:Class" of the task's LightningModule
     options: ClassVar[Mapping[str, NumberOption | ChoiceOption]] = {}
 
     def __init__(self, system: Any, device: torch.device, **options: Any) -> None:
@@ -229,21 +219,6 @@ class Pipeline:
         self.defaults = self.check_options(options)
 
     # -- construction ---------------------------------------------------------------------------
-    @classmethod
-    def system_class(cls) -> type:
-        import importlib
-
-        module, name = cls.system_path.split(":")
-        return getattr(importlib.import_module(module), name)
-
-    @classmethod
-    def accepts(cls, checkpoint: Mapping[str, Any]) -> bool:
-        """Whether a checkpoint without a class path belongs to this task (its hyper-parameters fit)."""
-        from multiattn.checkpoint import system_hparams
-
-        hparams = set(system_hparams(dict(checkpoint)))
-        return bool(hparams) and hparams <= _system_parameters(cls.system_class())
-
     @classmethod
     def build_system(cls, path: Path, device: torch.device) -> Any:
         """Checkpoint -> the task's model in eval mode on ``device``."""
@@ -369,36 +344,32 @@ def _strip_name(message: str, name: str | None) -> str:
     return message.removeprefix(f"{name}: ") if name else message
 
 
-def _task_modules() -> list[tuple[str, metadata.EntryPoint]]:
-    """``(package, entry point)`` of each application command, deepest package first."""
-    points = metadata.entry_points(group=APP_GROUP)
-    found = [(ep.module.rpartition(".")[0] or ep.module, ep) for ep in points]
-    return sorted(found, key=lambda item: (-item[0].count("."), item[1].name))
+def _accepts(checkpoint: Mapping[str, Any], system_class: type) -> bool:
+    """Whether a checkpoint's hyper-parameters are all arguments of ``system_class``."""
+    from multiattn.checkpoint import system_hparams
 
-
-def _pipeline_of(ep: metadata.EntryPoint) -> type[Pipeline] | None:
-    import importlib
-
-    return getattr(importlib.import_module(ep.module), "PIPELINE", None)
+    hparams = set(system_hparams(dict(checkpoint)))
+    parameters = {name for name in inspect.signature(system_class.__init__).parameters if name != "self"}
+    return bool(hparams) and hparams <= parameters
 
 
 def pipeline_class(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> type[Pipeline]:
     """The registered pipeline for a loaded checkpoint (module docstring)."""
+    from multiattn.registry import tasks
+
     class_path = str((checkpoint.get("hyper_parameters") or {}).get("_class_path") or "")
-    modules = _task_modules()
+    registered = tasks()
     if class_path:
-        for package, ep in modules:
-            if class_path.startswith(f"{package}.") and (cls := _pipeline_of(ep)) is not None:
-                return cls
+        for task in registered.values():
+            if task.owns(class_path):
+                return task.load("pipeline")
         raise UserError(f"{path}: checkpoint of {class_path}, which no installed multiattn task handles")
-    tried = []
-    for _, ep in modules:
-        cls = _pipeline_of(ep)
-        if cls is not None:
-            tried.append(cls.task)
-            if cls.accepts(checkpoint):
-                return cls
-    raise UserError(f"{path}: checkpoint of no known task (tried {', '.join(tried) or 'none installed'})")
+    for task in registered.values():
+        if _accepts(checkpoint, task.load("system")):
+            return task.load("pipeline")
+    raise UserError(
+        f"{path}: checkpoint of no known task (tried {', '.join(registered) or 'none installed'})"
+    )
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "auto", **options: Any) -> Pipeline:

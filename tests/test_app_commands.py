@@ -206,8 +206,8 @@ def test_caption_image_errors_say_what_is_wrong(tiny_checkpoints, inputs, tmp_pa
     assert _run("captioning", tiny_checkpoints["captioning"][0], str(tmp_path / "text.png"), str(cut)) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2
-    assert "text.png: not a readable image (not an image format" in err[0]
-    assert "cut.png: not a readable image (" in err[1] and "OSError)" not in err[1]
+    for line, name in zip(err, ("text.png", "cut.png")):  # the reason, not the exception's class
+        assert f"{name}: not a readable image (" in line and not line.endswith("Error)"), line
 
 
 def test_transcribe_writes_subtitles_that_parse(tiny_checkpoints, inputs, tmp_path, capsys):

@@ -29,9 +29,7 @@ from tasks.asr.decode import DECODING_MODES
 from tasks.asr.pipeline import SpeechPipeline
 from tasks.asr.subtitles import OUTPUT_FORMATS, render
 
-__all__ = ["AUDIO_EXTENSIONS", "PIPELINE", "main", "build_parser", "format_text"]
-
-PIPELINE = SpeechPipeline  # what `multiattn.load` returns for a speech checkpoint
+__all__ = ["AUDIO_EXTENSIONS", "main", "build_parser", "format_text"]
 
 
 def build_parser() -> argparse.ArgumentParser:

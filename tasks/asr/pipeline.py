@@ -90,7 +90,6 @@ class SpeechPipeline(Pipeline):
     """Joint CTC/attention speech recognition (:class:`tasks.asr.system.ASRSystem`)."""
 
     task = "asr"
-    system_path = "tasks.asr.system:ASRSystem"
     options = {
         "mode": ChoiceOption(DECODING_MODES),
         "beam_size": NumberOption(integer=True, low=1),
@@ -234,3 +233,6 @@ class SpeechPipeline(Pipeline):
         }
         attention = {"frame_seconds": FRAME_SECONDS, "pieces": pieces}
         return SpeechResult(record, attention, caught, self.system, own)
+
+
+PIPELINE = SpeechPipeline  # named by the task's declaration (tasks/asr/task.py)

@@ -18,9 +18,7 @@ from multiattn.apps import AppJob, app_parser, expand_inputs, run_app
 from tasks.captioning.images import IMAGE_EXTENSIONS
 from tasks.captioning.pipeline import CaptioningPipeline
 
-__all__ = ["PIPELINE", "main", "build_parser"]
-
-PIPELINE = CaptioningPipeline  # what `multiattn.load` returns for a captioning checkpoint
+__all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="score the attention with one torch.compile kernel: faster for many images, after a "
-        "one-off compilation of ~15 s (default: the checkpoint's setting, normally off)",
+        "one-off compilation (default: the checkpoint's setting, normally off)",
     )
     return parser
 

@@ -14,10 +14,10 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
-from multiattn.io import UserError
+from multiattn.imageio import read_image
 
 __all__ = [
     "MEAN",
@@ -45,27 +45,18 @@ def array_to_tensor(image: np.ndarray) -> Tensor:
 
 
 def load_image(path: str | os.PathLike, image_size: int) -> tuple[Tensor, np.ndarray]:
-    """Read ``path`` as RGB, resize it to ``image_size`` square (bilinear).
+    """Read ``path`` upright as RGB (:func:`multiattn.imageio.read_image`), resize it to ``image_size``
+    square (bilinear).
 
     Returns:
         ``(tensor (3, S, S) normalised, resized uint8 array (S, S, 3))`` — the array is what
         overlays are drawn on.
 
     Raises:
-        UserError: naming the file and what is wrong, when it is missing or not a readable image.
+        UserError: one line naming the file and what is wrong, when it is missing, not a readable
+            image or too large.
     """
-    try:
-        with Image.open(path) as img:
-            return image_to_input(img, image_size)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, not an image") from None
-    except UnidentifiedImageError:
-        raise UserError(f"{path}: not a readable image (not an image format Pillow recognises)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path}: not a readable image ({reason})") from None
+    return image_to_input(read_image(path, image_size), image_size)
 
 
 def image_to_input(img: Image.Image, image_size: int) -> tuple[Tensor, np.ndarray]:

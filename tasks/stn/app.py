@@ -21,9 +21,7 @@ from multiattn.apps import AppJob, app_parser, expand_inputs, run_app
 from tasks.stn.pipeline import ClassifierPipeline
 from tasks.stn.sources.images import IMAGE_EXTENSIONS
 
-__all__ = ["PIPELINE", "main", "classify_files", "format_text"]
-
-PIPELINE = ClassifierPipeline  # what `multiattn.load` returns for a classifier checkpoint
+__all__ = ["main", "classify_files", "format_text"]
 
 
 def classify_files(

@@ -9,7 +9,8 @@ A result's record (``to_dict()``, the ``--json`` line of ``classify``) is
 ``{"file", "label", "probabilities": {class: p}, "corners": [[x, y] x4] | null, "theta"}`` (+
 ``"overlay"`` once written); ``corners`` is ``null`` for a checkpoint trained without the
 transformer. ``result.attention`` holds ``corners`` (``(4, 2)`` tensor in the user's pixels, or
-``None``), ``theta`` (``(2, 3)``) and ``warped`` (the ``(C, H, W)`` region the classifier saw).
+``None``), ``corners_decoded`` (the same on the decoded picture, which a large file is reduced to
+while decoding), ``theta`` (``(2, 3)``) and ``warped`` (the ``(C, H, W)`` region the classifier saw).
 
 Options: ``invert`` (``None`` = automatic, ``True`` / ``False`` force or forbid inverting to
 light-on-dark).
@@ -41,7 +42,7 @@ class ClassifierResult(Result):
     def overlay(self):
         from tasks.stn.overlay import region_figure
 
-        corners = self.attention["corners"]
+        corners = self.attention["corners_decoded"]  # the picture may be reduced from the file's size
         return region_figure(
             [image_to_array(self._image, channels=self._channels)],  # (h, w, C) as the user gave it
             [None if corners is None else corners.numpy()],
@@ -56,7 +57,6 @@ class ClassifierPipeline(Pipeline):
     """Spatial transformer classifier (:class:`tasks.stn.system.STNSystem`)."""
 
     task = "stn"
-    system_path = "tasks.stn.system:STNSystem"
     options = {"invert": ChoiceOption((None, True, False))}
 
     @classmethod
@@ -68,12 +68,13 @@ class ClassifierPipeline(Pipeline):
     def prepare(self, item: Any, name: str | None, settings: dict[str, Any]) -> Any:
         hp = self.system.hparams
         image = image_input(item)
+        size = (int(hp.input_size[0]), int(hp.input_size[1]))
         if isinstance(image, Path):
-            image = read_image(image)
+            image = read_image(image, size)  # upright, reduced while decoding
         tensor, letterbox = prepare_image(
             image,
             channels=hp.in_channels,
-            size=(int(hp.input_size[0]), int(hp.input_size[1])),
+            size=size,
             light_on_dark=hp.light_on_dark,
             invert=settings.get("invert"),
         )
@@ -96,13 +97,18 @@ class ClassifierPipeline(Pipeline):
                 "corners": None,
                 "theta": None,
             }
-            corners = theta = None
+            corners = theta = drawn = None
             if outputs["corners"] is not None:
-                corners = letterbox.to_original(outputs["corners"][position].cpu())  # (4, 2)
+                corners = letterbox.to_original(outputs["corners"][position].cpu())  # (4, 2) file pixels
+                drawn = letterbox.to_decoded(outputs["corners"][position].cpu())  # on the decoded picture
                 theta = outputs["theta"][position].cpu()
                 record["corners"] = [[round(float(x), 3), round(float(y), 3)] for x, y in corners]
                 record["theta"] = theta.tolist()
             attention = {"corners": corners, "theta": theta, "warped": outputs["warped"][position].cpu()}
+            attention["corners_decoded"] = drawn
             title = f"{names[label]} ({float(probabilities[label]):.2f})"
             results.append(ClassifierResult(record, attention, image, hp.in_channels, title))
         return results
+
+
+PIPELINE = ClassifierPipeline  # named by the task's declaration (tasks/stn/task.py)
