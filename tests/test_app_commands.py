@@ -18,7 +18,7 @@ import torch
 import webvtt
 from PIL import Image
 
-from multiattn.cli import run_app_command
+from multiattn.cli import main as cli_main
 from tasks.asr.subtitles import vtt_time
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -51,7 +51,7 @@ def inputs(tiny_checkpoints, tmp_path_factory) -> dict[str, list[Path]]:
 
 
 def _run(task: str, ckpt: Path, *argv: str) -> int:
-    return run_app_command(COMMAND[task], [*argv, "--ckpt", str(ckpt), "--device", "cpu"])
+    return cli_main([COMMAND[task], *argv, "--ckpt", str(ckpt), "--device", "cpu"])
 
 
 def _one_error_line(capsys, *needles: str) -> str:
@@ -150,9 +150,15 @@ def test_bad_numbers_are_one_line_exit_2_before_inference(
 @pytest.mark.parametrize("task", ["stn", "captioning", "asr"])
 def test_cuda_on_a_machine_without_it_says_so(tiny_checkpoints, inputs, capsys, task):
     assert (
-        run_app_command(
-            COMMAND[task],
-            [str(inputs[task][0]), "--ckpt", str(tiny_checkpoints[task][0]), "--device", "cuda"],
+        cli_main(
+            [
+                COMMAND[task],
+                str(inputs[task][0]),
+                "--ckpt",
+                str(tiny_checkpoints[task][0]),
+                "--device",
+                "cuda",
+            ],
         )
         == 2
     )
@@ -287,8 +293,6 @@ def test_progress_only_on_a_terminal_and_not_with_quiet(monkeypatch):
 
 
 def test_missing_checkpoint_is_still_one_line(inputs, tmp_path, capsys):
-    assert (
-        run_app_command("caption", [str(inputs["captioning"][0]), "--ckpt", str(tmp_path / "no.ckpt")]) == 2
-    )
+    assert cli_main(["caption", str(inputs["captioning"][0]), "--ckpt", str(tmp_path / "no.ckpt")]) == 2
     _one_error_line(capsys, "no.ckpt")
     shutil.rmtree(tmp_path, ignore_errors=True)

@@ -43,13 +43,11 @@ def samples(tiny_checkpoints, tmp_path_factory) -> dict[str, Path]:
 
 
 def _app_record(task: str, ckpt: Path, file: Path, capsys, *extra: str) -> dict:
-    from multiattn.cli import run_app_command
+    from multiattn.cli import main as cli_main
 
     command = {"stn": "classify", "captioning": "caption", "asr": "transcribe"}[task]
     capsys.readouterr()
-    assert (
-        run_app_command(command, [str(file), "--ckpt", str(ckpt), "--json", "--device", "cpu", *extra]) == 0
-    )
+    assert cli_main([command, str(file), "--ckpt", str(ckpt), "--json", "--device", "cpu", *extra]) == 0
     return json.loads(capsys.readouterr().out)
 
 
