@@ -291,6 +291,10 @@ class Pipeline:
     def prepare(self, item: Any, name: str | None, settings: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    def export_spec(self) -> Any:
+        """What ``multiattn export`` writes for this task (a :class:`multiattn.export.ExportSpec`)."""
+        raise UserError(f"the {self.task} task has no export")
+
     def forward(self, prepared: list[Any], settings: dict[str, Any]) -> list[Result | InputError]:
         raise NotImplementedError
 

@@ -86,6 +86,18 @@ class SpeechResult(Result):
         return path
 
 
+class _Encode(torch.nn.Module):
+    """``waveform (B, N)``, ``lengths (B,)`` -> CTC log-probabilities ``(B, S, V)``, encoder lengths ``(B,)``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded = self.model.encode(waveform, lengths)
+        return self.model.ctc_log_probs(encoded.memory), encoded.lengths
+
+
 class SpeechPipeline(Pipeline):
     """Joint CTC/attention speech recognition (:class:`tasks.asr.system.ASRSystem`)."""
 
@@ -119,6 +131,24 @@ class SpeechPipeline(Pipeline):
             if str(err).startswith(str(path)) or type(err) is not UserError:
                 raise
             raise UserError(f"{path}: {err}") from None
+
+    def export_spec(self):
+        """The encoder with its CTC head: 16 kHz waveforms and lengths in, CTC log-probabilities out."""
+        from multiattn.export import ExportSpec
+
+        generator = torch.Generator().manual_seed(0)
+        example = 0.1 * torch.randn(2, 2 * SAMPLE_RATE, generator=generator)
+        check = 0.1 * torch.randn(3, 27_000, generator=generator)
+        return ExportSpec(
+            module=_Encode(self.system.model.cpu()).eval(),
+            example=(example, torch.tensor([2 * SAMPLE_RATE, 20_000])),
+            check=(check, torch.tensor([27_000, 16_000, 9_000])),
+            input_names=["waveform", "lengths"],
+            output_names=["ctc_log_probs", "frames"],
+            dynamic={"waveform": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}},
+            description="speech encoder: waveform (B, N) at 16 kHz, lengths (B,) -> CTC log-probabilities "
+            "(B, S, V) over 40 ms frames, frames (B,)",
+        )
 
     def is_single(self, inputs: Any) -> bool:
         if isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], (int, np.integer)):

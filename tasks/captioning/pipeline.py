@@ -56,6 +56,15 @@ class CaptionResult(Result):
         return caption_figure(self.picture, self.attention["words"], self.attention["maps"])
 
 
+class _Encode(torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.encoder(images),)
+
+
 class CaptioningPipeline(Pipeline):
     """Image captioning with per-word attention (:class:`tasks.captioning.system.CaptioningSystem`)."""
 
@@ -79,6 +88,24 @@ class CaptioningPipeline(Pipeline):
     @property
     def image_size(self) -> int:
         return int(self.system.hparams.input_size or 96)
+
+    def export_spec(self):
+        """The image encoder: normalised images ``(B, 3, S, S)`` -> the feature grid ``(B, C, h, w)``."""
+        from multiattn.export import ExportSpec
+
+        size = self.image_size
+        generator = torch.Generator().manual_seed(0)
+        example, check = (torch.randn(n, 3, size, size, generator=generator) for n in (2, 3))
+        return ExportSpec(
+            module=_Encode(self.system.model.encoder.cpu()).eval(),
+            example=(example,),
+            check=(check,),
+            input_names=["images"],
+            output_names=["features"],
+            dynamic={"images": {0: "batch"}},
+            description=f"captioning encoder: images (B, 3, {size}, {size}) normalised with the ImageNet "
+            "mean and std -> features (B, C, h, w)",
+        )
 
     def prepare(self, item: Any, name: str | None, settings: dict[str, Any]) -> Any:
         from tasks.captioning.images import image_to_input, load_image

@@ -53,6 +53,19 @@ class ClassifierResult(Result):
         )
 
 
+class _Classify(torch.nn.Module):
+    """Images ``(B, C, H, W)`` in [0, 1] -> class probabilities ``(B, K)`` (and ``theta (B, 2, 3)``)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        output = self.model(images)
+        probabilities = output.logits.float().softmax(dim=1)
+        return (probabilities,) if output.theta is None else (probabilities, output.theta.float())
+
+
 class ClassifierPipeline(Pipeline):
     """Spatial transformer classifier (:class:`tasks.stn.system.STNSystem`)."""
 
@@ -64,6 +77,27 @@ class ClassifierPipeline(Pipeline):
         from tasks.stn.system import STNSystem
 
         return load_system(STNSystem, path, map_location=device, log_overlays=False)
+
+    def export_spec(self):
+        """The classifier end to end: prepared images in, probabilities (and ``theta``) out."""
+        from multiattn.export import ExportSpec
+
+        hp = self.system.hparams
+        shape = (int(hp.in_channels), int(hp.input_size[0]), int(hp.input_size[1]))
+        generator = torch.Generator().manual_seed(0)
+        example, check = (torch.rand(n, *shape, generator=generator) for n in (2, 3))
+        module = _Classify(self.system.model.cpu()).eval()
+        outputs = ["probabilities"] + (["theta"] if self.system.model.transformer is not None else [])
+        return ExportSpec(
+            module=module,
+            example=(example,),
+            check=(check,),
+            input_names=["images"],
+            output_names=outputs,
+            dynamic={"images": {0: "batch"}},
+            description=f"classifier: images (B, {shape[0]}, {shape[1]}, {shape[2]}) in [0, 1] -> "
+            + ", ".join(outputs),
+        )
 
     def prepare(self, item: Any, name: str | None, settings: dict[str, Any]) -> Any:
         hp = self.system.hparams
