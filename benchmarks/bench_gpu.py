@@ -438,12 +438,15 @@ def case_real_asr(device, dry: bool, seconds: float) -> None:
 
 # ----------------------------------------------------------------------------- case: decoding
 def _checkpoint_of(config: Path, work: Path) -> Path:
-    """The ``best.ckpt`` a config's ModelCheckpoint writes (relative paths resolve under ``work``)."""
+    """The ``best.ckpt`` a config's ModelCheckpoint writes (relative paths resolve under ``work``),
+    or ``last.ckpt`` beside it when a run stopped at its time cap before a validation."""
     callbacks = yaml.safe_load(config.read_text())["trainer"].get("callbacks", [])
     for callback in callbacks:
         init = callback.get("init_args", {})
         if callback.get("class_path", "").endswith("ModelCheckpoint") and init.get("filename") == "best":
-            return work / init["dirpath"] / "best.ckpt"
+            best = work / init["dirpath"] / "best.ckpt"
+            last = best.with_name("last.ckpt")
+            return last if not best.exists() and last.exists() else best
     raise ValueError(f"{config}: no ModelCheckpoint writing best.ckpt")
 
 
