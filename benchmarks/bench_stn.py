@@ -41,7 +41,6 @@ import yaml
 from multiattn.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "outputs" / "bench_stn"
 
 
@@ -430,12 +429,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(result: dict, stem: str) -> None:
-    from multiattn.io import atomic_open, write_json
+    from benchmarks.output import write_results
 
-    write_json(RESULTS / f"{stem}.json", result, indent=1)
-    with atomic_open(RESULTS / f"{stem}.md", "w", encoding="utf-8") as handle:
-        handle.write(_markdown(result))
-    print(_markdown(result))
+    write_results(stem, result, _markdown(result))
 
 
 if __name__ == "__main__":
