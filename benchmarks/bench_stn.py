@@ -121,8 +121,8 @@ def evaluation_splits(
 ) -> dict[str, dict[str, np.ndarray]]:
     """The splits every checkpoint is scored on, as arrays ``images (M, C, C)``, ``labels``, ``boxes``.
 
-    ``in_generator``: the data module's test split (the generator the model trained with);
-    ``standard_test``: the standard embedded test split, when the model trained on the broad set
+    ``<variety>_test``: the data module's test split (the generator the model trained with:
+    ``standard_test`` or ``broad_test``); ``standard_test`` also when the data are the broad set
     (so both varieties are compared on the same images); ``out_of_generator``: ``ood_size``
     digits of :mod:`tasks.stn.sources.outside` in the held-out font families, on the same canvas
     (left out, with a message, when those fonts are not installed).
@@ -137,7 +137,7 @@ def evaluation_splits(
             "boxes": np.asarray(dataset.boxes),
         }
 
-    splits = {"in_generator": arrays(data.datasets["test"])}
+    splits = {f"{variety}_test": arrays(data.datasets["test"])}
     if variety != "standard":
         hp = dict(data.hparams)
         hp.update(variety="standard", progress=False)
@@ -152,7 +152,7 @@ def evaluation_splits(
             file=sys.stderr,
         )
     elif ood_size > 0:
-        canvas = int(splits["in_generator"]["images"].shape[-1])
+        canvas = int(splits[f"{variety}_test"]["images"].shape[-1])
         scale = canvas / 60.0  # the recipe's digit sizes are for the 60x60 cluttered canvas
         made = outside_digits(
             faces, num_samples=ood_size, seed=seed, canvas=canvas, digit_height=(14.0 * scale, 30.0 * scale)
@@ -239,8 +239,8 @@ def inference_throughput(checkpoint: Path, data, *, files: int) -> dict[str, flo
 
 
 _SPLIT_TITLES = {
-    "in_generator": "in-generator test",
     "standard_test": "standard test",
+    "broad_test": "broad test",
     "out_of_generator": "out-of-generator",
 }
 
@@ -275,7 +275,8 @@ def _markdown(result: dict) -> str:
         lines.append(row)
     lines += [
         "",
-        "IoU is exact: the sampled quadrilateral clipped by the digit's box. The out-of-generator split "
+        "In-generator splits: the embedded test split of the standard or broad digits. IoU is exact: the "
+        "sampled quadrilateral clipped by the digit's box. The out-of-generator split "
         f"({result.get('out_of_generator_images', 0)} images) is typeset with Pillow in the held-out "
         "Liberation / FreeFont families with stroke clutter (tasks/stn/sources/outside.py).",
     ]
