@@ -226,3 +226,17 @@ def test_outside_digits_deterministic_with_boxes_on_the_ink():
     assert np.mean(inside) > 0.95
     with pytest.raises(ValueError, match="no font faces"):
         outside_digits([], num_samples=1, seed=0)
+
+
+def test_missing_font_packages_one_message(monkeypatch, caplog):
+    faces = discover_fonts(system=False)
+    monkeypatch.setattr(embedded, "missing_packages", lambda: ["fonts-lato", "fonts-hack"])
+    with caplog.at_level("WARNING", logger=embedded.log.name):
+        embedded._report_missing_fonts(faces)
+    (record,) = caplog.records
+    assert "fonts-lato fonts-hack" in record.getMessage() and "make fonts" in record.getMessage()
+    caplog.clear()
+    monkeypatch.setattr(embedded, "missing_packages", lambda: [])
+    with caplog.at_level("WARNING", logger=embedded.log.name):
+        embedded._report_missing_fonts(faces)
+    assert not caplog.records
