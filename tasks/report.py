@@ -41,7 +41,8 @@ from tasks.common.report import SectionRequest
 __all__ = ["COMMAND", "detect_task", "build_parser", "build_report", "main"]
 
 SPLITS = ("test", "val", "train")
-# What a report folder holds, and how its data.js starts (tells an earlier report from other files).
+# What a report folder holds (beside one render-<task>.js per task shown), and how its data.js
+# starts: tells an earlier report from other files.
 REPORT_ENTRIES = ("index.html", "data.js", "explorer.js", "explorer.css", "assets")
 REPORT_MARKER = "window.MULTIATTN_REPORT"
 
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="write into a non-empty --out that is not a report: replaces its index.html, data.js, "
-        "explorer.js, explorer.css and assets/, keeps everything else",
+        "explorer.js, explorer.css, render-*.js and assets/, keeps everything else",
     )
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="data root: each task's data under DATA_DIR/<task>"
@@ -224,7 +225,11 @@ def is_report_folder(folder: Path) -> bool:
                 return False
     except (OSError, UnicodeDecodeError):
         return False
-    return {p.name for p in folder.iterdir()} <= set(REPORT_ENTRIES)
+    return all(_is_report_entry(p.name) for p in folder.iterdir())
+
+
+def _is_report_entry(name: str) -> bool:
+    return name in REPORT_ENTRIES or (name.startswith("render-") and name.endswith(".js"))
 
 
 def check_out_folder(out_dir: Path, *, force: bool) -> bool:
@@ -243,7 +248,8 @@ def check_out_folder(out_dir: Path, *, force: bool) -> bool:
     if not force:
         raise UserError(
             f"{out_dir}: --out is not empty and holds no earlier report; nothing was written: choose "
-            f"another folder, or add --force to replace {', '.join(REPORT_ENTRIES)} there and keep the rest"
+            f"another folder, or add --force to replace {', '.join(REPORT_ENTRIES)}, render-*.js there "
+            "and keep the rest"
         )
     return False
 
@@ -253,7 +259,8 @@ def _merge_into(staging: Path, out_dir: Path) -> None:
     replace go to ``staging`` (removed by the caller), everything else in ``out_dir`` stays."""
     aside = staging / ".replaced"
     aside.mkdir()
-    for name in sorted(REPORT_ENTRIES, key=lambda n: n == "index.html"):
+    names = sorted(p.name for p in staging.iterdir() if _is_report_entry(p.name))
+    for name in sorted(names, key=lambda n: n == "index.html"):
         new, target = staging / name, out_dir / name
         if target.exists() or target.is_symlink():
             os.rename(target, aside / name)
