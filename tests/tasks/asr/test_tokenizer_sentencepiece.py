@@ -203,6 +203,7 @@ def fitted(tmp_path_factory):
     ]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tokenizer_module, "train_sentencepiece", spy)
+        patch.chdir(root)  # the other callbacks' relative outputs/ paths land here
         build_cli(
             ["fit", *common, "--model.init_args.tokenizer=sentencepiece", "--model.init_args.vocab_size=40"]
         )
