@@ -58,6 +58,11 @@ class STNBatch:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def pin_memory(self) -> STNBatch:
+        """Page-locked copies (``DataLoader(pin_memory=True)``): host-to-GPU copies run asynchronously."""
+        boxes = None if self.boxes is None else self.boxes.pin_memory()
+        return STNBatch(self.images.pin_memory(), self.labels.pin_memory(), boxes)
+
 
 class ArrayImageDataset(Dataset):
     """uint8 images in memory (or memory-mapped) -> :class:`STNBatch` slices.
@@ -328,4 +333,5 @@ class STNDataModule(SplitDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),  # asynchronous copies to the GPU
         )
