@@ -7,7 +7,8 @@ Run: ``.venv/bin/python -m benchmarks.bench_reliability [--quick]``. Writes
    scenes of 96x96x3 bytes; ``--quick``: a tenth): CRC-32 (``multiattn.datacache.file_checksum``,
    what a cache verifies on every open) beside BLAKE2b-128, best of 3, file in the page cache.
 2. Peak memory of turning one big image into the classifier's 60x60 input, each case in a fresh
-   subprocess (``ru_maxrss`` after minus before): the full decode (what the readers did before
+   subprocess (Linux: the peak resident size ``VmHWM``, reset through ``/proc/self/clear_refs``
+   after the imports, minus the resident size then): the full decode (what the readers did before
    reducing while decoding) against :func:`multiattn.imageio.read_image` with the model's size, for
    a 24-megapixel JPEG and a 48-megapixel PNG (``--quick``: 6 and 12 megapixels).
 """
@@ -31,11 +32,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENE_BYTES = 96 * 96 * 3 * (10_000 + 500 + 1_000)
 
 _MEASURE = """
-import json, resource, sys
+import json, sys
 from PIL import Image
 from tasks.stn.sources.images import prepare_image, read_image
+
+
+def status(key):
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(key + ":"))  # kB
+
+
 path, how = sys.argv[1], sys.argv[2]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as handle:
+    handle.write("5")  # resets the peak resident size (VmHWM) to the current one
+before = status("VmRSS")
 if how == "reduced":
     image = read_image(path, (60, 60))
 else:
@@ -43,8 +53,7 @@ else:
         opened.load()
         image = opened.copy()
 prepare_image(image, channels=1, size=(60, 60), light_on_dark=True)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"decoded": list(image.size), "peak_mib": round((after - before) / 1024, 1)}))
+print(json.dumps({"decoded": list(image.size), "peak_mib": round((status("VmHWM") - before) / 1024, 1)}))
 """
 
 
