@@ -206,7 +206,8 @@ def test_fit_on_two_processes_trains_validates_and_logs_overlays(trained, tmp_pa
         f"--trainer.callbacks.init_args.dirpath={tmp_path / 'ckpt'}",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    # cwd: the config's other relative outputs/ paths (best.ckpt) land in tmp_path
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
     assert list(out.rglob("val_overlay_0.png"))
