@@ -4,7 +4,7 @@ Jaderberg et al. 2015, "Spatial Transformer Networks" (section 4.1, the ST-CNN o
 cluttered MNIST). The localisation net sees a downsampled copy of the input and predicts
 ``theta``; :class:`multiattn.stn.SpatialTransformer` resamples the *raw* [0, 1] image into a
 small output (the warped digit); the classifier normalises it and classifies. With
-``use_transformer=False`` the same classifier sees the whole input: the paper's CNN baseline on
+``transformer.enabled = false`` the same classifier sees the whole input: the paper's CNN baseline on
 the same data.
 
 Collapse guards (docs/conventions.md, "Spatial transformer"): the transformer head is identity-initialised by the core; the
@@ -79,7 +79,8 @@ class TransformerConfig:
 
     Attributes:
         enabled: false trains the same classifier on the whole input (the paper's CNN baseline).
-        transform: the transform the head predicts (scale_translate is isotropic).
+        transform: the transform the head predicts (scale_translate is isotropic; tps: a thin-plate
+            spline on 4x4 control points).
         output_size: (h, w) of the warped image the classifier sees.
         align_corners: grid convention of the warp (and of the reported region corners).
         padding_mode: grid_sample padding (zeros = the dark background, since the warp runs before
@@ -88,7 +89,9 @@ class TransformerConfig:
     """
 
     enabled: bool = True
-    transform: Literal["affine", "scale_translate", "scale_translate_anisotropic", "projective"] = "affine"
+    transform: Literal["affine", "scale_translate", "scale_translate_anisotropic", "projective", "tps"] = (
+        "affine"
+    )
     output_size: tuple[int, int] = (28, 28)
     align_corners: bool = False
     padding_mode: Literal["zeros", "border", "reflection"] = "zeros"

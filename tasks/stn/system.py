@@ -23,7 +23,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from multiattn.configs import from_plain, nest, to_plain
-from multiattn.stn import output_corners, pixels_to_normalized, region_iou, theta_to_corners
+from multiattn.stn import (
+    output_corners,
+    pixels_to_normalized,
+    region_grid_lines,
+    region_iou,
+    theta_kind,
+    theta_to_corners,
+)
 from tasks.stn.data import STNBatch
 from tasks.stn.model import STNModelConfig, STNOutput, build_model
 
@@ -282,8 +289,14 @@ class STNSystem(pl.LightningModule):
         confidence, label = probabilities.max(dim=1)
         titles = [f"{names[int(k)]} ({float(p):.2f})" for k, p in zip(label, confidence)]
         corner_list = [None] * len(images) if corners is None else [c.numpy() for c in corners]
+        grids = None
+        if theta is not None and theta_kind(theta) == "tps_control":  # curved region: draw the warped grid
+            lines = region_grid_lines(
+                theta, tuple(images.shape[-2:]), align_corners=self.model_config.transformer.align_corners
+            )
+            grids = [g.numpy() for g in lines]
         return region_figure(
-            [img.numpy() for img in images], corner_list, [w.numpy() for w in warped], titles
+            [img.numpy() for img in images], corner_list, [w.numpy() for w in warped], titles, grids=grids
         )
 
     def on_validation_epoch_end(self) -> None:
