@@ -59,7 +59,11 @@ def _train(config: str) -> tuple[Path, float]:
 
 def _train_minutes_from_log(ckpt: Path) -> float | None:
     """Wall time between the first and the last write of the run's metrics (its log folder)."""
-    logs = sorted((ckpt.parent.parent / "logs").glob("version_*/metrics.csv"))
+    folder = ckpt.parent.parent / "logs"
+    logs = sorted(
+        [*folder.glob("version_*/metrics.csv"), *folder.glob("version_*/events.out.tfevents.*")],
+        key=lambda p: p.stat().st_mtime,
+    )
     if not logs:
         return None
     config = logs[-1].parent / "config.yaml"  # written by SaveConfigCallback when fit starts
