@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from multiattn.extras import MissingExtraError
 from multiattn.runtime import keep_freed_memory
 
 LIGHTNING_COMMANDS = {
@@ -44,6 +45,7 @@ def usage() -> str:
     lines += [f"  {name:<{width}}  {text}" for name, text in LIGHTNING_COMMANDS.items()]
     lines += ["", "applications (take files and --ckpt):"]
     lines += [f"  {name:<{width}}  {text}" for name, text in APP_COMMANDS.items()]
+    lines += ["", f"  {'configs':<{width}}  list the packaged configs (-c NAME runs one), or print one"]
     return "\n".join(lines)
 
 
@@ -78,6 +80,9 @@ def run_app_command(name: str, argv: Sequence[str]) -> int:
 
 def run_lightning(argv: Sequence[str]) -> int:
     """Run the LightningCLI with ``argv`` (a subcommand first)."""
+    from multiattn.extras import require
+
+    require("jsonargparse", f"multiattn {argv[0]}")  # LightningCLI's parser, in the eval extra
     from multiattn.lightning_cli import build_cli
 
     build_cli(list(argv))
@@ -92,10 +97,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "configs":
+        from multiattn.config_files import main as configs_main
+
+        return configs_main(rest)
     if command in APP_COMMANDS:
         return run_app_command(command, rest)
     if command in LIGHTNING_COMMANDS or command.startswith("-"):
-        return run_lightning(argv)
+        try:
+            return run_lightning(argv)
+        except MissingExtraError as err:
+            print(f"multiattn: error: {err}", file=sys.stderr)
+            return 2
     print(f"multiattn: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
     return 2
 

@@ -21,6 +21,8 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 
 from multiattn.checkpoint import load_checkpoint
+from multiattn.config_files import resolve_config_args
+from multiattn.extras import missing_extra
 from multiattn.io import UserError
 
 __all__ = ["SafeCheckpointIO", "MultiattnCLI", "build_cli"]
@@ -51,6 +53,15 @@ class MultiattnCLI(LightningCLI):
             load_checkpoint(ckpt_path)
         super()._parse_ckpt_path()
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ModuleNotFoundError as err:
+            # Lightning's TensorBoardLogger says only "Neither `tensorboard` nor `tensorboardX` is available".
+            if "tensorboard" in str(err).lower():
+                raise missing_extra("tensorboard", "the TensorBoard logger") from None
+            raise
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
         plugins = config.get("plugins")
         plugins = (
@@ -69,6 +80,11 @@ def build_cli(args: list[str] | None = None, *, run: bool = True) -> MultiattnCL
     """
     if args is not None and list(args) == sys.argv[1:]:
         args = None  # the console script: let LightningCLI read sys.argv itself (no double-args warning)
+    if args is None:
+        # `-c stn`: a packaged config's name (also in sys.argv, which DDP's spawned processes re-read)
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])
+    else:
+        args = resolve_config_args(args)
     try:
         return MultiattnCLI(
             LightningModule,
