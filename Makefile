@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export JSONARGPARSE_DEPRECATION_WARNINGS := off
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint format demo bench clean browser
+.PHONY: setup test lint format demo readme-images bench clean browser
 
 setup: $(STAMP)
 
@@ -38,8 +38,13 @@ browser:
 test: setup lint browser
 	$(BIN)/python -m pytest -q --timeout=900
 
+# The demo writes only under outputs/; the README's pictures (docs/images/) are refreshed from
+# its outputs by readme-images (the screenshot needs Chromium: make browser).
 demo: setup
 	$(BIN)/python scripts/demo.py
+
+readme-images: setup
+	$(BIN)/python scripts/readme_images.py
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
