@@ -47,11 +47,24 @@ class MultiattnCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads --ckpt_path itself (for its hyper-parameters) before the trainer
         # exists; check the file here first so a bad one gets a one-line error, not a traceback.
+        # Lightning's own reading (torch.load) is replaced by load_checkpoint, so a checkpoint's stored
+        # model class path is the one it maps to (multiattn.checkpoint.MOVED_CLASS_PATHS).
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc") and "://" not in str(ckpt_path):
-            load_checkpoint(ckpt_path)
-        super()._parse_ckpt_path()
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc") or "://" in str(ckpt_path):
+            return super()._parse_ckpt_path()
+        hparams = dict(load_checkpoint(ckpt_path).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return None
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
+        return None
 
     def instantiate_classes(self) -> None:
         try:

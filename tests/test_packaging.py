@@ -6,6 +6,7 @@ import builtins
 from pathlib import Path
 
 import pytest
+import torch
 
 import multiattn
 from multiattn import cli
@@ -118,3 +119,37 @@ def test_digit_generator_without_the_data_extra(without):
     without.add("sklearn")
     with pytest.raises(MissingExtraError, match=r"multiattn\[data\]"):
         glyphs.load_handwritten_digits()
+
+
+def test_checkpoints_of_moved_classes_still_load(tmp_path, monkeypatch, one_thread):
+    from multiattn import checkpoint as checkpoint_module
+    from multiattn.lightning_cli import build_cli
+
+    config = tmp_path / "toy.yaml"
+    config.write_text(
+        f"""
+trainer: {{default_root_dir: {tmp_path}, max_epochs: 1, accelerator: cpu, logger: false,
+          enable_progress_bar: false, enable_model_summary: false}}
+model: {{class_path: tests.helpers.toy.ToyModule}}
+data: {{class_path: tests.helpers.toy.ToyDataModule}}
+"""
+    )
+    build_cli(["fit", "-c", str(config)])
+    (ckpt,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    old = torch.load(ckpt, weights_only=True)
+    assert old["hyper_parameters"]["_class_path"] == "tests.helpers.toy.ToyModule"
+    old["hyper_parameters"]["_class_path"] = "legacy_toys.toy.ToyModule"  # where it used to live
+    old["datamodule_hyper_parameters"] = {"_class_path": "legacy_toys.toy.ToyDataModule"}
+    torch.save(old, ckpt)
+
+    monkeypatch.setattr(checkpoint_module, "MOVED_CLASS_PATHS", {"legacy_toys.": "tests.helpers."})
+    loaded = checkpoint_module.load_checkpoint(ckpt)
+    assert loaded["hyper_parameters"]["_class_path"] == "tests.helpers.toy.ToyModule"
+    assert loaded["datamodule_hyper_parameters"]["_class_path"] == "tests.helpers.toy.ToyDataModule"
+    build_cli(
+        ["validate", "-c", str(config), "--ckpt_path", str(ckpt)]
+    )  # the model class from the checkpoint
+
+    monkeypatch.setattr(checkpoint_module, "MOVED_CLASS_PATHS", {})
+    with pytest.raises((SystemExit, ImportError)):
+        build_cli(["validate", "-c", str(config), "--ckpt_path", str(ckpt)])
