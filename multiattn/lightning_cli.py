@@ -69,10 +69,14 @@ class MultiattnCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except ModuleNotFoundError as err:
-            # Lightning's TensorBoardLogger says only "Neither `tensorboard` nor `tensorboardX` is available".
-            if "tensorboard" in str(err).lower():
-                raise missing_extra("tensorboard", "the TensorBoard logger") from None
+        except (ModuleNotFoundError, ValueError) as err:
+            # Lightning's TensorBoardLogger says only "Neither `tensorboard` nor `tensorboardX` is
+            # available" (and jsonargparse wraps that in a ValueError about the class path).
+            cause: BaseException | None = err
+            while cause is not None:
+                if isinstance(cause, ModuleNotFoundError) and "tensorboard" in str(cause).lower():
+                    raise missing_extra("tensorboard", "the TensorBoard logger") from None
+                cause = cause.__cause__ or cause.__context__
             raise
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:

@@ -153,3 +153,19 @@ data: {{class_path: tests.helpers.toy.ToyDataModule}}
     monkeypatch.setattr(checkpoint_module, "MOVED_CLASS_PATHS", {})
     with pytest.raises((SystemExit, ImportError)):
         build_cli(["validate", "-c", str(config), "--ckpt_path", str(ckpt)])
+
+
+def test_tensorboard_logger_without_the_train_extra(monkeypatch, tmp_path, capsys):
+    from lightning.fabric.loggers import tensorboard
+
+    from multiattn.lightning_cli import build_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tensorboard, "_TENSORBOARD_AVAILABLE", False)
+    monkeypatch.setattr(tensorboard, "_TENSORBOARDX_AVAILABLE", False)
+    with pytest.raises(SystemExit) as info:
+        build_cli(["-c", "stn"], run=False)
+    assert info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "TensorBoard logger needs tensorboard" in errors[0], errors
+    assert "multiattn[train]" in errors[0]
