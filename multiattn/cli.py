@@ -41,7 +41,9 @@ def _quiet_known_noise() -> None:
 def usage() -> str:
     width = max(map(len, [*LIGHTNING_COMMANDS, *APP_COMMANDS]))
     lines = ["usage: multiattn COMMAND [options]   (multiattn COMMAND --help for the options)", ""]
-    lines.append("training and evaluation (LightningCLI; -c configs/<task>.yaml):")
+    lines.append(
+        "training and evaluation (LightningCLI; -c configs/<task>.yaml, or -c <name> of `multiattn configs`):"
+    )
     lines += [f"  {name:<{width}}  {text}" for name, text in LIGHTNING_COMMANDS.items()]
     lines += ["", "applications (take files and --ckpt):"]
     lines += [f"  {name:<{width}}  {text}" for name, text in APP_COMMANDS.items()]

@@ -3,7 +3,8 @@
 Lightning's :class:`~lightning.pytorch.callbacks.BasePredictionWriter` is the hook for this; it
 leaves the file format to us. Each task's ``predict_step`` returns either a list of per-item dicts
 (captioning, speech) or a dict of batched tensors (the classifier); both become one JSON object per
-item, with ``index`` (the item's position in the predict split) first.
+item, with ``index`` (the item's position in the predict split) first. Lines follow the loader's
+order (the speech loader batches utterances of similar length together); ``index`` is the key.
 """
 
 from __future__ import annotations
