@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,18 @@ def test_tensorboard_logger_without_the_train_extra(monkeypatch, tmp_path, capsy
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and "TensorBoard logger needs tensorboard" in errors[0], errors
     assert "multiattn[train]" in errors[0]
+
+
+def test_app_commands_import_without_the_extras():
+    # None in sys.modules makes an import fail as if the package were not installed.
+    blocked = [module for module in EXTRAS if module != "tensorboard"]  # Lightning probes tensorboard itself
+    code = (
+        f"import sys\nfor name in {blocked!r}: sys.modules[name] = None\n"
+        "import tasks.stn.app, tasks.captioning.app, tasks.asr.app, tasks.report, multiattn.cli\n"
+        "from multiattn import cli\n"
+        "assert cli.main(['classify', '--help']) == 0\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
