@@ -7,7 +7,6 @@ from multiattn.viz.overlays import (
     panel_grid,
     plot_alignment,
     save_figure,
-    tile_arrays,
     to_image_array,
     upsample_weights,
 )
@@ -19,7 +18,6 @@ __all__ = [
     "panel_grid",
     "plot_alignment",
     "save_figure",
-    "tile_arrays",
     "to_image_array",
     "upsample_weights",
 ]
