@@ -78,10 +78,10 @@ PARTS = (
 # Seconds each part may take at the default budget (scaled with --budget); "asr" gets the rest.
 CAPS = {
     "attention": 20,
-    "stn": 60,
-    "captioning": 75,
-    "real_captioning": 30,
-    "real_asr": 45,
+    "stn": 55,
+    "captioning": 70,
+    "real_captioning": 45,
+    "real_asr": 75,
     "asr": 0,
     "decode_captioning": 20,
     "decode_asr": 25,
@@ -110,17 +110,25 @@ def _sync(device) -> None:
 
 
 def measure(
-    step: Callable[[], Any], device, *, warmup: int = 3, repeats: int = 10, max_seconds: float = 10.0
+    step: Callable[[], Any],
+    device,
+    *,
+    warmup: int = 3,
+    repeats: int = 10,
+    max_seconds: float = 10.0,
+    busy: bool = False,
 ) -> dict[str, Any]:
     """Median seconds of ``step`` after ``warmup`` calls: CUDA events on a GPU, wall time on the CPU.
 
-    At least 3 timed calls; at most ``repeats``, fewer when ``max_seconds`` runs out.
+    At least 3 timed calls; at most ``repeats``, fewer when ``max_seconds`` runs out. ``busy``: also
+    the GPU busy share (NVML) over the timed calls, ``None`` where NVML is not there.
     """
     import torch
 
     for _ in range(warmup):
         step()
     _sync(device)
+    sampler = _utilisation(device) if busy else None
     times: list[float] = []
     start_all = time.perf_counter()
     while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start_all < max_seconds):
@@ -135,7 +143,27 @@ def measure(
             begin_s = time.perf_counter()
             step()
             times.append(time.perf_counter() - begin_s)
-    return {"median_s": statistics.median(times), "repeats": len(times)}
+    result = {"median_s": statistics.median(times), "repeats": len(times)}
+    if sampler is not None:
+        sampler.close()
+        result["gpu_busy_share"] = (
+            sum(sampler.samples) / (100 * len(sampler.samples)) if sampler.samples else None
+        )
+    return result
+
+
+def _utilisation(device):
+    """An NVML sampler, active from now (``None`` on a CPU or without nvidia-ml-py)."""
+    if device.type != "cuda":
+        return None
+    from benchmarks.gpu_clock import Utilisation
+
+    try:
+        sampler = Utilisation(device.index or 0)
+    except Exception:  # no nvidia-ml-py, or NVML refuses: busy share unknown
+        return None
+    sampler.active.set()
+    return sampler
 
 
 def _autocast(device, dtype_name: str):
@@ -299,7 +327,7 @@ def case_real_captioning(device, dry: bool, seconds: float) -> None:
             optimizer.step()
 
         start = time.perf_counter()
-        timing = measure(step, device, warmup=3, repeats=30, max_seconds=max(1.0, per_mode * 0.5))
+        timing = measure(step, device, warmup=3, repeats=30, max_seconds=max(1.0, per_mode * 0.5), busy=True)
         steps_per_s = 1.0 / timing["median_s"]
         _emit(
             {
@@ -309,6 +337,7 @@ def case_real_captioning(device, dry: bool, seconds: float) -> None:
                 "repeats": timing["repeats"],
                 "seconds_with_warmup": time.perf_counter() - start,
                 "peak_memory_mib": _peak_mib(device),
+                "gpu_busy_share": timing.get("gpu_busy_share"),
                 "coco_epoch_minutes": COCO_SAMPLES / (steps_per_s * batch) / 60,
             }
         )
@@ -386,7 +415,7 @@ def case_real_asr(device, dry: bool, seconds: float) -> None:
             optimizer.step()
 
         start = time.perf_counter()
-        timing = measure(step, device, warmup=3, repeats=20, max_seconds=max(1.0, per_mode * 0.5))
+        timing = measure(step, device, warmup=3, repeats=20, max_seconds=max(1.0, per_mode * 0.5), busy=True)
         steps_per_s = 1.0 / timing["median_s"]
         _emit(
             {
@@ -397,6 +426,7 @@ def case_real_asr(device, dry: bool, seconds: float) -> None:
                 "repeats": timing["repeats"],
                 "seconds_with_warmup": time.perf_counter() - start,
                 "peak_memory_mib": _peak_mib(device),
+                "gpu_busy_share": timing.get("gpu_busy_share"),
                 "librispeech_960_epoch_minutes": LIBRISPEECH_960_UTTERANCES / (steps_per_s * batch) / 60,
             }
         )
@@ -600,6 +630,8 @@ def _fit(task: str, args: argparse.Namespace, timeout: float, *, fp32: bool) -> 
     command += ["--trainer.accelerator", "gpu" if args.device == "cuda" else "cpu"]
     command += ["--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", str(workers)]
     command += ["--trainer.callbacks+=benchmarks.gpu_clock.StepClock"]
+    if task == "captioning":  # no METEOR / PTB tokenizer: the carried pycocoevalcap has no Java parts
+        command += ["--model.init_args.use_java", "false"]
     env = {**_subprocess_env(), "MULTIATTN_CLOCK_OUT": str(clock)}
     env["MULTIATTN_CLOCK_WARMUP"] = "2" if args.dry_run else "10"
     if fp32:
@@ -776,14 +808,14 @@ def markdown(result: dict[str, Any]) -> str:
             continue
         lines += [f"## {title}", "", f"Sizes: `{json.dumps(config)}`", ""]
         lines += [
-            "| mode | steps/s | samples/s | peak MiB | projected epoch (min) |",
-            "| --- | ---: | ---: | ---: | ---: |",
+            "| mode | steps/s | samples/s | GPU busy | peak MiB | projected epoch (min) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         base = next((r for r in modes if r["mode"] == "fp32"), None)
         for r in modes:
             lines.append(
                 f"| {r['mode']} | {_f(r['steps_per_s'], 2)} | {_f(r['samples_per_s'])} | "
-                f"{_f(r['peak_memory_mib'], 0)} | {_f(r[keys], 0)} |"
+                f"{_f(r.get('gpu_busy_share'), 2)} | {_f(r['peak_memory_mib'], 0)} | {_f(r[keys], 0)} |"
             )
         if base:
             ratios = ", ".join(

@@ -2,9 +2,9 @@
 
 ``multiattn fit|validate|test|predict -c configs/<task>.yaml [--trainer.* --model.* --data.*]``
 is a LightningCLI in subclass mode: any LightningModule / LightningDataModule named by
-``class_path`` in the config. Every other command (``caption``, ``classify``, ``transcribe``,
-``report``, ...) is found in the task registry (:mod:`multiattn.registry`, the ``multiattn.apps``
-entry points), so this module names no task and never imports one.
+``class_path`` in the config. Every other command (each task's app command, ``report``) is
+found in the task registry (:mod:`multiattn.registry`, the ``multiattn.apps`` entry points), so
+this module names no task and never imports one.
 """
 
 from __future__ import annotations

@@ -25,8 +25,11 @@ run() {
   echo "== gpu_run $(date -u '+%Y-%m-%d %H:%M:%S UTC') in $PWD"
   if compgen -G ".whl/*.whl" >/dev/null; then
     echo "== installing $(ls .whl/*.whl | wc -l) wheels into $site"
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
-      .whl/*.whl || echo "!! wheel installation failed"
+    local pip=("$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site")
+    if ! "${pip[@]}" .whl/*.whl; then  # one bad wheel fails them all: then one at a time
+      local wheel
+      for wheel in .whl/*.whl; do "${pip[@]}" "$wheel" || echo "!! could not install $wheel"; done
+    fi
     export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
   else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -93,6 +93,7 @@ def test_toy_task_gets_a_report_section(tally_installed, texts, tmp_path, capsys
     assert sorted(item["words"] for item in section["items"]) == [2, 3]
     assert '<script src="render-tally.js"></script>' in (out / "index.html").read_text()
     assert (out / "render-tally.js").read_text() == TALLY.renderer_source()
+    assert cli.main(argv) == 0  # a folder holding a report with task renderers is a report: replaced
     if CHROMIUM is None:
         return
     playwright = pytest.importorskip("playwright.sync_api")
