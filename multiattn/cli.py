@@ -24,6 +24,19 @@ LIGHTNING_COMMANDS = {
     "predict": "run predict_step over the datamodule's predict split",
 }
 
+# Commands of the core itself (no task): listed with the registry's application commands.
+CORE_COMMANDS = {
+    "export": Command(
+        name="export",
+        help="export a checkpoint's model for serving (ONNX or torch.export)",
+        main="multiattn.export:main",
+    ),
+}
+
+
+def _commands() -> dict[str, Command | Unavailable]:
+    return dict(sorted({**commands(), **CORE_COMMANDS}.items()))
+
 
 def _quiet_known_noise() -> None:
     # jsonargparse >= 4.49 warns about APIs that Lightning 2.6 still uses; the warning is for
@@ -33,7 +46,7 @@ def _quiet_known_noise() -> None:
 
 
 def usage() -> str:
-    apps = commands()
+    apps = _commands()
     width = max(map(len, [*LIGHTNING_COMMANDS, *apps]))
     lines = ["usage: multiattn COMMAND [options]   (multiattn COMMAND --help for the options)", ""]
     lines.append(
@@ -92,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except MissingExtraError as err:
             print(f"multiattn: error: {err}", file=sys.stderr)
             return 2
-    apps = commands()
+    apps = _commands()
     if command in apps:
         return run_app_command(command, apps[command], rest)
     print(f"multiattn: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
