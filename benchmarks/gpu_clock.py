@@ -31,7 +31,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from multiattn.io import write_json
 
-__all__ = ["StepClock", "parse_target", "batch_size_of"]
+__all__ = ["StepClock", "Utilisation", "parse_target", "batch_size_of"]
 
 _TARGET = re.compile(r"^\s*([\w/.]+)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
 
@@ -59,7 +59,7 @@ def batch_size_of(batch: Any) -> tuple[int, float]:
         return 0, 0.0
 
 
-class _Utilisation:
+class Utilisation:
     """NVML utilisation sampled every ``period`` seconds while ``active`` is set."""
 
     def __init__(self, device_index: int, period: float = 0.1) -> None:
@@ -100,7 +100,7 @@ class StepClock(Callback):
         self.stats = {"steps": 0, "items": 0, "audio_seconds": 0.0, "train_seconds": 0.0, "wait_seconds": 0.0}
         self.validations: list[dict[str, Any]] = []
         self.reached: dict[str, Any] | None = None
-        self._util: _Utilisation | None = None
+        self._util: Utilisation | None = None
         self._util_error: str | None = None
 
     # ---- windows --------------------------------------------------------------------------
@@ -124,7 +124,7 @@ class StepClock(Callback):
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
             try:
-                self._util = _Utilisation(pl_module.device.index or 0)
+                self._util = Utilisation(pl_module.device.index or 0)
             except Exception as err:  # no nvidia-ml-py, or NVML refuses: busy share unknown
                 self._util_error = f"{type(err).__name__}: {err}"[:200]
 

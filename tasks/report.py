@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,10 @@ from tasks.common.report import SectionRequest
 __all__ = ["COMMAND", "detect_task", "build_parser", "build_report", "main"]
 
 SPLITS = ("test", "val", "train")
-# What a report folder holds, and how its data.js starts (tells an earlier report from other files).
+# What a report folder holds (plus one render-<task>.js per task shown), and how its data.js
+# starts (tells an earlier report from other files).
 REPORT_ENTRIES = ("index.html", "data.js", "explorer.js", "explorer.css", "assets")
+RENDERER_FILES = "render-*.js"
 REPORT_MARKER = "window.MULTIATTN_REPORT"
 
 
@@ -224,7 +227,7 @@ def is_report_folder(folder: Path) -> bool:
                 return False
     except (OSError, UnicodeDecodeError):
         return False
-    return {p.name for p in folder.iterdir()} <= set(REPORT_ENTRIES)
+    return all(name in REPORT_ENTRIES or fnmatch(name, RENDERER_FILES) for name in os.listdir(folder))
 
 
 def check_out_folder(out_dir: Path, *, force: bool) -> bool:
@@ -243,7 +246,8 @@ def check_out_folder(out_dir: Path, *, force: bool) -> bool:
     if not force:
         raise UserError(
             f"{out_dir}: --out is not empty and holds no earlier report; nothing was written: choose "
-            f"another folder, or add --force to replace {', '.join(REPORT_ENTRIES)} there and keep the rest"
+            f"another folder, or add --force to replace {', '.join(REPORT_ENTRIES)} and {RENDERER_FILES} "
+            "there and keep the rest"
         )
     return False
 
@@ -253,11 +257,13 @@ def _merge_into(staging: Path, out_dir: Path) -> None:
     replace go to ``staging`` (removed by the caller), everything else in ``out_dir`` stays."""
     aside = staging / ".replaced"
     aside.mkdir()
-    for name in sorted(REPORT_ENTRIES, key=lambda n: n == "index.html"):
+    renderers = {p.name for folder in (staging, out_dir) for p in folder.glob(RENDERER_FILES)}
+    for name in sorted({*REPORT_ENTRIES, *renderers}, key=lambda n: (n == "index.html", n)):
         new, target = staging / name, out_dir / name
         if target.exists() or target.is_symlink():
             os.rename(target, aside / name)
-        os.rename(new, target)
+        if new.exists():  # not for the renderer of a task only the earlier report showed
+            os.rename(new, target)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -279,10 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if errors else 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 COMMAND = Command(
     name="report", help="write the HTML attention explorer for one or more checkpoints", main=main
 )
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,15 +15,8 @@ Report description::
         "checkpoint": str, "data": str, "metrics": {name: number | str},
         "items": [...]}]}
 
-Items are the task's own (its renderer reads them); those of the built-in tasks (paths relative
-to ``out_dir``):
-
-- captioning: ``{"file", "image", "width", "height", "words": [str], "grid": [h, w],
-  "attention": [[h*w floats] per word], "references": [str], "scores": {...}}``
-- stn: ``{"file", "image", "warped", "width", "height", "corners": [[x, y] * 4], "label",
-  "probabilities": {class: p}, "true_label"?, "iou"?}``
-- asr: ``{"file", "audio", "spectrogram", "duration", "text", "reference"?, "words":
-  [{"word", "start", "end", "status": "ok" | "sub" | "ins"}], "deleted": [str], "scores": {...}}``
+Each item is a dict with at least ``"file"``; the rest is the task's own: its report adapter
+writes it and its renderer reads it (paths relative to ``out_dir``).
 """
 
 from __future__ import annotations

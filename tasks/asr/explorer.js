@@ -1,5 +1,7 @@
 // The speech renderer of the attention explorer (multiattn/explorer/static/explorer.js calls it
-// with one report item and the explorer's helpers; the item's fields: tasks/asr/report.py).
+// with one report item and the explorer's helpers).
+// Item: {file, audio, spectrogram, duration, text, reference?, deleted: [str], scores: {...},
+//        words: [{word, start, end, status: "ok" | "sub" | "ins"}]} (tasks/asr/report.py).
 "use strict";
 (function () {
   function renderAsr(item, { el, scores }) {

@@ -1,5 +1,7 @@
 // The captioning renderer of the attention explorer (multiattn/explorer/static/explorer.js calls it
-// with one report item and the explorer's helpers; the item's fields: tasks/captioning/report.py).
+// with one report item and the explorer's helpers).
+// Item: {file, image, width, height, words: [str], grid: [h, w], attention: [[h*w floats] per word],
+//        references: [str], scores: {...}} (tasks/captioning/report.py).
 "use strict";
 (function () {
   // A "jet"-like colour map, alpha growing with the weight.

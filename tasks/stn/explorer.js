@@ -1,5 +1,7 @@
 // The classifier renderer of the attention explorer (multiattn/explorer/static/explorer.js calls it
-// with one report item and the explorer's helpers; the item's fields: tasks/stn/report.py).
+// with one report item and the explorer's helpers).
+// Item: {file, image, warped, width, height, corners: [[x, y] x 4], label, probabilities: {class: p},
+//        true_label?, iou?} (tasks/stn/report.py).
 "use strict";
 (function () {
   function renderStn(item, { el, fmt }) {

@@ -12,6 +12,7 @@ import soundfile
 import torch
 
 from tasks.asr.app import main
+from tests.helpers.asr import fit_asr_tiny
 from tests.helpers.processes import metrics_by_process_count
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
@@ -24,22 +25,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """A checkpoint of the tiny config (trained for two epochs) and its test audio folder."""
-    from multiattn.lightning_cli import build_cli
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # module-scoped, so the function-scoped fixture does not cover it
     root = tmp_path_factory.mktemp("asr_app")
-    args = [
-        "fit",
-        "-c",
-        str(ROOT / "configs/asr_tiny.yaml"),
-        f"--data.init_args.data_dir={root / 'data'}",
-        f"--trainer.default_root_dir={root / 'out'}",
-        f"--trainer.logger.init_args.save_dir={root / 'out'}",
-        f"--trainer.callbacks.init_args.dirpath={root / 'ckpt'}",
-    ]
-    build_cli(args)
-    torch.set_num_threads(threads)
+    fit_asr_tiny(root)
     return root / "ckpt" / "last.ckpt", root / "data" / "tiny-seed0" / "test"
 
 
@@ -70,7 +57,7 @@ def test_json_has_text_and_word_times(trained, tmp_path: Path, capsys) -> None:
         assert {"file", "text", "words", "duration", "segments"} <= set(record)
         assert isinstance(record["text"], str)
         for word in record["words"]:
-            assert set(word) == {"word", "start", "end"}
+            assert set(word) == {"word", "start", "end", "probability"}
             assert 0.0 <= word["start"] <= word["end"] <= record["duration"] + 0.1
     assert sorted(p.name for p in overlays.glob("*.png")) == sorted(f"{f.stem}.png" for f in files)
 
@@ -121,11 +108,18 @@ def test_long_recording_is_segmented_and_joined(trained, tmp_path: Path, capsys)
             "1",
             "--mode",
             "attention",
+            "--overlay-dir",
+            str(tmp_path / "ov"),
         ]
     )
     assert code == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["segments"] >= 2
+    assert len(record["overlay_pieces"]) >= 2  # decoded in pieces, one overlay each
+    assert all(Path(p).is_file() for p in record["overlay_pieces"])
+    for segment in record["segments"]:
+        assert set(segment) == {"start", "end", "text", "words"}
+        if segment["words"]:  # (a piece whose tokens the CTC alignment cannot place has none)
+            assert segment["text"] == " ".join(w["word"] for w in segment["words"])
     assert record["duration"] == pytest.approx(len(long) / 22050, abs=0.01)
     starts = [w["start"] for w in record["words"]]
     assert starts == sorted(starts)
@@ -212,7 +206,8 @@ def test_fit_on_two_processes_trains_validates_and_logs_overlays(trained, tmp_pa
         f"--trainer.callbacks.init_args.dirpath={tmp_path / 'ckpt'}",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    # cwd: the config's other relative outputs/ paths (best.ckpt) land in tmp_path
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
     assert list(out.rglob("val_overlay_0.png"))
