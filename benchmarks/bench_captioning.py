@@ -361,9 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         "beam": beam,
         "throughput": throughput,
     }
-    name = "captioning_quick" if args.quick else "captioning"
-    name += "" if style == "plain" else f"_{style}"
-    name += "_scores" if args.scores_only else ""
+    name = "captioning" + ("" if style == "plain" else f"_{style}") + ("_scores" if args.scores_only else "")
+    name += "_quick" if args.quick else ""
     write_json(RESULTS / f"{name}.json", result, indent=1)
     with atomic_open(RESULTS / f"{name}.md", "w", encoding="utf-8") as handle:
         handle.write(_markdown(result))

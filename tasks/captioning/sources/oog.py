@@ -53,8 +53,9 @@ _SEED_OFFSET = 7_000  # the split's seed never coincides with a training split's
 
 
 def _grey(rng: np.random.Generator) -> tuple[float, float, float]:
+    """A tinted grey: saturation at most about 0.15, never a named colour."""
     level = rng.uniform(0.12, 0.9)
-    return tuple(float(np.clip(level + rng.uniform(-0.05, 0.05), 0, 1)) for _ in range(3))
+    return tuple(float(np.clip(level * (1 + rng.uniform(-0.08, 0.08)), 0, 1)) for _ in range(3))
 
 
 def _background(ax, kind: str, side: int, rng: np.random.Generator) -> None:
@@ -91,15 +92,11 @@ def _patch(shape: str, cx: float, cy: float, r: float, rng: np.random.Generator,
         c, s = math.cos(math.radians(tilt)), math.sin(math.radians(tilt))
         corners = corners @ np.array([[c, s], [-s, c]])  # (4, 2)
         if tilt == 0.0:  # upright squares get rounded corners
-            pad = 0.15 * r
-            box = patches.FancyBboxPatch(
-                (cx - r + pad, cy - r + pad),
-                2 * (r - pad),
-                2 * (r - pad),
-                boxstyle=f"round,pad={pad}",
-                **style,
+            style_name = f"round,pad=0,rounding_size={0.3 * r:.3f}"
+            return patches.FancyBboxPatch((cx - r, cy - r), 2 * r, 2 * r, boxstyle=style_name, **style), (
+                r,
+                r,
             )
-            return box, (r, r)
         extent = np.abs(corners).max(axis=0)
         return patches.Polygon(corners + [cx, cy], closed=True, **style), (float(extent[0]), float(extent[1]))
     # equilateral triangle of circumradius r, pointing up (y grows downwards) or down
@@ -176,6 +173,7 @@ def generate_oog_split(
                     "size": sizes[k],
                     "box": box,
                     "centre": [int(round(cx)), int(round(cy))],
+                    "edge": round(2 * pad, 3),  # width of the dark edge line in pixels (0: none)
                 }
             )
         canvas.draw()

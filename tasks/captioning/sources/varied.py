@@ -6,7 +6,8 @@ them learns that generator as much as shapes and colours. These scenes keep the 
 (circle / square / triangle, red / green / blue / yellow, small / large, left of / right of /
 above / below) and vary everything the words do not name:
 
-- drawing: anti-aliased (4x supersampled polygons, box-filtered down) or hard-edged; filled,
+- drawing: anti-aliased (4x supersampled polygons, box-filtered down) or hard-edged (the same
+  coverage rounded to 0 or 1, at the image's own size); filled,
   outlined, or filled with an outline of another shade of the same colour name;
 - shapes: rotation, aspect jitter, triangles of varying apex; sizes continuous within the
   ``small`` and ``large`` ranges (with a gap between them, so the word stays true);
@@ -64,6 +65,7 @@ COLOUR_RANGES: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[f
 SIZE_RANGES = {"small": (0.07, 0.115), "large": (0.15, 0.21)}
 NATIVE_SCALES = (0.75, 1.0, 1.5, 2.0)  # the scene is drawn at image_size * scale, then resampled
 COUNT_WEIGHTS = (0.2, 0.3, 0.3, 0.2)  # 1, 2, 3, 4 objects
+_SUPERSAMPLE = 4
 BACKGROUNDS = ("plain", "gradient", "noise", "stripes", "checks")
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 _LONG = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
@@ -126,14 +128,16 @@ def shape_outline(shape: str, geometry: dict[str, float]) -> np.ndarray:
     return rotated + np.array([geometry["cx"], geometry["cy"]])
 
 
-def _coverage(points: np.ndarray, side: int, *, supersample: int, width: float | None) -> np.ndarray:
+def _coverage(points: np.ndarray, side: int, *, hard: bool, width: float | None) -> np.ndarray:
     """``(R, R)`` share of each pixel inside the polygon (or inside its inner band of ``width`` px).
 
-    Drawn with PIL on a crop around the shape, ``supersample`` times finer, then box-filtered
-    down (``Image.reduce``), so anti-aliased edges are exact pixel coverage without ringing.
+    Drawn with PIL on a crop around the shape, 4 times finer, then box-filtered down
+    (``Image.reduce``), so anti-aliased edges are pixel coverage without ringing; ``hard`` rounds
+    the coverage to 0 or 1 (aliased edges, the pixels at least half covered). PIL's own 1x fill
+    would also paint every pixel an edge touches, a pixel fatter than the shape.
     Pixel ``i`` spans ``[i, i + 1)``; PIL puts pixel centres on integers, hence the ``- 0.5``.
     """
-    k = supersample
+    k = _SUPERSAMPLE
     x0 = max(int(math.floor(points[:, 0].min())) - 1, 0)
     y0 = max(int(math.floor(points[:, 1].min())) - 1, 0)
     x1 = min(int(math.ceil(points[:, 0].max())) + 1, side)
@@ -145,10 +149,9 @@ def _coverage(points: np.ndarray, side: int, *, supersample: int, width: float |
         draw.polygon(scaled, fill=255)
     else:  # PIL draws a wide polygon outline inside the polygon
         draw.polygon(scaled, outline=255, width=max(1, int(round(width * k))))
-    if k > 1:
-        crop = crop.reduce(k)
+    coverage = np.asarray(crop.reduce(k), dtype=np.float32) / 255.0
     mask = np.zeros((side, side), dtype=np.float32)
-    mask[y0:y1, x0:x1] = np.asarray(crop, dtype=np.float32) / 255.0
+    mask[y0:y1, x0:x1] = np.round(coverage) if hard else coverage
     return mask
 
 
@@ -290,18 +293,21 @@ def _box(mask: np.ndarray) -> list[int]:
     return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
-def _resize(array: np.ndarray, side: int, hard: bool) -> np.ndarray:
-    """Resample a float ``(R, R)`` array to ``(S, S)``: nearest for hard-edged scenes, else bilinear."""
+def _resize(array: np.ndarray, side: int) -> np.ndarray:
+    """Resample a float ``(R, R)`` array to ``(S, S)`` (bilinear, antialiased when shrinking)."""
     if array.shape[0] == side:
         return array
-    mode = Image.NEAREST if hard else Image.BILINEAR
-    return np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize((side, side), mode))
+    return np.asarray(
+        Image.fromarray(array.astype(np.float32), mode="F").resize((side, side), Image.BILINEAR)
+    )
 
 
 def _scene(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, dict[str, Any]]:
     """One varied scene: ``(image (S, S, 3) uint8, annotation)``."""
     pairs = [(c, s) for c in COLOURS for s in SHAPES]
-    native = int(round(image_size * NATIVE_SCALES[int(rng.integers(len(NATIVE_SCALES)))]))
+    hard = rng.random() < 0.35  # hard-edged: drawn at the image's own size (no resampling blur)
+    scale_choice = NATIVE_SCALES[int(rng.integers(len(NATIVE_SCALES)))]
+    native = image_size if hard else int(round(image_size * scale_choice))
     overlap = 0.15 if rng.random() < 0.35 else 0.0
     while True:
         count = int(rng.choice(4, p=COUNT_WEIGHTS)) + 1
@@ -322,8 +328,6 @@ def _scene(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, dict[
         centres = place_objects(half_sizes, native, rng, overlap=overlap)
         if centres is not None:
             break
-    hard = rng.random() < 0.35
-    supersample = 1 if hard else 4
     background_kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     canvas = _background(background_kind, native, rng)  # (R, R, 3) float
     scale = image_size / native
@@ -331,7 +335,7 @@ def _scene(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, dict[
     for spec, (cx, cy) in zip(specs, centres):
         spec["geometry"].update(cx=cx, cy=cy)
         points = shape_outline(spec["shape"], spec["geometry"])
-        solid = _coverage(points, native, supersample=supersample, width=None)  # (R, R)
+        solid = _coverage(points, native, hard=hard, width=None)  # (R, R)
         fill = ("solid", "outline", "outlined")[int(rng.integers(3))]
         colour = sample_colour(spec["colour"], rng)
         line = max(1.5, rng.uniform(0.025, 0.05) * native)
@@ -340,7 +344,7 @@ def _scene(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, dict[
             layers.append((solid, colour))
         if fill in ("outline", "outlined"):
             edge = colour if fill == "outline" else sample_colour(spec["colour"], rng)
-            layers.append((_coverage(points, native, supersample=supersample, width=line), edge))
+            layers.append((_coverage(points, native, hard=hard, width=line), edge))
         for alpha, rgb in layers:
             canvas = canvas * (1 - alpha[..., None]) + rgb * alpha[..., None]
         geometry = {
@@ -353,13 +357,13 @@ def _scene(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, dict[
                 "shape": spec["shape"],
                 "colour": spec["colour"],
                 "size": spec["size"],
-                "box": _box(_resize(solid, image_size, hard)),
+                "box": _box(_resize(solid, image_size)),
                 "centre": [int(round(geometry["cx"])), int(round(geometry["cy"]))],
                 "fill": fill,
                 "geometry": geometry,
             }
         )
-    image = np.stack([_resize(canvas[..., c], image_size, hard) for c in range(3)], axis=-1)  # (S, S, 3)
+    image = np.stack([_resize(canvas[..., c], image_size) for c in range(3)], axis=-1)  # (S, S, 3)
     noise = float(rng.uniform(2, 10)) if rng.random() < 0.4 else 0.0
     if noise:
         image = image + rng.normal(0, noise, size=image.shape)
