@@ -30,13 +30,13 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.output import write_results
 from multiattn.runtime import keep_freed_memory
 
 BATCH, EMBED_DIM, NUM_HEADS = 8, 256, 4
 METHODS = ("fast", "recording", "torch_mha", "linear")
 SHORT = (128, 512, 2048, 4096)  # every method
 LONG = (1024, 8192, 16384)  # fast path and linear attention only
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _explicit_bytes(length: int) -> int:
@@ -56,8 +56,14 @@ def _current_rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_case(method: str, dtype: str, length: int, repeats: int, max_seconds: float, threads: int) -> dict:
-    """Measure one case in this process (called in a fresh subprocess)."""
+def run_case(
+    method: str, dtype: str, length: int, repeats: int, max_seconds: float, threads: int, device: str = "cpu"
+) -> dict:
+    """Measure one case in this process (called in a fresh subprocess).
+
+    On CUDA the step ends with a synchronisation and the peak is ``torch.cuda.max_memory_allocated``
+    above what was allocated before the first step.
+    """
     import contextlib
 
     import torch
@@ -74,13 +80,16 @@ def run_case(method: str, dtype: str, length: int, repeats: int, max_seconds: fl
         module = LinearAttention(EMBED_DIM, NUM_HEADS)
     else:
         module = MultiHeadAttention(EMBED_DIM, NUM_HEADS)
-    module.train()
-    x = torch.randn(BATCH, length, EMBED_DIM, requires_grad=True)
+    module.to(device).train()
+    x = torch.randn(BATCH, length, EMBED_DIM, device=device, requires_grad=True)
+    cuda = torch.device(device).type == "cuda"
 
     def step() -> None:
         recorder = record_attention() if method == "recording" else contextlib.nullcontext()
         autocast = (
-            torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+            torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+            if dtype == "bf16"
+            else contextlib.nullcontext()
         )
         with recorder, autocast:
             if method == "torch_mha":
@@ -90,12 +99,17 @@ def run_case(method: str, dtype: str, length: int, repeats: int, max_seconds: fl
         out.float().sum().backward()
         module.zero_grad(set_to_none=True)
         x.grad = None
+        if cuda:
+            torch.cuda.synchronize()
 
-    baseline = _current_rss_bytes()
+    baseline = torch.cuda.memory_allocated() if cuda else _current_rss_bytes()
     start = time.perf_counter()
     step()  # also the warm-up
     first = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+    if cuda:
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
     times = []
     budget_start = time.perf_counter()
     for index in range(repeats):
@@ -115,10 +129,11 @@ def run_case(method: str, dtype: str, length: int, repeats: int, max_seconds: fl
 
 
 def _run_subprocess(
-    method: str, dtype: str, length: int, repeats: int, max_seconds: float, threads: int
+    method: str, dtype: str, length: int, repeats: int, max_seconds: float, threads: int, device: str
 ) -> dict:
     command = [sys.executable, "-m", "benchmarks.bench_attention", "--case", method, dtype, str(length)]
     command += ["--repeats", str(repeats), "--max-seconds", str(max_seconds), "--threads", str(threads)]
+    command += ["--device", device]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run(command, capture_output=True, text=True, cwd=root, env=env)
@@ -197,18 +212,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="only these methods")
     parser.add_argument("--lengths", nargs="+", type=int, default=None, help="only these sequence lengths T")
     parser.add_argument(
-        "--name", default="attention", help="results file stem under benchmarks/results (default: attention)"
+        "--name",
+        default=None,
+        help="results file stem under benchmarks/results (default: attention, or attention_cuda with --device cuda)",
     )
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--case", nargs=3, metavar=("METHOD", "DTYPE", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     keep_freed_memory()  # as the multiattn command does (multiattn/runtime.py)
     repeats = args.repeats or (3 if args.quick else 7)
     if args.case:
         method, dtype, length = args.case
-        print(json.dumps(run_case(method, dtype, int(length), repeats, args.max_seconds, args.threads)))
+        print(
+            json.dumps(
+                run_case(method, dtype, int(length), repeats, args.max_seconds, args.threads, args.device)
+            )
+        )
         return 0
-
-    from multiattn.io import atomic_open, write_json
 
     rows = []
     cases = [
@@ -224,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
             if method == "recording" and estimate > args.memory_cap_gib:
                 row["status"] = f"skipped: memory (~{estimate:.1f} GiB > {args.memory_cap_gib:g} GiB cap)"
             else:
-                row.update(_run_subprocess(method, dtype, length, repeats, args.max_seconds, args.threads))
+                row.update(
+                    _run_subprocess(
+                        method, dtype, length, repeats, args.max_seconds, args.threads, args.device
+                    )
+                )
             print(json.dumps(row), flush=True)
             rows.append(row)
     threads = next((r["threads"] for r in rows if "threads" in r), None)
@@ -233,15 +257,15 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "config": {"batch": BATCH, "embed_dim": EMBED_DIM, "num_heads": NUM_HEADS, "repeats": repeats},
         "threads": threads,
-        "memory_method": "ru_maxrss of a fresh subprocess per case minus its RSS before the first step",
+        "device": args.device,
+        "memory_method": "torch.cuda.max_memory_allocated minus the allocation before the first step"
+        if args.device.startswith("cuda")
+        else "ru_maxrss of a fresh subprocess per case minus its RSS before the first step",
         "rows": rows,
         "ratios": _ratios(rows),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / f"{args.name}.json", result, indent=2)
-    with atomic_open(RESULTS / f"{args.name}.md", encoding="utf-8") as handle:
-        handle.write(_markdown(result))
-    print(_markdown(result))
+    name = args.name or ("attention" if args.device == "cpu" else "attention_cuda")
+    write_results(name, result, _markdown(result), indent=2)
     return 0
 
 

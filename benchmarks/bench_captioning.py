@@ -40,14 +40,13 @@ from typing import Any
 import torch
 import yaml
 
+from benchmarks.output import write_results
 from benchmarks.timing import best_of_interleaved
 from multiattn.checkpoint import load_checkpoint, load_system
-from multiattn.io import atomic_open, write_json
 from multiattn.metrics.captioning import caption_metrics, java_available
 from multiattn.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def _config(path: Path) -> dict[str, Any]:
@@ -363,10 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     name = "captioning" + ("" if style == "plain" else f"_{style}") + ("_scores" if args.scores_only else "")
     name += "_quick" if args.quick else ""
-    write_json(RESULTS / f"{name}.json", result, indent=1)
-    with atomic_open(RESULTS / f"{name}.md", "w", encoding="utf-8") as handle:
-        handle.write(_markdown(result))
-    print(_markdown(result))
+    write_results(name, result, _markdown(result))
     return 0
 
 

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from benchmarks.output import write_results
 from multiattn.decoding import CTCPrefixScorer, Hypothesis, StepOutput, beam_search
-from multiattn.io import atomic_open, write_json
 from multiattn.runtime import keep_freed_memory
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BLANK, EOS = 0, 1  # EOS doubles as BOS
 
 
@@ -131,10 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         ]
     result = {"quick": args.quick, "threads": args.threads, "torch": torch.__version__, "cases": rows}
-    write_json(RESULTS / "decoding.json", result, indent=2)
-    with atomic_open(RESULTS / "decoding.md") as handle:
-        handle.write(_markdown(rows))
-    print(_markdown(rows))
+    write_results("decoding", result, _markdown(rows), indent=2)
     return 0 if all(row["identical"] for row in rows) else 1
 
 

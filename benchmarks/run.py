@@ -28,10 +28,13 @@ from multiattn.io import atomic_open
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+OUTSIDE = {"gpu"}  # bench_gpu.py needs a GPU and has its own command (benchmarks/README.md)
 
 
 def discover() -> list[str]:
-    return sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    return sorted(
+        name for p in HERE.glob("bench_*.py") if (name := p.stem.removeprefix("bench_")) not in OUTSIDE
+    )
 
 
 def _set_aside(name: str) -> dict[Path, bytes]:

@@ -2,9 +2,9 @@
 
 ``multiattn fit|validate|test|predict -c configs/<task>.yaml [--trainer.* --model.* --data.*]``
 is a LightningCLI in subclass mode: any LightningModule / LightningDataModule named by
-``class_path`` in the config. ``multiattn caption|classify|transcribe|report`` are application
-commands that the tasks register as ``multiattn.apps`` entry points (see ``pyproject.toml``), so
-this module never imports a task.
+``class_path`` in the config. Every other command (each task's app command, ``report``) is
+found in the task registry (:mod:`multiattn.registry`, the ``multiattn.apps`` entry points), so
+this module names no task and never imports one.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 
+from multiattn.registry import Command, Unavailable, commands
 from multiattn.runtime import keep_freed_memory
 
 LIGHTNING_COMMANDS = {
@@ -22,58 +22,41 @@ LIGHTNING_COMMANDS = {
     "test": "run the test loop of a checkpoint (test-split metrics)",
     "predict": "run predict_step over the datamodule's predict split",
 }
-APP_COMMANDS = {
-    "caption": "caption images with a captioning checkpoint (per-word attention overlays)",
-    "classify": "classify images with a spatial transformer checkpoint (sampled region overlays)",
-    "transcribe": "transcribe audio with a speech checkpoint (attention / CTC alignment overlays)",
-    "report": "write the HTML attention explorer for one or more checkpoints",
-}
-ENTRY_POINT_GROUP = "multiattn.apps"
 
 
 def _quiet_known_noise() -> None:
     # jsonargparse >= 4.49 warns about APIs that Lightning 2.6 still uses; the warning is for
-    # Lightning's developers, not for our users (REFERENCE.md). Other warnings stay visible.
+    # Lightning's developers, not for our users (docs/conventions.md, "Lightning and PyTorch").
+    # Other warnings stay visible.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 
 def usage() -> str:
-    width = max(map(len, [*LIGHTNING_COMMANDS, *APP_COMMANDS]))
+    apps = commands()
+    width = max(map(len, [*LIGHTNING_COMMANDS, *apps]))
     lines = ["usage: multiattn COMMAND [options]   (multiattn COMMAND --help for the options)", ""]
     lines.append("training and evaluation (LightningCLI; -c configs/<task>.yaml):")
     lines += [f"  {name:<{width}}  {text}" for name, text in LIGHTNING_COMMANDS.items()]
     lines += ["", "applications (take files and --ckpt):"]
-    lines += [f"  {name:<{width}}  {text}" for name, text in APP_COMMANDS.items()]
+    for name, command in apps.items():
+        if isinstance(command, Unavailable):
+            text = f"(not available: module {command.module} not found)"
+        else:
+            text = command.help
+        lines.append(f"  {name:<{width}}  {text}".rstrip())
     return "\n".join(lines)
 
 
-def _app_entry_point(name: str):
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            return ep
-    return None
-
-
-def run_app_command(name: str, argv: Sequence[str]) -> int:
-    """Load the task's ``main`` from its entry point and run it."""
-    ep = _app_entry_point(name)
-    module = ep.value.split(":")[0] if ep else None
-    try:
-        if ep is None:
-            raise ModuleNotFoundError(name)
-        main = ep.load()
-    except ModuleNotFoundError as err:
-        # Only "the task's own module is missing" means "not available"; a missing dependency
-        # inside an existing task is a real error and must surface.
-        if ep is not None and err.name is not None and not module.startswith(err.name):
-            raise
+def run_app_command(name: str, command: Command | Unavailable, argv: Sequence[str]) -> int:
+    """Run the registered application command ``name`` with ``argv``."""
+    if isinstance(command, Unavailable):
         print(
             f"multiattn {name}: this task is not available yet in this installation "
-            f"(module {module or '?'} not found)",
+            f"(module {command.module} not found)",
             file=sys.stderr,
         )
         return 2
-    return int(main(list(argv)) or 0)
+    return command.run(argv)
 
 
 def run_lightning(argv: Sequence[str]) -> int:
@@ -92,10 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0
     command, rest = argv[0], argv[1:]
-    if command in APP_COMMANDS:
-        return run_app_command(command, rest)
     if command in LIGHTNING_COMMANDS or command.startswith("-"):
         return run_lightning(argv)
+    apps = commands()
+    if command in apps:
+        return run_app_command(command, apps[command], rest)
     print(f"multiattn: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
     return 2
 

@@ -4,7 +4,7 @@ imports Lightning at module level; :mod:`multiattn.cli` imports it lazily).
 Differences from a bare ``LightningCLI``:
 - subclass mode for both model and data, so any LightningModule / LightningDataModule named by
   ``class_path`` in a config works;
-- ``config.yaml`` is overwritten on re-runs (Lightning refuses by default, REFERENCE.md);
+- ``config.yaml`` is overwritten on re-runs (Lightning refuses by default; docs/conventions.md);
 - checkpoints are read only through :func:`multiattn.checkpoint.load_checkpoint`
   (``weights_only=True``): ``--ckpt_path`` never unpickles arbitrary objects;
 - user errors print one line and exit with status 2.

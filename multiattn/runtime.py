@@ -4,9 +4,8 @@
 block over 128 KiB with a fresh ``mmap`` and unmaps it on ``free`` (the threshold then adapts, but
 the heap top is still trimmed back to the OS): every step of a batched beam search allocates
 tensors of 0.1-3 MB (scores, CTC forward variables, attention hidden layers), so each step pays
-page faults to map and zero memory it had just given back. Measured on this machine: ~17,000
-minor faults per 16-utterance joint CTC/attention decode, and the batched speech search 6 % faster
-without them (docs/asr.md, "Decoding speed"). The one-utterance search's tensors stay under the
+page faults to map and zero memory it had just given back (docs/asr.md, "Decoding speed", has
+the measured fault counts and speed). The one-utterance search's tensors stay under the
 threshold, so it does not change.
 
 PyTorch's CPU tuning guides suggest the same cure by swapping the allocator (jemalloc or tcmalloc

@@ -162,18 +162,20 @@ def train(reuse: bool) -> None:
 def export_examples(task: str, count: int) -> list[Path]:
     """The last ``count`` test examples of the checkpoint's data, as files a user could have."""
     from multiattn.checkpoint import load_checkpoint
-    from tasks.report import datamodule_from_checkpoint, write_png, write_wav
+    from multiattn.registry import tasks
+    from tasks.common.report import datamodule_from_checkpoint, write_png, write_wav
 
     folder = OUT / "inputs" / task
     if folder.is_dir():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     checkpoint = load_checkpoint(checkpoint_of(task))
+    package = tasks()[task].package
     files = []
     if task == "stn":
         from tasks.stn.data import STNDataModule
 
-        datamodule, _ = datamodule_from_checkpoint(checkpoint, task, STNDataModule, None)
+        datamodule, _ = datamodule_from_checkpoint(checkpoint, package, STNDataModule, None)
         datamodule.setup("test")
         dataset = datamodule.datasets["test"]
         for index in range(len(dataset) - count, len(dataset)):
@@ -186,7 +188,7 @@ def export_examples(task: str, count: int) -> list[Path]:
         from tasks.captioning.data import SceneCaptionData
         from tasks.captioning.images import denormalize
 
-        datamodule, _ = datamodule_from_checkpoint(checkpoint, task, SceneCaptionData, None)
+        datamodule, _ = datamodule_from_checkpoint(checkpoint, package, SceneCaptionData, None)
         datamodule.setup("test")
         dataset = datamodule.datasets["test"]
         for index in range(len(dataset) - count, len(dataset)):
@@ -197,7 +199,7 @@ def export_examples(task: str, count: int) -> list[Path]:
         from tasks.asr.audio import SAMPLE_RATE
         from tasks.asr.data import ASRDataModule
 
-        datamodule, _ = datamodule_from_checkpoint(checkpoint, task, ASRDataModule, None)
+        datamodule, _ = datamodule_from_checkpoint(checkpoint, package, ASRDataModule, None)
         datamodule.setup("test")
         dataset = datamodule.datasets["test"]
         for index in range(len(dataset) - count, len(dataset)):

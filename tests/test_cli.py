@@ -6,7 +6,6 @@ import os
 import pickle
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -78,21 +77,6 @@ def test_help_lists_every_command(capsys):
 def test_unknown_command_fails(capsys):
     assert cli.main(["frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err
-
-
-def test_missing_task_says_not_available(monkeypatch, capsys):
-    fake = metadata.EntryPoint(
-        name="caption", value="tasks.no_such_task.app:main", group=cli.ENTRY_POINT_GROUP
-    )
-    monkeypatch.setattr(cli, "_app_entry_point", lambda name: fake)
-    assert cli.main(["caption", "x.png", "--ckpt", "c.ckpt"]) == 2
-    err = capsys.readouterr().err
-    assert "not available yet" in err and "tasks.no_such_task.app" in err
-
-
-def test_every_app_command_is_registered():
-    names = {ep.name for ep in metadata.entry_points(group=cli.ENTRY_POINT_GROUP)}
-    assert set(cli.APP_COMMANDS) <= names
 
 
 def test_fit_writes_checkpoints_and_resumes(tmp_path):

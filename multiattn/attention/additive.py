@@ -53,8 +53,8 @@ def compiled_energy(enabled: bool = True) -> Iterator[None]:
     ``torch.compile`` fuses the add, the sigmoid and the dot product with ``v`` into one loop that
     never writes the ``(B, S, A)`` hidden layer: for a batched captioning beam search that layer is
     ~40 % of the step (``python -m benchmarks.bench_captioning`` measures both paths). The price is a one-off
-    compilation (about 15 s on a 2-core CPU the first time, ~2 s once Inductor's on-disk cache
-    holds it) and a few microseconds of guard checks per call, so it pays for bulk decoding, not
+    compilation (seconds the first time, much less once Inductor's on-disk cache holds it) and
+    guard checks on every call, so it pays for bulk decoding, not
     for one image. Values equal the eager path's up to float rounding. Where compiling fails (no
     C++ compiler for Inductor's CPU backend, an unsupported device) a warning says so once and the
     eager path is used. Calls with ``extra`` (location features) or with autograd stay eager.
@@ -91,8 +91,8 @@ def additive_energy(
     """The additive score ``v^T tanh(keys_proj + query_proj [+ extra])`` at every position.
 
     ``tanh(x) = 2 sigmoid(2x) - 1``, so the score is computed as ``2 v^T sigmoid(2x) - sum(v)``:
-    on this project's CPU, PyTorch's float32 ``tanh`` costs ~2.3 ns per element and ``sigmoid``
-    ~0.5 ns, and the ``(B, S, A)`` hidden layer is the bulk of a recurrent decoder's step
+    on CPUs PyTorch's float32 ``tanh`` costs several times ``sigmoid`` per element, and the
+    ``(B, S, A)`` hidden layer is the bulk of a recurrent decoder's step
     (``python scripts/additive_energy_speed.py`` measures both forms). Without autograd the rows
     are processed in chunks of ~1 MB, so the hidden layer never leaves the cache however many
     hypotheses a beam search scores at once. Same value as the tanh form up to float rounding.

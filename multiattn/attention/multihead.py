@@ -4,8 +4,11 @@ Vaswani et al. 2017, "Attention Is All You Need": ``softmax(Q K^T / sqrt(hd)) V`
 
 Two paths with equal outputs:
 
-* fast path (nothing records): ``F.scaled_dot_product_attention`` (flash / fused kernels), which
-  never materialises the ``(B, nh, T, S)`` weights;
+* fast path (nothing records): the kernel measured fastest for the device, dtype and key length
+  (:func:`fast_path_kernel`): ``F.scaled_dot_product_attention`` (flash / fused kernels, never
+  materialising the ``(B, nh, T, S)`` weights), or, for short bf16 keys on a CPU, the plain
+  matmul -> softmax -> matmul sequence without recording (faster there:
+  ``benchmarks/results/attention_vs_torch.md``);
 * explicit path (inside :func:`multiattn.recording.record_attention`): the weights are computed,
   emitted with axes ``("batch", "head", "query", "key")`` and then applied.
 
@@ -34,9 +37,31 @@ from multiattn.attention.cache import KVCache
 from multiattn.masks import build_attention_mask, check_shape
 from multiattn.recording import emit, is_recording
 
-__all__ = ["MultiHeadAttention", "resolve_source", "split_heads", "merge_heads"]
+__all__ = ["MultiHeadAttention", "fast_path_kernel", "resolve_source", "split_heads", "merge_heads"]
 
 AXES = ("batch", "head", "query", "key")
+KERNELS = ("auto", "sdpa", "matmul")
+# Up to this key length, bf16 matmuls beat F.scaled_dot_product_attention on a CPU (forward +
+# backward, B=8, D=256, 4 heads: 6.6 vs 11.9 ms at T=128, 32 vs 54 ms at T=512, 773 vs 547 ms at
+# T=2048; fp32 is even at T=128 and slower beyond). On CUDA the fused kernels are used (compared
+# with the matmuls by benchmarks/bench_gpu.py, part "attention").
+CPU_MATMUL_MAX_KEYS = 512
+
+
+def fast_path_kernel(device_type: str, dtype: str, key_len: int) -> str:
+    """The fast path's kernel: ``"sdpa"`` or ``"matmul"``, chosen from measurement.
+
+    Args:
+        device_type: ``"cpu"``, ``"cuda"``, ...
+        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (of the queries, i.e. after autocast).
+        key_len: ``S``.
+    """
+    if device_type == "cpu" and dtype == "bf16" and key_len <= CPU_MATMUL_MAX_KEYS:
+        return "matmul"
+    return "sdpa"
+
+
+_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
@@ -114,7 +139,13 @@ class MultiHeadAttention(nn.Module):
         context_dim: ``Dc``, dimension of ``context`` (default ``embed_dim``).
         dropout: dropout on the attention weights (training only).
         bias: bias in the projections.
+
+    Attributes:
+        kernel: the fast path's kernel: ``"auto"`` (default, :func:`fast_path_kernel`), or
+            ``"sdpa"`` / ``"matmul"`` to force one (benchmarks, parity tests).
     """
+
+    kernel: str = "auto"
 
     def __init__(
         self,
@@ -184,8 +215,13 @@ class MultiHeadAttention(nn.Module):
         attn_mask = build_attention_mask(
             q.shape[2], key_len, mask=mask, is_causal=is_causal, batch=groups, device=x.device
         )  # (B or 1, 1, T, S) or None
+        kernel = self.kernel
+        if kernel == "auto":
+            kernel = fast_path_kernel(q.device.type, _DTYPE_NAMES.get(q.dtype, "fp32"), key_len)
         if is_recording():
             out = self._explicit(q, k, v, attn_mask, per_group=per_group)
+        elif kernel == "matmul":
+            out = self._explicit(q, k, v, attn_mask, per_group=per_group, record=False)
         else:
             out = self._fast(
                 q, k, v, attn_mask, is_causal=is_causal and mask is None and query_len == key_len
@@ -207,7 +243,14 @@ class MultiHeadAttention(nn.Module):
         return out * valid_rows.to(out.dtype)  # (B, nh, T, hd)
 
     def _explicit(
-        self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, *, per_group: int = 1
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        attn_mask: Tensor | None,
+        *,
+        per_group: int = 1,
+        record: bool = True,
     ) -> Tensor:
         scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, S)
         if attn_mask is not None:
@@ -216,7 +259,8 @@ class MultiHeadAttention(nn.Module):
             weights = scores.softmax(dim=-1) * valid_rows.to(scores.dtype)
         else:
             weights = scores.softmax(dim=-1)
-        emit(self, _ungroup(weights, per_group) if per_group > 1 else weights, axes=AXES)
+        if record:
+            emit(self, _ungroup(weights, per_group) if per_group > 1 else weights, axes=AXES)
         if self.training and self.dropout > 0:
             weights = F.dropout(weights, p=self.dropout)
         return torch.matmul(weights.to(v.dtype), v)  # (B, nh, T, hd)

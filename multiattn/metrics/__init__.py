@@ -6,5 +6,4 @@ from multiattn.metrics.captioning import caption_metrics as caption_metrics
 from multiattn.metrics.captioning import java_available as java_available
 from multiattn.metrics.captioning import simple_tokenize as simple_tokenize
 from multiattn.metrics.speech import boundary_errors as boundary_errors
-from multiattn.metrics.speech import character_error_rate as character_error_rate
-from multiattn.metrics.speech import word_error_rate as word_error_rate
+from multiattn.metrics.speech import error_counts as error_counts

@@ -23,8 +23,6 @@ import jiwer
 
 __all__ = [
     "normalize_transcript",
-    "word_error_rate",
-    "character_error_rate",
     "error_counts",
     "match_words",
     "boundary_errors",
@@ -75,22 +73,6 @@ def error_counts(
         counts["reference_units"] += out.hits + out.substitutions + out.deletions
     counts["errors"] = counts["substitutions"] + counts["deletions"] + counts["insertions"]
     return counts
-
-
-def _rate(counts: dict[str, int]) -> float:
-    if counts["reference_units"] == 0:
-        return 0.0 if counts["errors"] == 0 else float("inf")
-    return counts["errors"] / counts["reference_units"]
-
-
-def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus word error rate (a fraction: 0.05 is 5 %)."""
-    return _rate(error_counts(references, hypotheses, unit="word"))
-
-
-def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus character error rate (spaces count as characters, as in jiwer)."""
-    return _rate(error_counts(references, hypotheses, unit="char"))
 
 
 def match_words(reference_words: Sequence[str], hypothesis_words: Sequence[str]) -> list[tuple[int, int]]:

@@ -1,25 +1,6 @@
 """Attention overlays drawn with matplotlib's Agg canvas (no pyplot, no backend switch)."""
 
-from multiattn.viz.overlays import (
-    draw_region,
-    figure_to_array,
-    heatmap_overlay,
-    panel_grid,
-    plot_alignment,
-    save_figure,
-    tile_arrays,
-    to_image_array,
-    upsample_weights,
-)
+from multiattn.viz import overlays
+from multiattn.viz.overlays import *  # noqa: F403 (the public names of overlays, listed once there)
 
-__all__ = [
-    "draw_region",
-    "figure_to_array",
-    "heatmap_overlay",
-    "panel_grid",
-    "plot_alignment",
-    "save_figure",
-    "tile_arrays",
-    "to_image_array",
-    "upsample_weights",
-]
+__all__ = list(overlays.__all__)

@@ -37,7 +37,6 @@ __all__ = [
     "panel_grid",
     "save_figure",
     "figure_to_array",
-    "tile_arrays",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -273,32 +272,3 @@ def figure_to_array(figure: Figure) -> np.ndarray:
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
-
-
-def tile_arrays(arrays: Sequence[ArrayLike], *, ncols: int, padding: int = 4) -> np.ndarray:
-    """Combine several rendered panels / images into one ``(H, W, 3)`` uint8 mosaic on white.
-
-    Inputs may differ in size (each is centred in a cell of the largest size); any image shape
-    accepted by :func:`to_image_array` works.
-    """
-    if not arrays:
-        raise ValueError("arrays: expected at least one image, received none")
-    images = []
-    for array in arrays:
-        picture = to_image_array(array)
-        if picture.ndim == 2:
-            picture = np.repeat(picture[:, :, None], 3, axis=2)  # (H, W) -> (H, W, 3)
-        images.append(picture)
-    cell_h = max(p.shape[0] for p in images)
-    cell_w = max(p.shape[1] for p in images)
-    ncols = max(1, min(ncols, len(images)))
-    nrows = math.ceil(len(images) / ncols)
-    canvas = np.ones(
-        (nrows * cell_h + (nrows + 1) * padding, ncols * cell_w + (ncols + 1) * padding, 3), np.float32
-    )
-    for index, picture in enumerate(images):
-        row, col = divmod(index, ncols)
-        top = padding + row * (cell_h + padding) + (cell_h - picture.shape[0]) // 2
-        left = padding + col * (cell_w + padding) + (cell_w - picture.shape[1]) // 2
-        canvas[top : top + picture.shape[0], left : left + picture.shape[1]] = picture
-    return (canvas * 255.0 + 0.5).astype(np.uint8)

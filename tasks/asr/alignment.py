@@ -111,14 +111,14 @@ def ctc_token_spans(
     """
     if not tokens:
         return []
-    targets = torch.tensor([list(tokens)], dtype=torch.int32)
+    targets = torch.tensor([list(tokens)], dtype=torch.int32, device=log_probs.device)
     repeats = sum(a == b for a, b in zip(tokens[:-1], tokens[1:]))
     if log_probs.shape[0] < len(tokens) + repeats:
         return None  # too few frames for this many labels
     aligned, scores = torchaudio.functional.forced_align(
-        log_probs.detach().float().cpu().unsqueeze(0), targets, blank=blank_id
-    )  # (1, S), (1, S)
-    spans = torchaudio.functional.merge_tokens(aligned[0], scores[0].exp(), blank=blank_id)
+        log_probs.detach().float().unsqueeze(0), targets, blank=blank_id
+    )  # (1, S), (1, S), on the log-probabilities' device
+    spans = torchaudio.functional.merge_tokens(aligned[0].cpu(), scores[0].exp().cpu(), blank=blank_id)
     return [(span.start, span.end) for span in spans]
 
 

@@ -60,8 +60,19 @@ class SpeechBatch:
     words: list[list[dict[str, Any]] | None] | None
     paths: list[str]
 
-    def to(self, device: torch.device | str) -> SpeechBatch:
-        return dataclasses.replace(self, waveform=self.waveform.to(device), lengths=self.lengths.to(device))
+    def to(self, device: torch.device | str, *, non_blocking: bool = True) -> SpeechBatch:
+        """On ``device``; from pinned memory the copies do not wait for the GPU (``non_blocking``)."""
+        return dataclasses.replace(
+            self,
+            waveform=self.waveform.to(device, non_blocking=non_blocking),
+            lengths=self.lengths.to(device, non_blocking=non_blocking),
+        )
+
+    def pin_memory(self) -> SpeechBatch:
+        """Page-locked copies (``DataLoader(pin_memory=True)``)."""
+        return dataclasses.replace(
+            self, waveform=self.waveform.pin_memory(), lengths=self.lengths.pin_memory()
+        )
 
 
 def collate_speech(items: list[SpeechItem]) -> SpeechBatch:
@@ -293,6 +304,7 @@ class ASRDataModule(SplitDataModule):
             collate_fn=collate_speech,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),  # asynchronous copies to the GPU
         )
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:

@@ -35,7 +35,7 @@ from tasks.asr.audio import SAMPLE_RATE, load_audio
 from tasks.asr.data import ASRDataModule
 from tasks.asr.features import HOP_SECONDS
 from tasks.asr.system import ASRSystem
-from tasks.report import SectionRequest, datamodule_from_checkpoint, write_wav
+from tasks.common.report import SectionRequest, build_from, datamodule_from_checkpoint, write_wav
 
 __all__ = ["build_section", "word_statuses", "MAX_SECONDS"]
 
@@ -177,7 +177,9 @@ def _decode_and_write(
 
 
 def _split_section(request: SectionRequest, system: ASRSystem):
-    datamodule, where = datamodule_from_checkpoint(request.checkpoint, "asr", ASRDataModule, request.data_dir)
+    datamodule, where = datamodule_from_checkpoint(
+        request.checkpoint, __package__, ASRDataModule, request.data_dir
+    )
     datamodule.setup(STAGE_OF_SPLIT[request.split])
     dataset = datamodule.datasets[request.split]
     count = min(request.limit, len(dataset))
@@ -230,8 +232,4 @@ def _inputs_section(request: SectionRequest, system: ASRSystem):
 def build_section(request: SectionRequest) -> dict[str, Any]:
     """The report section (``task: "asr"``) of one speech checkpoint."""
     system = load_system(ASRSystem, request.ckpt, map_location=request.device, log_overlays=False)
-    if request.inputs is None:
-        items, metrics, data = _split_section(request, system)
-    else:
-        items, metrics, data = _inputs_section(request, system)
-    return {"task": "asr", "title": "speech", "data": data, "metrics": metrics, "items": items}
+    return build_from(request, system, _split_section, _inputs_section)

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="score the attention with one torch.compile kernel: faster for many images, after a "
-        "one-off compilation of ~15 s (default: the checkpoint's setting, normally off)",
+        "one-off compilation (default: the checkpoint's setting, normally off)",
     )
     return parser
 

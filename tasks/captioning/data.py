@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from multiattn.io import UserError
@@ -140,6 +141,7 @@ class _CaptionDataBase(SplitDataModule):
             num_workers=self.num_workers,
             collate_fn=functools.partial(collate_captions, pad_id=0),
             persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),  # asynchronous copies to the GPU
             drop_last=False,
         )
 

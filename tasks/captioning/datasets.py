@@ -13,6 +13,7 @@ Shape legend: ``B`` batch, ``S`` image side, ``L`` padded token length (``<bos>`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Sequence
@@ -68,6 +69,15 @@ class CaptionBatch:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def pin_memory(self) -> CaptionBatch:
+        """Page-locked copies (``DataLoader(pin_memory=True)``): host-to-GPU copies run asynchronously."""
+        return dataclasses.replace(
+            self,
+            images=self.images.pin_memory(),
+            tokens=self.tokens.pin_memory(),
+            lengths=self.lengths.pin_memory(),
+        )
 
 
 def collate_captions(samples: Sequence[CaptionSample | None], *, pad_id: int = 0) -> CaptionBatch | None:

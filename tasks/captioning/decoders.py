@@ -91,8 +91,8 @@ class FoldedStepWeights:
       ``E``-wide deep output.
 
     The rows of the cell gate ``g`` are doubled (exact in floating point), so one ``sigmoid``
-    over all gates gives ``tanh(g) = 2 sigmoid(2 g) - 1`` too: on this CPU float32 ``tanh`` costs
-    5-10x ``sigmoid`` per element (see :func:`multiattn.attention.additive.additive_energy`).
+    over all gates gives ``tanh(g) = 2 sigmoid(2 g) - 1`` too: on CPUs float32 ``tanh`` costs
+    several times ``sigmoid`` per element (see :func:`multiattn.attention.additive.additive_energy`).
     """
 
     def __init__(self, decoder: ShowAttendTellDecoder) -> None:
@@ -231,7 +231,7 @@ class ShowAttendTellDecoder(nn.Module):
 
         In eval mode without autograd it runs on :meth:`folded_weights` (same values as
         :meth:`_advance` up to float rounding), looked up at a search's first step and kept in
-        ``state["folded"]`` for the rest (the cache check costs ~15 us, 5 % of a one-image step);
+        ``state["folded"]`` for the rest (the cache check is a comparison of parameter versions);
         otherwise it is :meth:`_advance`.
         """
         if self.training or torch.is_grad_enabled():

@@ -14,10 +14,10 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
-from multiattn.io import UserError
+from multiattn.imageio import read_image
 
 __all__ = ["MEAN", "STD", "array_to_tensor", "load_image", "denormalize", "IMAGE_EXTENSIONS"]
 
@@ -37,25 +37,20 @@ def array_to_tensor(image: np.ndarray) -> Tensor:
 
 
 def load_image(path: str | os.PathLike, image_size: int) -> tuple[Tensor, np.ndarray]:
-    """Read ``path`` as RGB, resize it to ``image_size`` square (bilinear).
+    """Read ``path`` upright as RGB (:func:`multiattn.imageio.read_image`), resize it to ``image_size``
+    square (bilinear).
 
     Returns:
         ``(tensor (3, S, S) normalised, resized uint8 array (S, S, 3))`` — the array is what
         overlays are drawn on.
 
     Raises:
-        UserError: naming the file, when it is missing or not a readable image.
+        UserError: one line naming the file, when it is missing, not a readable image or too large.
     """
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if img.size != (image_size, image_size):
-                img = img.resize((image_size, image_size), Image.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)  # (S, S, 3)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise UserError(f"{path}: not a readable image ({type(error).__name__})") from None
+    img = read_image(path, image_size).convert("RGB")
+    if img.size != (image_size, image_size):
+        img = img.resize((image_size, image_size), Image.BILINEAR)
+    array = np.asarray(img, dtype=np.uint8)  # (S, S, 3)
     return array_to_tensor(array), array
 
 

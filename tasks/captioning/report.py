@@ -33,8 +33,9 @@ from multiattn.metrics.captioning import caption_metrics
 from tasks.captioning.data import SceneCaptionData
 from tasks.captioning.images import denormalize, load_image
 from tasks.captioning.system import CaptioningSystem
-from tasks.report import (
+from tasks.common.report import (
     SectionRequest,
+    build_from,
     datamodule_from_checkpoint,
     display_scale,
     setup_datamodule,
@@ -122,7 +123,7 @@ def _split_section(request: SectionRequest, system: CaptioningSystem):
     from tasks.captioning.scoring import SceneScorer
 
     datamodule, where = datamodule_from_checkpoint(
-        request.checkpoint, "captioning", SceneCaptionData, request.data_dir
+        request.checkpoint, __package__, SceneCaptionData, request.data_dir
     )
     datamodule.vocab = system.vocab  # ids mean what the model learned; no vocabulary rebuilt
     setup_datamodule(datamodule, where, request.ckpt)
@@ -200,8 +201,4 @@ def build_section(request: SectionRequest) -> dict[str, Any]:
         encoder_weights_file=None,
         log_overlays=False,
     )
-    if request.inputs is None:
-        items, metrics, data = _split_section(request, system)
-    else:
-        items, metrics, data = _inputs_section(request, system)
-    return {"task": "captioning", "title": "captioning", "data": data, "metrics": metrics, "items": items}
+    return build_from(request, system, _split_section, _inputs_section)

@@ -67,7 +67,7 @@ class CaptioningSystem(pl.LightningModule):
         length_norm: ``gnmt`` or ``simple`` (see ``multiattn.decoding.beam``).
         compile_attention: score the soft attention with one ``torch.compile`` kernel when
             decoding (validation, test, ``caption``): faster for many images at once, after a
-            one-off compilation of ~15 s (docs/captioning.md, "Decoding speed").
+            one-off compilation (docs/captioning.md, "Decoding speed").
         use_java: Java for METEOR and the PTB tokenizer; ``None`` = when ``java`` is on PATH.
         log_overlays: log attention overlays of a few validation images every epoch.
         num_overlays: how many.

@@ -7,7 +7,7 @@ split JSON stores as ``tokens`` and the simple fallback tokenizer of
 
 The vocabulary travels inside checkpoints as a plain ``list[str]`` (index = token id), so
 ``torch.load(weights_only=True)`` can read it. A word seen only in validation or test captions
-never enters it (a mistake REFERENCE.md lists among the best-known implementations).
+never enters it (a leak common in published implementations; docs/conventions.md).
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def classify_files(
         ready, pending_errors = [], {}
         for path in chunk:
             try:
-                image = read_image(path)
+                image = read_image(path, size)
                 tensor, letterbox = prepare_image(
                     image, channels=hp.in_channels, size=size, light_on_dark=hp.light_on_dark, invert=invert
                 )
@@ -106,12 +106,16 @@ def classify_files(
                 record["corners"] = [[round(float(x), 3), round(float(y), 3)] for x, y in corners]
                 record["theta"] = outputs["theta"][position].cpu().tolist()
             if overlay_dir is not None:
-                picture = image_to_array(image, channels=hp.in_channels)  # (h, w, C) as the user gave it
+                picture = image_to_array(image, channels=hp.in_channels)  # (h, w, C) upright, as decoded
                 title = f"{names[label]} ({float(probabilities[label]):.2f})"
                 warped = outputs["warped"][position].cpu().numpy()
                 figure = region_figure(
                     [picture],
-                    [None if corners is None else corners.numpy()],
+                    [
+                        None
+                        if corners is None
+                        else letterbox.to_decoded(outputs["corners"][position].cpu()).numpy()
+                    ],
                     [warped],
                     [title],
                     pairs_per_row=1,

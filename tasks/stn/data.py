@@ -11,7 +11,7 @@ One module serves every data source, chosen by ``source``:
   images converted exactly as ``multiattn classify`` converts them (no boxes).
 
 Batches are :class:`STNBatch`. Images are float in [0, 1], light on dark for digits; the
-model normalises *after* warping (REFERENCE.md: normalising before a zero-padded warp is a
+model normalises *after* warping (docs/conventions.md: normalising before a zero-padded warp is a
 cause of collapse).
 
 Shape legend: ``B`` batch, ``C`` channels, ``H, W`` image size.
@@ -57,6 +57,11 @@ class STNBatch:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def pin_memory(self) -> STNBatch:
+        """Page-locked copies (``DataLoader(pin_memory=True)``): host-to-GPU copies run asynchronously."""
+        boxes = None if self.boxes is None else self.boxes.pin_memory()
+        return STNBatch(self.images.pin_memory(), self.labels.pin_memory(), boxes)
 
 
 class ArrayImageDataset(Dataset):
@@ -110,7 +115,7 @@ def collate_batch(items: STNBatch | list) -> STNBatch:
 
 
 def _load_folder_image(path: str, *, channels: int, size: tuple[int, int], light_on_dark: bool) -> Tensor:
-    return prepare_image(read_image(path), channels=channels, size=size, light_on_dark=light_on_dark)[0]
+    return prepare_image(read_image(path, size), channels=channels, size=size, light_on_dark=light_on_dark)[0]
 
 
 class STNDataModule(SplitDataModule):
@@ -328,4 +333,5 @@ class STNDataModule(SplitDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),  # asynchronous copies to the GPU
         )

@@ -7,7 +7,7 @@ small output (the warped digit); the classifier normalises it and classifies. Wi
 ``use_transformer=False`` the same classifier sees the whole input: the paper's CNN baseline on
 the same data.
 
-Collapse guards (REFERENCE.md): the transformer head is identity-initialised by the core; the
+Collapse guards (docs/conventions.md, "Spatial transformer"): the transformer head is identity-initialised by the core; the
 warp runs before normalisation, so zero padding is the dark background; ``align_corners`` is
 explicit; the system gives the localisation parameters a smaller learning rate.
 

@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from multiattn.checkpoint import load_system
-from tasks.report import (
+from multiattn.imageio import SCALE
+from tasks.common.report import (
     SectionRequest,
+    build_from,
     datamodule_from_checkpoint,
     display_scale,
     setup_datamodule,
@@ -77,7 +79,9 @@ def _item(
 def _split_section(request: SectionRequest, system: STNSystem) -> tuple[list[dict[str, Any]], dict, str]:
     from multiattn.stn import region_iou
 
-    datamodule, where = datamodule_from_checkpoint(request.checkpoint, "stn", STNDataModule, request.data_dir)
+    datamodule, where = datamodule_from_checkpoint(
+        request.checkpoint, __package__, STNDataModule, request.data_dir
+    )
     setup_datamodule(datamodule, where, request.ckpt)
     dataset = datamodule.datasets[request.split]
     count = min(request.limit, len(dataset))
@@ -127,9 +131,12 @@ def _inputs_section(request: SectionRequest, system: STNSystem) -> tuple[list[di
         if "error" in record:
             request.errors.append((record["file"], record["error"]))
             continue
-        picture = image_to_array(
-            read_image(record["file"]), channels=system.hparams.in_channels
-        )  # (H, W[, C])
+        image = read_image(record["file"], (160, 160))  # >= 320 px a side: the page shows at most that
+        picture = image_to_array(image, channels=system.hparams.in_channels)  # (H, W[, C])
+        corners = record["corners"]
+        if corners is not None:  # the user's pixels -> the decoded picture's
+            scale = image.info[SCALE]
+            corners = [[(x + 0.5) / scale - 0.5, (y + 0.5) / scale - 0.5] for x, y in corners]
         warped = _warped(system, record["file"], request)
         items.append(
             _item(
@@ -138,7 +145,7 @@ def _inputs_section(request: SectionRequest, system: STNSystem) -> tuple[list[di
                 record["file"],
                 picture,
                 warped,
-                record["corners"],
+                corners,
                 record["label"],
                 record["probabilities"],
             )
@@ -152,7 +159,7 @@ def _warped(system: STNSystem, file: str, request: SectionRequest) -> np.ndarray
 
     hp = system.hparams
     tensor, _ = prepare_image(
-        read_image(file),
+        read_image(file, tuple(int(side) for side in hp.input_size)),
         channels=hp.in_channels,
         size=(int(hp.input_size[0]), int(hp.input_size[1])),
         light_on_dark=hp.light_on_dark,
@@ -166,8 +173,4 @@ def _warped(system: STNSystem, file: str, request: SectionRequest) -> np.ndarray
 def build_section(request: SectionRequest) -> dict[str, Any]:
     """The report section (``task: "stn"``) of one classifier checkpoint."""
     system = load_system(STNSystem, request.ckpt, map_location=request.device, log_overlays=False)
-    if request.inputs is None:
-        items, metrics, data = _split_section(request, system)
-    else:
-        items, metrics, data = _inputs_section(request, system)
-    return {"task": "stn", "title": "classifier", "data": data, "metrics": metrics, "items": items}
+    return build_from(request, system, _split_section, _inputs_section)

@@ -6,7 +6,7 @@ model a transformer, ``iou`` (mean IoU of the sampled region with the digit's bo
 :func:`multiattn.stn.region_iou`) and ``iou50`` (share of images with IoU > 0.5).
 
 Optimiser: AdamW with two parameter groups; the localisation net and head train at
-``localization_lr_scale`` times the learning rate (REFERENCE.md: a localisation net as fast as
+``localization_lr_scale`` times the learning rate (docs/conventions.md: a localisation net as fast as
 the classifier makes the transform drift and collapse). One-cycle schedule by default.
 
 Shape legend: ``B`` batch, ``C`` channels, ``H, W`` input size, ``K`` classes.

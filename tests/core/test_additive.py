@@ -13,6 +13,7 @@ from multiattn.attention.additive import (
 )
 from multiattn.masks import lengths_to_mask
 from multiattn.recording import record_attention
+from tests.helpers.gradients import assert_every_parameter_learns
 
 B, S, DQ, DK, DV, A = 3, 7, 5, 6, 4, 8
 
@@ -80,9 +81,7 @@ def test_recording_parity_and_axes():
 def test_every_parameter_gets_a_gradient():
     module, query, keys, values = make()
     context, _ = module(query, keys, values)
-    context.pow(2).sum().backward()
-    for name, param in module.named_parameters():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert_every_parameter_learns(context.pow(2).sum(), module)
 
 
 def test_bf16_autocast_no_nan():

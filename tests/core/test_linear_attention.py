@@ -11,6 +11,7 @@ from multiattn.attention import KVCache, LinearAttention, LinearAttentionState
 from multiattn.attention.linear import elu_feature_map
 from multiattn.masks import lengths_to_mask
 from multiattn.recording import record_attention
+from tests.helpers.gradients import assert_every_parameter_learns
 
 EMBED_DIM, NUM_HEADS = 16, 4
 
@@ -153,9 +154,7 @@ def test_gradients_and_bf16() -> None:
     attention = LinearAttention(EMBED_DIM, NUM_HEADS, dropout=0.1, chunk_size=4).train()
     x = torch.randn(2, 10, EMBED_DIM)
     mask = lengths_to_mask(torch.tensor([10, 6]), 10)
-    attention(x, mask=mask, is_causal=True).sum().backward()
-    for name, param in attention.named_parameters():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert_every_parameter_learns(attention(x, mask=mask, is_causal=True).sum(), attention)
     for causal in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = attention(x, mask=mask, is_causal=causal)

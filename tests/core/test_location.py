@@ -6,6 +6,7 @@ import torch
 from multiattn.attention.location import LocationAwareAttention
 from multiattn.masks import lengths_to_mask
 from multiattn.recording import record_attention
+from tests.helpers.gradients import assert_every_parameter_learns
 
 B, S, DQ, DK, A = 2, 12, 5, 6, 8
 
@@ -71,9 +72,7 @@ def test_recording_parity_axes_and_precompute():
 def test_every_parameter_gets_a_gradient_and_bf16():
     module, query, keys, prev = make()
     context, _ = module(query, keys, prev)
-    context.pow(2).sum().backward()
-    for name, param in module.named_parameters():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert_every_parameter_learns(context.pow(2).sum(), module)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         context, weights = module(query, keys, prev, mask=lengths_to_mask(torch.tensor([S, 0]), S))
     assert torch.isfinite(context).all() and torch.isfinite(weights).all()

@@ -9,6 +9,7 @@ from multiattn.attention.spatial import (
     doubly_stochastic_penalty,
 )
 from multiattn.recording import record_attention
+from tests.helpers.gradients import assert_every_parameter_learns
 
 B, C, H, W, DH, A = 2, 6, 3, 4, 5, 7
 
@@ -67,9 +68,7 @@ def test_recording_parity_and_axes():
 
 def test_gradients_and_bf16():
     module, features, hidden = make()
-    module(features, hidden).context.pow(2).sum().backward()
-    for name, param in module.named_parameters():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert_every_parameter_learns(module(features, hidden).context.pow(2).sum(), module)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = module(features, hidden, mask=torch.zeros(B, H * W, dtype=torch.bool))
     assert all(torch.isfinite(t).all() for t in out)

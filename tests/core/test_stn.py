@@ -16,6 +16,7 @@ from multiattn.stn import (
     theta_to_corners,
     warp,
 )
+from tests.helpers.gradients import assert_every_parameter_learns
 
 IDENTITY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
@@ -150,9 +151,7 @@ def test_transformer_identity_recording_and_gradients():
     # Gradients reach the localisation net through the sampler (after leaving the identity).
     with torch.no_grad():
         model.head.linear.weight.normal_(0, 0.1)
-    model(images)[0].pow(2).sum().backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert_every_parameter_learns(model(images)[0].pow(2).sum(), model)
     assert len(model.localization_parameters()) == 4
 
 

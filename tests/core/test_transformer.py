@@ -8,6 +8,7 @@ import torch
 from multiattn.masks import lengths_to_mask
 from multiattn.recording import record_attention
 from multiattn.transformer import TransformerDecoder, TransformerEncoder
+from tests.helpers.gradients import assert_every_parameter_learns
 
 EMBED_DIM, NUM_HEADS = 16, 4
 
@@ -99,10 +100,7 @@ def test_gradients_reach_every_parameter_and_bf16_is_finite(attention: str) -> N
     x, lengths = torch.randn(2, 6, EMBED_DIM), torch.tensor([6, 3])
     memory, memory_lengths = encoder(x, lengths)
     out = decoder(torch.randn(2, 4, EMBED_DIM), memory, memory_mask=lengths_to_mask(memory_lengths, 6))
-    out.sum().backward()
-    for module in (encoder, decoder):
-        for name, param in module.named_parameters():
-            assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert_every_parameter_learns(out.sum(), encoder, decoder)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         memory, _ = encoder(x, lengths)
         out = decoder(torch.randn(2, 4, EMBED_DIM), memory, memory_mask=lengths_to_mask(lengths, 6))

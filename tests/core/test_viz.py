@@ -13,7 +13,6 @@ from multiattn.viz import (
     panel_grid,
     plot_alignment,
     save_figure,
-    tile_arrays,
     to_image_array,
     upsample_weights,
 )
@@ -84,15 +83,6 @@ def test_plot_alignment_and_draw_region(tmp_path):
     assert open_png(path) == (160, 160)
     array = figure_to_array(fig)
     assert array.shape == (160, 160, 3) and array.dtype == np.uint8 and array.std() > 0
-
-
-def test_tile_arrays_combines_panels():
-    a = np.zeros((10, 20, 3), np.uint8)
-    b = np.ones((6, 6), np.float32)
-    mosaic = tile_arrays([a, b, a], ncols=2, padding=2)
-    assert mosaic.shape == (2 * 10 + 3 * 2, 2 * 20 + 3 * 2, 3) and mosaic.dtype == np.uint8
-    assert mosaic[2:12, 2:22].max() == 0  # first panel copied in place
-    assert mosaic[0, 0, 0] == 255  # white padding
 
 
 def test_matplotlib_backend_untouched():

@@ -255,3 +255,183 @@ def test_report_in_headless_chromium(report, tmp_path):
     assert not errors, errors
     assert not failed, failed
     assert (tmp_path / "report.png").stat().st_size > 1000
+
+
+# ---- --out safety: nothing the user has is overwritten, a report is replaced whole or not at all ----
+def _fingerprint(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def _stn_inputs(tmp_path: Path, names=("a.png",)) -> list[str]:
+    rng = np.random.default_rng(len(names))
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(tmp_path / name)
+    return [str(tmp_path / name) for name in names]
+
+
+def test_out_that_is_not_a_report_is_refused_unless_force(checkpoints, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "index.html").write_text("my own page")
+    (out / "notes.txt").write_text("keep")
+    argv = [
+        "--ckpt",
+        str(checkpoints["stn"]),
+        "--inputs",
+        *_stn_inputs(tmp_path),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    assert report_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "--force" in err
+    assert _fingerprint(out) == {"index.html": b"my own page", "notes.txt": b"keep"}
+    assert report_main(argv + ["--force"]) == 0
+    assert (out / "notes.txt").read_text() == "keep" and "MULTIATTN" in (out / "data.js").read_text()[:40]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "mine"]  # no staging folder left
+
+
+def test_failed_rerun_keeps_the_previous_report_whole(checkpoints, tmp_path, capsys):
+    out = tmp_path / "report"
+    base = ["--ckpt", str(checkpoints["stn"]), "--out", str(out), "--device", "cpu"]
+    assert report_main(base + ["--inputs", *_stn_inputs(tmp_path)]) == 0
+    before = _fingerprint(out)
+    assert any(name.startswith("assets/s0-stn/") for name in before)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    assert report_main(base + ["--inputs", str(tmp_path / "broken.png")]) == 2
+    assert "nothing to report" in capsys.readouterr().err
+    assert _fingerprint(out) == before
+    # A successful rerun replaces the report whole: none of the old assets linger beside the new.
+    assert report_main(base + ["--inputs", *_stn_inputs(tmp_path, ("b.png", "c.png"))]) == 0
+    after = _fingerprint(out)
+    items = _payload(out)["sections"][0]["items"]
+    referenced = {item[key] for item in items for key in ("image", "warped")}
+    assert {n for n in after if n.startswith("assets/")} == referenced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "broken.png", "c.png", "report"]
+
+
+def test_unwritable_out_is_one_line(checkpoints, tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    argv = ["--ckpt", str(checkpoints["stn"]), "--inputs", *_stn_inputs(tmp_path), "--device", "cpu"]
+    for out in (tmp_path / "file", tmp_path / "file" / "report"):
+        assert report_main(argv + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(out) in err
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+_KILL_SCRIPT = """
+import json, os, shutil, signal, sys
+from pathlib import Path
+import multiattn.io as io
+from tasks.report import main
+
+ckpt, image, out, log = sys.argv[1:5]
+argv = ["--ckpt", ckpt, "--inputs", image, "--out", out, "--device", "cpu"]
+
+
+def fingerprint():
+    folder = Path(out)
+    return {p.relative_to(folder).as_posix(): p.read_bytes().hex() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+calls = [0]
+kill_at = [0]
+
+
+def counted(function):
+    def wrapper(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == kill_at[0]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return function(*args, **kwargs)
+    return wrapper
+
+
+# Every file of the report and the final swap go through one of these: a run is killed just before
+# its n-th call, for every n.
+os.replace, os.rename, io._exchange = counted(os.replace), counted(os.rename), counted(io._exchange)
+
+
+def run(at):
+    # In this process (also warms the lazy imports), or in a forked child killed at its at-th call.
+    calls[0], kill_at[0] = 0, at
+    if at == 0:
+        assert main(argv) == 0
+        return calls[0]
+    pid = os.fork()
+    if pid == 0:
+        code = main(argv)
+        os._exit(0 if code == 0 else 1)
+    status = os.waitpid(pid, 0)[1]
+    kill_at[0] = 0
+    return status
+
+
+sys.stderr = open(os.devnull, "w")
+backup = out + ".backup"
+shutil.copytree(out, backup)
+
+
+def restore():
+    shutil.rmtree(out)
+    shutil.copytree(backup, out)
+
+
+with open(log, "w") as handle:
+    total = run(0)  # an uninterrupted run: how many renames it makes
+    handle.write(json.dumps({"total": total, "new": fingerprint()}) + "\\n")
+    for n in range(1, total + 1):
+        restore()
+        status = run(n)
+        handle.write(json.dumps({"kill_at": n, "killed": os.WIFSIGNALED(status), "state": fingerprint()}) + "\\n")
+    final = run(0)  # a run after the killed ones removes the staging folders they left
+    handle.write(json.dumps({"final": final, "state": fingerprint(),
+                             "beside": sorted(p.name for p in Path(out).parent.iterdir())}) + "\\n")
+"""
+
+
+def test_report_killed_at_any_write_leaves_the_old_or_the_new_report(checkpoints, tmp_path):
+    out = tmp_path / "report"
+    first = _stn_inputs(tmp_path, ("first.png",))
+    assert (
+        report_main(
+            ["--ckpt", str(checkpoints["stn"]), "--inputs", *first, "--out", str(out), "--device", "cpu"]
+        )
+        == 0
+    )
+    old = {k: v.hex() for k, v in _fingerprint(out).items()}
+    second = _stn_inputs(tmp_path, ("second.png",))[0]
+    script = tmp_path / "kill.py"
+    script.write_text(_KILL_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "kill.jsonl"
+    run = subprocess.run(
+        [sys.executable, str(script), str(checkpoints["stn"]), second, str(out), str(log)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    head, kills, final = lines[0], lines[1:-1], lines[-1]
+    new = head["new"]
+
+    def is_new(state: dict) -> bool:  # data.js differs only by its creation time
+        same = all(state[k] == new[k] for k in new if k != "data.js")
+        return state.keys() == new.keys() and same and "MULTIATTN" in bytes.fromhex(state["data.js"]).decode()
+
+    assert new != old and head["total"] >= 5 and len(kills) == head["total"]
+    assert all(entry["killed"] for entry in kills)
+    for entry in kills:  # each killed run starts from the old report
+        assert entry["state"] == old or is_new(entry["state"]), (
+            f"mixed report: kill at rename {entry['kill_at']}"
+        )
+    assert any(entry["state"] == old for entry in kills) and any(is_new(entry["state"]) for entry in kills)
+    assert final["final"] == head["total"] and is_new(final["state"])
+    assert [n for n in final["beside"] if n.startswith(".report.")] == []

@@ -43,7 +43,7 @@ import numpy as np
 from multiattn.datacache import cached_generate
 from multiattn.io import UserError
 from tasks.asr.sources.grammar import generate_sentences
-from tasks.asr.sources.manifest import AudioEntry, WordTiming, read_manifest, write_manifest
+from tasks.asr.sources.manifest import AudioEntry, WordTiming, write_manifest
 from tasks.asr.sources.piper_voice import PIPER_VOICE, piper_available
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "UNSEEN_VOICES",
     "CHUNK_SIZE",
     "embedded_corpus",
-    "load_embedded_split",
 ]
 
 SPLITS = ("train", "validation", "test", "test_unseen_voices")
@@ -327,12 +326,3 @@ def embedded_corpus(
     root = Path(data_dir) / f"{size}-seed{seed}"
     cached_generate(root, params, lambda folder: _generate(folder, params, num_workers, progress))
     return {split: root / f"{split}.jsonl" for split in SPLITS}
-
-
-def load_embedded_split(
-    data_dir: str | os.PathLike = "data/asr/embedded", split: str = "train", **kwargs: Any
-) -> list[AudioEntry]:
-    """Entries of one split of :func:`embedded_corpus` (generated first if needed)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    return read_manifest(embedded_corpus(data_dir, **kwargs)[split])

@@ -1,6 +1,6 @@
 """Transcript normalisation shared by every speech data source and by the model's metrics.
 
-References and hypotheses must be normalised the same way before WER/CER (see REFERENCE.md), and
+References and hypotheses must be normalised the same way before WER/CER (docs/conventions.md, "Metrics"), and
 the default character vocabulary is a-z, apostrophe and space, so every transcript is mapped into
 that alphabet here, once.
 """

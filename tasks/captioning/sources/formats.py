@@ -1,7 +1,7 @@
 """Readers for the caption formats users bring: COCO captions, Karpathy split JSON, Flickr8k.
 
 Each reader returns :class:`CaptionRecord` s (an image path, its reference captions and its
-split), so one dataset class serves all three. Formats (see REFERENCE.md):
+split), so one dataset class serves all three. Formats (docs/conventions.md, "Data formats"):
 
 - COCO captions JSON (Lin et al. 2014): ``images[]`` with ``id``, ``file_name``; ``annotations[]``
   with ``image_id``, ``caption``. One file per split (``captions_train2014.json`` ...).

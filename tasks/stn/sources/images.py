@@ -3,8 +3,9 @@
 Users pass grayscale, RGB, RGBA, palette and 16-bit images of any size; training data from
 ImageFolder trees goes through the same code, so an image is converted exactly as in training:
 
-1. decode with Pillow (a file that is not an image -> one-line :class:`~multiattn.io.UserError`
-   naming it);
+1. decode with :func:`multiattn.imageio.read_image` (upright from the EXIF orientation, reduced
+   while decoding to twice the model's input; a file that is not an image, or too large, -> one-line
+   :class:`~multiattn.io.UserError` naming it);
 2. to float in [0, 1]: 16-bit and 32-bit integer modes are scaled by their range, palette
    images are expanded, transparency is composited over white;
 3. to the model's channels (luminance for 1, RGB for 3);
@@ -27,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
-from multiattn.io import UserError
+from multiattn import imageio
 
 __all__ = ["IMAGE_EXTENSIONS", "Letterbox", "read_image", "image_to_array", "prepare_image"]
 
@@ -44,10 +45,11 @@ class Letterbox:
     Pixel coordinates put pixel ``i``'s centre at ``i`` (as :func:`multiattn.stn.theta_to_corners`).
 
     Attributes:
-        height, width: the original size.
+        height, width: the decoded image's size (the file's, reduced by ``scale``).
         side: the square's side before resizing (``max(h, w)``).
         left, top: padding added on the left / top.
         output_size: ``(H, W)`` after resizing.
+        scale: the file's pixels per decoded pixel (``read_image`` reduces large files).
     """
 
     height: int
@@ -56,9 +58,10 @@ class Letterbox:
     left: int
     top: int
     output_size: tuple[int, int]
+    scale: float = 1.0
 
-    def to_original(self, points: Tensor) -> Tensor:
-        """Map ``(..., 2)`` pixel ``(x, y)`` of the model input to the original image's pixels."""
+    def to_decoded(self, points: Tensor) -> Tensor:
+        """Map ``(..., 2)`` pixel ``(x, y)`` of the model input to the decoded image's pixels."""
         scale = torch.tensor(
             [self.side / self.output_size[1], self.side / self.output_size[0]], dtype=points.dtype
         )
@@ -66,21 +69,19 @@ class Letterbox:
         # Pixel edges scale, centres do not: shift by half a pixel around the resize.
         return (points + 0.5) * scale - 0.5 - offset
 
+    def to_original(self, points: Tensor) -> Tensor:
+        """Map ``(..., 2)`` pixel ``(x, y)`` of the model input to the user's file's pixels."""
+        return (self.to_decoded(points) + 0.5) * self.scale - 0.5
 
-def read_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image, or raise a one-line ``UserError`` naming the file."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, not an image")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{path}: not a readable image ({reason[:120]})") from None
+
+def read_image(path: str | Path, size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an image upright, reduced towards the model's ``(H, W)`` ``size`` (``None``: full size).
+
+    Both sides stay at least twice the model's larger side (or the file's own size), so the
+    anti-aliased resize after letterboxing sees the same picture. Raises a one-line ``UserError``
+    naming the file (:func:`multiattn.imageio.read_image`).
+    """
+    return imageio.read_image(path, None if size is None else max(int(size[0]), int(size[1])))
 
 
 def image_to_array(image: Image.Image, *, channels: int) -> np.ndarray:
@@ -156,5 +157,13 @@ def prepare_image(
     square[top : top + height, left : left + width] = array
     tensor = torch.from_numpy(square).permute(2, 0, 1)[None]  # (side, side, C) -> (1, C, side, side)
     resized = F.interpolate(tensor, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
-    letterbox = Letterbox(height=height, width=width, side=side, left=left, top=top, output_size=tuple(size))
+    letterbox = Letterbox(
+        height=height,
+        width=width,
+        side=side,
+        left=left,
+        top=top,
+        output_size=tuple(size),
+        scale=float(image.info.get(imageio.SCALE, 1)),
+    )
     return resized[0].clamp(0.0, 1.0), letterbox

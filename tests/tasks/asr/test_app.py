@@ -12,6 +12,7 @@ import soundfile
 import torch
 
 from tasks.asr.app import main
+from tests.helpers.asr import fit_asr_tiny
 from tests.helpers.processes import metrics_by_process_count
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
@@ -24,22 +25,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """A checkpoint of the tiny config (trained for two epochs) and its test audio folder."""
-    from multiattn.lightning_cli import build_cli
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # module-scoped, so the function-scoped fixture does not cover it
     root = tmp_path_factory.mktemp("asr_app")
-    args = [
-        "fit",
-        "-c",
-        str(ROOT / "configs/asr_tiny.yaml"),
-        f"--data.init_args.data_dir={root / 'data'}",
-        f"--trainer.default_root_dir={root / 'out'}",
-        f"--trainer.logger.init_args.save_dir={root / 'out'}",
-        f"--trainer.callbacks.init_args.dirpath={root / 'ckpt'}",
-    ]
-    build_cli(args)
-    torch.set_num_threads(threads)
+    fit_asr_tiny(root)
     return root / "ckpt" / "last.ckpt", root / "data" / "tiny-seed0" / "test"
 
 

@@ -24,6 +24,7 @@ from tasks.asr.decode import DecodeResult
 from tasks.asr.model import FRAME_SECONDS, frame_time
 from tasks.asr.system import ASRSystem
 from tasks.asr.tokenizer import WORD_START, SentencePieceTokenizer, train_sentencepiece
+from tests.helpers.asr import fit_asr_tiny
 
 pytest.importorskip("sentencepiece")  # an optional extra: pip install "multiattn[sentencepiece]"
 
@@ -182,10 +183,6 @@ def test_setup_trains_on_the_training_transcripts_only(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """The tiny config with ``tokenizer: sentencepiece`` (40 pieces) after its two-epoch fit."""
-    from multiattn.lightning_cli import build_cli
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("asr_sentencepiece")
     seen: list[list[str]] = []
 
@@ -193,20 +190,11 @@ def fitted(tmp_path_factory):
         seen.append(list(texts))
         return train_sentencepiece(seen[-1], **kwargs)
 
-    common = [
-        "-c",
-        str(ROOT / "configs/asr_tiny.yaml"),
-        f"--data.init_args.data_dir={root / 'data'}",
-        f"--trainer.default_root_dir={root / 'out'}",
-        f"--trainer.logger.init_args.save_dir={root / 'out'}",
-        f"--trainer.callbacks.init_args.dirpath={root / 'ckpt'}",
-    ]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tokenizer_module, "train_sentencepiece", spy)
-        build_cli(
-            ["fit", *common, "--model.init_args.tokenizer=sentencepiece", "--model.init_args.vocab_size=40"]
+        common = fit_asr_tiny(
+            root, "--model.init_args.tokenizer=sentencepiece", "--model.init_args.vocab_size=40"
         )
-    torch.set_num_threads(threads)
     return types.SimpleNamespace(root=root, common=common, seen=seen, ckpt=root / "ckpt" / "last.ckpt")
 
 

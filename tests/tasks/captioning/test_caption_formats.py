@@ -20,6 +20,7 @@ TRAIN = {
 }
 VAL = {"v1.jpg": ["A zebra eats.", "zebra eating"]}
 TEST = {"s1.jpg": ["An elephant walks.", "elephant walking"]}
+TINY = {"image_size": 32, "batch_size": 2, "num_workers": 0, "min_count": 1}  # CaptionData for these fixtures
 
 
 def _images(folder, names, *, corrupt=()):
@@ -106,10 +107,7 @@ def test_coco_loads(tmp_path):
         annotations=str(tmp_path / "train.json"),
         val_annotations=str(tmp_path / "val.json"),
         test_annotations=str(tmp_path / "test.json"),
-        image_size=32,
-        batch_size=2,
-        num_workers=0,
-        min_count=1,
+        **TINY,
     )
     _check_module(data)
 
@@ -125,10 +123,7 @@ def test_karpathy_loads(tmp_path):
         image_dir=str(tmp_path),
         annotations=str(tmp_path / "dataset_coco.json"),
         restval_to="drop",
-        image_size=32,
-        batch_size=2,
-        num_workers=0,
-        min_count=1,
+        **TINY,
     )
     _check_module(data)
 
@@ -149,10 +144,7 @@ def test_flickr8k_loads(tmp_path):
         train_list=str(lists["train"]),
         val_list=str(lists["val"]),
         test_list=str(lists["test"]),
-        image_size=32,
-        batch_size=2,
-        num_workers=0,
-        min_count=1,
+        **TINY,
     )
     _check_module(data)
 
@@ -161,7 +153,7 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
     _images(tmp_path / "imgs", [*TRAIN, *VAL, *TEST, "r1.jpg"], corrupt={"t2.jpg"})
     _karpathy_file(tmp_path / "dataset_coco.json")
     common = dict(format="karpathy", image_dir=str(tmp_path), annotations=str(tmp_path / "dataset_coco.json"))
-    common.update(image_size=32, batch_size=4, num_workers=0, min_count=1)
+    common.update(TINY, batch_size=4)
     checked = CaptionData(**common, verify_images=True)
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         checked.setup("fit")
