@@ -289,12 +289,17 @@ def main(argv: list[str] | None = None) -> int:
         "than the config's is cached in its own folder (<data_dir>_<style>)",
     )
     parser.add_argument(
-        "--oog-images", type=int, default=500, help="out-of-generator test images (0: skip that split)"
+        "--oog-images",
+        type=int,
+        default=None,
+        help="out-of-generator test images (default 500, 32 with --quick; 0: skip that split)",
     )
     parser.add_argument(
         "--scores-only", action="store_true", help="only the two test splits' scores: no speed or throughput"
     )
     args = parser.parse_args(argv)
+    if args.oog_images is None:
+        args.oog_images = 32 if args.quick else 500
     keep_freed_memory()  # as the multiattn command does (multiattn/runtime.py)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")

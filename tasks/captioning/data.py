@@ -206,7 +206,7 @@ class SceneCaptionData(_CaptionDataBase):
             num_train=hp.num_train,
             num_val=hp.num_val,
             num_test=hp.num_test,
-            style=hp.get("style", "plain"),
+            style=hp.style,
         )
 
     def setup(self, stage: str | None = None) -> None:

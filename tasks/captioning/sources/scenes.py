@@ -239,6 +239,7 @@ def generate_scenes(
     params: dict[str, Any] = {"generator": "captioning-scenes", "version": GENERATOR_VERSION, "seed": seed}
     params.update({"image_size": image_size, "sizes": sizes})
     if style != "plain":  # plain caches made before styles existed stay valid
+        # imported here: the varied module imports this one's vocabulary
         from tasks.captioning.sources.varied import VARIED_VERSION, generate_varied_split
 
         params.update({"style": style, "style_version": VARIED_VERSION})
