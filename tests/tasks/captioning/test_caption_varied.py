@@ -235,3 +235,13 @@ def test_outline_geometry():
         "square", {"cx": 0, "cy": 0, "rx": 10, "ry": 10, "angle": math.pi / 4, "apex": 0.0}
     )
     assert math.isclose(turned[:, 0].max(), 10 * math.sqrt(2))
+
+
+def test_other_image_sizes_and_small_ones_refused():
+    images, annotations = generate_varied_split(4, seed=1, image_size=128)
+    assert images.shape == (4, 128, 128, 3)
+    assert all(0 <= o["box"][0] < o["box"][2] <= 128 for a in annotations for o in a["objects"])
+    assert generate_oog_split(2, seed=1, image_size=128)[0].shape == (2, 128, 128, 3)
+    for draw in (generate_varied_split, generate_oog_split):
+        with pytest.raises(ValueError, match="at least 96"):
+            draw(1, seed=0, image_size=64)
