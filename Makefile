@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export JSONARGPARSE_DEPRECATION_WARNINGS := off
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint format demo bench clean browser
+.PHONY: setup test lint format demo bench clean browser fonts
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ browser:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not installed and cannot be installed here: the browser test will be skipped"; fi; }
+
+# Font packages for the spatial transformer's broad digit set (dozens of families) and its held-out
+# evaluation families (Liberation, FreeFont), from Debian's archive; needs root and apt-get, says
+# what to install otherwise. Nothing needs them: without them the broad set uses the fonts it finds.
+fonts: setup
+	$(BIN)/python -m tasks.stn.sources.fonts install
 
 test: setup lint browser
 	$(BIN)/python -m pytest -q --timeout=900

@@ -3,29 +3,30 @@
 Parts, in this order (each in its own subprocess with its own time cap, so one that fails or runs
 over cannot take the rest down; what is left of ``--budget`` is shared among the later parts):
 
+0. ``prepare``: the three default configs' data generated at once, each in its own process (the
+   speech corpus with a pool of every core), so the training parts time training.
 1. ``attention``: self-attention forward + backward (B=8, D=256, 4 heads) at T in {128, 512, 2048}
-   in fp32 / bf16 / fp16 (fp16 on CUDA only): the fused fast path, the explicit path (recording)
-   and ``nn.MultiheadAttention``; the kernel the fast path picks on this device.
+   in fp32 / bf16 / fp16 (fp16 on CUDA only): the fast path's two kernels (SDPA, matmuls), the
+   recording path and ``nn.MultiheadAttention``; the kernel the fast path picks on this device.
 2. ``stn``, ``captioning``: time to quality of the task's default config (``configs/<task>.yaml``,
-   bf16-mixed, its data generated there first): ``multiattn fit`` stops at the first validation that
-   reaches the target (stn val accuracy >= 0.98, i.e. the 2 % test-error target; captioning val
-   BLEU-4 >= 0.75) or at the part's time cap; the same run gives bf16-mixed training throughput,
-   the share of the step time spent waiting for data, GPU busy share (NVML) and peak memory
-   (:mod:`benchmarks.gpu_clock`).
+   bf16-mixed): ``multiattn fit`` stops at the first validation that reaches the target (stn val
+   accuracy >= 0.98, i.e. the 2 % test-error target; captioning val BLEU-4 >= 0.75) or at the
+   part's time cap; the same run gives training throughput, the share of the step time spent
+   waiting for data, GPU busy share (NVML) and peak memory (:mod:`benchmarks.gpu_clock`).
 3. ``real_captioning``, ``real_asr``: real-data scale on random tensors: the Show, Attend and Tell
    decoder of ``configs/captioning_coco.yaml`` on a 14x14x2048 grid (ResNet-101 features), batch 64,
    vocabulary 10,000, captions of up to 20 words; the ASR model of ``configs/asr_librispeech.yaml``
-   on 15-second utterances with 5,000 output pieces at its batch size; steps/s and samples/s in
-   fp32, bf16 autocast, and bf16 compiled (``torch.compile``); the projected time of one COCO
-   epoch (113,287 images x 5 captions) and of one LibriSpeech-960 epoch (281,241 utterances).
-4. ``asr``: the default ASR config (its corpus generated with every core first) trained for what
-   the budget leaves (reports its last validation WER).
+   on 15-second utterances with 5,000 output pieces at its batch size; steps/s, samples/s and GPU
+   busy share in fp32, bf16 autocast, and bf16 compiled (``torch.compile``; skipped for the ASR
+   model when the part has under 90 s left); the projected time of one COCO epoch (113,287 images
+   x 5 captions) and of one LibriSpeech-960 epoch (281,241 utterances).
+4. ``asr``: the default ASR config trained for what the budget leaves (its last validation WER).
 5. ``decode_captioning``: beam 5 over 64 test images with the checkpoint of part 2, batched vs one
    image at a time (ms/image, identical captions); ``decode_asr``: joint CTC/attention decoding
    (the config's beam and weights, language model fused) at 16 and 64 utterances per batch, real-time
-   factor, with the checkpoint of part 4.
-6. ``fp32_<task>``: fp32 training throughput of each default config (a short run), beside the
-   bf16-mixed figure of parts 2 and 4.
+   factor, with the checkpoint of part 4 (skipped when part 4 wrote none).
+6. ``throughput``: each default config for 50 steps in bf16-mixed and in fp32, side by side in
+   one process (throughput, data-wait share, GPU busy share, peak memory, the bf16 / fp32 ratio).
 
 Timing: warm-up first, CUDA events around each step (``time.perf_counter`` on the CPU), medians.
 Results: ``benchmarks/results/gpu.json`` and ``gpu.md`` (rewritten after every part, so a run cut
@@ -63,6 +64,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PARTS = (
+    "prepare",
     "attention",
     "stn",
     "captioning",
@@ -71,23 +73,20 @@ PARTS = (
     "asr",
     "decode_captioning",
     "decode_asr",
-    "fp32_stn",
-    "fp32_captioning",
-    "fp32_asr",
+    "throughput",
 )
 # Seconds each part may take at the default budget (scaled with --budget); "asr" gets the rest.
 CAPS = {
-    "attention": 20,
-    "stn": 55,
-    "captioning": 70,
-    "real_captioning": 45,
-    "real_asr": 75,
+    "prepare": 40,
+    "attention": 15,
+    "stn": 65,
+    "captioning": 50,
+    "real_captioning": 30,
+    "real_asr": 45,
     "asr": 0,
-    "decode_captioning": 20,
+    "decode_captioning": 25,
     "decode_asr": 25,
-    "fp32_stn": 15,
-    "fp32_captioning": 15,
-    "fp32_asr": 18,
+    "throughput": 60,
 }
 DEFAULT_BUDGET = 360.0
 TARGETS = {"stn": "val/acc>=0.98", "captioning": "val/bleu_4>=0.75", "asr": None}
@@ -399,7 +398,12 @@ def case_real_asr(device, dry: bool, seconds: float) -> None:
         }
     )
     per_mode = seconds / 3
+    started = time.perf_counter()
     for name, dtype, compiled in _train_modes(device, dry):
+        if compiled and not dry and seconds - (time.perf_counter() - started) < 90:
+            # Compiling this model (forward and backward) did not finish within 60 s on an H200 (2026-12-04).
+            _emit({"mode": name, "skipped": "compilation needs about 90 s more than the part has left"})
+            continue
         torch.manual_seed(0)
         system = ASRSystem(**args).to(device)
         system.train()
@@ -434,12 +438,15 @@ def case_real_asr(device, dry: bool, seconds: float) -> None:
 
 # ----------------------------------------------------------------------------- case: decoding
 def _checkpoint_of(config: Path, work: Path) -> Path:
-    """The ``best.ckpt`` a config's ModelCheckpoint writes (relative paths resolve under ``work``)."""
+    """The ``best.ckpt`` a config's ModelCheckpoint writes (relative paths resolve under ``work``),
+    or ``last.ckpt`` beside it when a run stopped at its time cap before a validation."""
     callbacks = yaml.safe_load(config.read_text())["trainer"].get("callbacks", [])
     for callback in callbacks:
         init = callback.get("init_args", {})
         if callback.get("class_path", "").endswith("ModelCheckpoint") and init.get("filename") == "best":
-            return work / init["dirpath"] / "best.ckpt"
+            best = work / init["dirpath"] / "best.ckpt"
+            last = best.with_name("last.ckpt")
+            return last if not best.exists() and last.exists() else best
     raise ValueError(f"{config}: no ModelCheckpoint writing best.ckpt")
 
 
@@ -469,13 +476,16 @@ def case_decode_captioning(device, dry: bool, seconds: float, config: Path, work
         def batched() -> list:
             return model.decode(features, beam_size=5)
 
-        def one_at_a_time() -> list:
-            return [model.decode(features[i : i + 1], beam_size=5)[0] for i in range(count)]
-
-        repeats = 2 if dry else 3
-        together = measure(batched, device, warmup=1, repeats=repeats, max_seconds=seconds / 3)
-        alone = measure(one_at_a_time, device, warmup=1, repeats=repeats, max_seconds=seconds / 3)
-        identical = all(a.tokens == b.tokens for a, b in zip(batched(), one_at_a_time()))
+        together = measure(batched, device, warmup=1, repeats=3, max_seconds=seconds / 3)
+        # One at a time: warm up on two images, then one timed pass over all of them (the slow side).
+        for i in range(2):
+            model.decode(features[i : i + 1], beam_size=5)
+        _sync(device)
+        begin = time.perf_counter()
+        single = [model.decode(features[i : i + 1], beam_size=5)[0] for i in range(count)]
+        _sync(device)
+        alone = {"median_s": time.perf_counter() - begin}
+        identical = all(a.tokens == b.tokens for a, b in zip(batched(), single))
     _emit(
         {
             "checkpoint": str(ckpt.relative_to(work)),
@@ -548,6 +558,59 @@ def case_asr_corpus(device, dry: bool, seconds: float, config: Path, work: Path)
     _emit({"corpus_seconds": time.perf_counter() - start})
 
 
+def case_prepare(device, dry: bool, seconds: float, config: Path, work: Path) -> None:
+    """Generate (or find cached) one config's data under ``work``."""
+    import importlib
+
+    data = yaml.safe_load(config.read_text())["data"]
+    if data["init_args"].get("source") == "embedded" and "corpus_size" in data["init_args"]:
+        case_asr_corpus(device, dry, seconds, config, work)  # the speech corpus, with every core
+        return
+    module, name = data["class_path"].rsplit(".", 1)
+    start = time.perf_counter()
+    os.chdir(work)  # the config's relative data_dir
+    getattr(importlib.import_module(module), name)(**data["init_args"]).prepare_data()
+    _emit({"data_seconds": time.perf_counter() - start})
+
+
+def case_throughput(device, dry: bool, seconds: float, config: Path | None, work: Path) -> None:
+    """Each default config, bf16-mixed and fp32 side by side: a short ``fit`` each, in one process."""
+    import torch
+
+    from benchmarks.gpu_clock import StepClock
+    from multiattn.lightning_cli import build_cli
+
+    folder = work / "throughput"  # its checkpoints stay apart from the timed runs'
+    folder.mkdir(exist_ok=True)
+    if not (folder / "data").exists():
+        (folder / "data").symlink_to((work / "data").resolve(), target_is_directory=True)
+    os.chdir(folder)
+    steps, warmup = (4, 1) if dry else (50, 10)
+    workers = 0 if dry else min(8, max(0, (os.cpu_count() or 1) - 2))
+    per_run = max(8.0, seconds / 6)
+    for task in ("stn", "captioning", "asr"):
+        for precision in ("bf16-mixed", "32-true"):
+            os.environ["MULTIATTN_CLOCK_OUT"] = ""
+            os.environ["MULTIATTN_CLOCK_WARMUP"] = str(warmup)
+            os.environ.pop("MULTIATTN_CLOCK_TARGET", None)
+            arguments = ["-c", str(_task_config(task, dry)), "--trainer.precision", precision]
+            arguments += ["--trainer.accelerator", "gpu" if device.type == "cuda" else "cpu"]
+            arguments += ["--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0"]
+            arguments += ["--trainer.max_time", _max_time(per_run), "--trainer.enable_progress_bar", "false"]
+            arguments += ["--data.init_args.num_workers", str(workers)]
+            arguments += ["--trainer.callbacks+=benchmarks.gpu_clock.StepClock"]
+            cli = build_cli(arguments, run=False)
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+            clock = next(c for c in cli.trainer.callbacks if isinstance(c, StepClock))
+            summary = clock.summary(cli.model)
+            keys = ("steps", "steps_per_s", "items_per_s", "audio_seconds_per_s", "data_wait_share")
+            keys += ("gpu_busy_share", "peak_memory_mib")
+            _emit({"task": task, "precision": precision, **{k: summary[k] for k in keys}})
+            del cli
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
 CASES: dict[str, Callable[..., None]] = {
     "attention": case_attention,
     "real_captioning": case_real_captioning,
@@ -555,8 +618,11 @@ CASES: dict[str, Callable[..., None]] = {
     "decode_captioning": case_decode_captioning,
     "decode_asr": case_decode_asr,
     "asr_corpus": case_asr_corpus,
+    "prepare": case_prepare,
+    "throughput": case_throughput,
 }
-TASK_CASES = {"decode_captioning", "decode_asr", "asr_corpus"}  # these take a config and the work folder
+# These take a config (or None) and the run folder.
+TASK_CASES = {"decode_captioning", "decode_asr", "asr_corpus", "prepare", "throughput"}
 
 
 # ----------------------------------------------------------------------------- the parent
@@ -618,11 +684,47 @@ def _max_time(seconds: float) -> str:
     return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _fit(task: str, args: argparse.Namespace, timeout: float, *, fp32: bool) -> dict[str, Any]:
-    """``multiattn fit`` of the task's config under ``--work`` with the step clock; its summary."""
+def _prepare(args: argparse.Namespace, timeout: float) -> dict[str, Any]:
+    """Generate the three default configs' data at once, each in its own process (the speech
+    corpus with a pool of its own), so the training parts time training, not generation."""
+    start = time.perf_counter()
+    commands = {
+        task: [sys.executable, "-m", "benchmarks.bench_gpu", "--case", "prepare", "--device", "cpu"]
+        + ["--work", str(args.run_dir), "--config", str(_task_config(task, args.dry_run))]
+        for task in ("stn", "captioning", "asr")
+    }
+    processes = {
+        task: subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=_subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for task, command in commands.items()
+    }
+    rows, failures = [], []
+    for task, process in processes.items():
+        try:
+            stdout, stderr = process.communicate(timeout=max(1.0, timeout - (time.perf_counter() - start)))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            failures.append(f"{task} timed out")
+            continue
+        if process.returncode != 0:
+            failures.append(f"{task} failed: " + " | ".join(stderr.strip().splitlines()[-2:])[-300:])
+        rows += [{"task": task, **json.loads(line)} for line in stdout.splitlines() if line.startswith("{")]
+    status = "ok" if not failures else "; ".join(failures)
+    return {"status": status, "seconds": round(time.perf_counter() - start, 1), "rows": rows}
+
+
+def _fit(task: str, args: argparse.Namespace, timeout: float) -> dict[str, Any]:
+    """``multiattn fit`` of the task's default config (bf16-mixed) in the run folder, with the
+    step clock, up to the task's target or the part's time cap; its summary."""
     config = _task_config(task, args.dry_run)
-    name = f"{task}_fp32" if fp32 else task
-    clock = args.run_dir / "clock" / f"{name}.json"
+    clock = args.run_dir / "clock" / f"{task}.json"
     clock.parent.mkdir(parents=True, exist_ok=True)
     clock.unlink(missing_ok=True)
     workers = 0 if args.dry_run else min(8, max(0, (os.cpu_count() or 1) - 2))
@@ -634,20 +736,15 @@ def _fit(task: str, args: argparse.Namespace, timeout: float, *, fp32: bool) -> 
         command += ["--model.init_args.use_java", "false"]
     env = {**_subprocess_env(), "MULTIATTN_CLOCK_OUT": str(clock)}
     env["MULTIATTN_CLOCK_WARMUP"] = "2" if args.dry_run else "10"
-    if fp32:
-        steps = 6 if args.dry_run else 50
-        command += ["--trainer.precision", "32-true", "--trainer.max_steps", str(steps)]
-        command += ["--trainer.limit_val_batches", "0", "--trainer.max_time", _max_time(timeout - 10)]
+    target = TARGETS[task]
+    if target and not args.dry_run:
+        env["MULTIATTN_CLOCK_TARGET"] = target
+    # Leave time for start-up (about 15 s) and the last validation.
+    command += ["--trainer.max_time", _max_time(timeout * 0.85 - 12)]
+    if args.dry_run:
+        command += ["--trainer.max_epochs", "1"]
     else:
-        target = TARGETS[task]
-        if target and not args.dry_run:
-            env["MULTIATTN_CLOCK_TARGET"] = target
-        # Leave time for start-up, data generation and the last validation.
-        command += ["--trainer.max_time", _max_time(timeout * 0.85 - 10)]
-        if args.dry_run:
-            command += ["--trainer.max_epochs", "1"]
-    if not args.dry_run:
-        command += ["--trainer.precision", "32-true" if fp32 else "bf16-mixed"]
+        command += ["--trainer.precision", "bf16-mixed"]
     result = _run(command, timeout=timeout, cwd=args.run_dir, env=env)
     stderr = result.pop("stderr")
     result.pop("rows")
@@ -696,16 +793,10 @@ def run_parts(args: argparse.Namespace) -> dict[str, Any]:
             result["parts"][part] = {"status": f"skipped: budget ({left:.0f} s left)"}
             continue
         print(f"[bench_gpu] {part}: up to {timeout:.0f} s", flush=True)
-        if part in ("stn", "captioning"):
-            outcome = _fit(part, args, timeout, fp32=False)
-        elif part == "asr":
-            config = _task_config("asr", args.dry_run)
-            corpus = _case("asr_corpus", args, timeout, config)
-            left_for_fit = timeout - corpus["seconds"]
-            outcome = _fit("asr", args, left_for_fit, fp32=False) if corpus["status"] == "ok" else corpus
-            outcome["corpus"] = corpus
-        elif part.startswith("fp32_"):
-            outcome = _fit(part.removeprefix("fp32_"), args, timeout, fp32=True)
+        if part == "prepare":
+            outcome = _prepare(args, timeout)
+        elif part in ("stn", "captioning", "asr"):
+            outcome = _fit(part, args, timeout)
         elif part.startswith("decode_"):
             config = _task_config(part.removeprefix("decode_"), args.dry_run)
             ckpt = _checkpoint_of(config, args.run_dir)
@@ -772,7 +863,7 @@ def markdown(result: dict[str, Any]) -> str:
     fits = {name: p for name, p in parts.items() if "clock" in p}
     if fits:
         lines += [
-            "## Task default configs: training on the device",
+            "## Task default configs: time to quality (bf16-mixed)",
             "",
             "| run | precision | steps/s | items/s | audio s/s | data wait share | GPU busy | peak MiB | "
             "target | reached at (s from fit start) | last validation |",
@@ -784,26 +875,48 @@ def markdown(result: dict[str, Any]) -> str:
             shown = ", ".join(f"{k.removeprefix('val/')} {v:.4f}" for k, v in last.items() if k != "val/loss")
             reached = c.get("reached")
             lines.append(
-                f"| {name} | {'fp32' if name.startswith('fp32') else 'bf16-mixed'} | {_f(c['steps_per_s'])} | "
+                f"| {name} | bf16-mixed | {_f(c['steps_per_s'])} | "
                 f"{_f(c['items_per_s'])} | {_f(c['audio_seconds_per_s'])} | {_f(c['data_wait_share'], 3)} | "
                 f"{_f(c['gpu_busy_share'], 2)} | {_f(c['peak_memory_mib'], 0)} | {c['target'] or '-'} | "
                 f"{_f(reached['seconds'], 0) + ' (epoch ' + str(reached['epoch']) + ')' if reached else 'not reached'} | "
                 f"{shown} |"
             )
-        for task in ("stn", "captioning", "asr"):
-            bf16, fp32 = fits.get(task, {}).get("clock"), fits.get(f"fp32_{task}", {}).get("clock")
-            if bf16 and fp32 and bf16.get("items_per_s") and fp32.get("items_per_s"):
-                lines.append(
-                    f"\n{task}: bf16-mixed / fp32 items/s = {bf16['items_per_s'] / fp32['items_per_s']:.2f}×"
-                )
         lines.append("")
+    runs = [r for r in parts.get("throughput", {}).get("rows", []) if "precision" in r]
+    if runs:
+        lines += [
+            "## Task default configs: training throughput, bf16-mixed and fp32 side by side",
+            "",
+            "| task | precision | steps/s | items/s | audio s/s | data wait share | GPU busy | peak MiB | bf16 / fp32 |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        speed = {(r["task"], r["precision"]): r.get("items_per_s") for r in runs}
+        for r in runs:
+            bf16, fp32 = speed.get((r["task"], "bf16-mixed")), speed.get((r["task"], "32-true"))
+            ratio = f"{bf16 / fp32:.2f}×" if r["precision"] == "bf16-mixed" and bf16 and fp32 else ""
+            lines.append(
+                f"| {r['task']} | {r['precision']} | {_f(r['steps_per_s'])} | {_f(r['items_per_s'])} | "
+                f"{_f(r['audio_seconds_per_s'])} | {_f(r['data_wait_share'], 3)} | {_f(r['gpu_busy_share'], 2)} | "
+                f"{_f(r['peak_memory_mib'], 0)} | {ratio} |"
+            )
+        lines.append("")
+    prepared = [r for r in parts.get("prepare", {}).get("rows", []) if "task" in r]
+    if prepared:
+        lines += [
+            "Data generation: "
+            + ", ".join(
+                f"{r['task']} {_f(r.get('data_seconds', r.get('corpus_seconds')), 0)} s" for r in prepared
+            ),
+            "",
+        ]
     for name, title, keys in (
         ("real_captioning", "Captioning decoder at COCO scale (random tensors)", "coco_epoch_minutes"),
         ("real_asr", "ASR at LibriSpeech scale (random tensors)", "librispeech_960_epoch_minutes"),
     ):
         rows = parts.get(name, {}).get("rows", [])
         config = next((r["config"] for r in rows if "config" in r), None)
-        modes = [r for r in rows if "mode" in r]
+        modes = [r for r in rows if "steps_per_s" in r]
+        skipped = [f"{r['mode']} ({r['skipped']})" for r in rows if "skipped" in r]
         if not modes:
             continue
         lines += [f"## {title}", "", f"Sizes: `{json.dumps(config)}`", ""]
@@ -822,6 +935,8 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{r['mode']} {r['steps_per_s'] / base['steps_per_s']:.2f}×" for r in modes if r is not base
             )
             lines += ["", f"Speed over fp32 eager: {ratios}"]
+        if skipped:
+            lines += ["", "Skipped: " + "; ".join(skipped)]
         lines.append("")
     rows = parts.get("attention", {}).get("rows", [])
     timed = [r for r in rows if "method" in r]
@@ -861,9 +976,6 @@ def markdown(result: dict[str, Any]) -> str:
                 f"RTF {r['rtf']:.4f}"
             )
         lines.append("")
-    corpus = parts.get("asr", {}).get("corpus", {}).get("rows", [])
-    if corpus:
-        lines += [f"ASR corpus generation: {_f(corpus[0].get('corpus_seconds'), 0)} s", ""]
     return "\n".join(lines)
 
 

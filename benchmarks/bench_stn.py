@@ -41,7 +41,6 @@ import yaml
 from multiattn.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "outputs" / "bench_stn"
 
 
@@ -56,12 +55,14 @@ def _config_copy(config: Path, name: str) -> Path:
     return path
 
 
-def _model_and_data(config: Path, *, quick: bool):
+def _model_and_data(config: Path, *, quick: bool, variety: str | None = None):
     from tasks.stn.data import STNDataModule
     from tasks.stn.system import STNSystem
 
     spec = yaml.safe_load(config.read_text())
     data_args = dict(spec["data"]["init_args"])
+    if variety is not None:
+        data_args["variety"] = variety
     data = STNDataModule(**data_args)
     data.prepare_data()
     data.setup("fit")
@@ -69,9 +70,11 @@ def _model_and_data(config: Path, *, quick: bool):
     return system, data
 
 
-def training_throughput(config: Path, *, rounds: int, steps: int) -> dict[str, float]:
+def training_throughput(
+    config: Path, *, rounds: int, steps: int, variety: str | None = None
+) -> dict[str, float]:
     """Images/s of a training step in fp32 and bf16 autocast, alternating rounds (median)."""
-    system, data = _model_and_data(config, quick=False)
+    system, data = _model_and_data(config, quick=False, variety=variety)
     model = system.model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loader = iter(data.train_dataloader())
@@ -113,28 +116,91 @@ def _launch(config: Path, *, epochs: int, minutes: float, threads: int, extra: l
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT), handle
 
 
+def evaluation_splits(
+    data, *, variety: str, ood_size: int, seed: int = 0
+) -> dict[str, dict[str, np.ndarray]]:
+    """The splits every checkpoint is scored on, as arrays ``images (M, C, C)``, ``labels``, ``boxes``.
+
+    ``<variety>_test``: the data module's test split (the generator the model trained with:
+    ``standard_test`` or ``broad_test``); ``standard_test`` also when the data are the broad set
+    (so both varieties are compared on the same images); ``out_of_generator``: ``ood_size``
+    digits of :mod:`tasks.stn.sources.outside` in the held-out font families, on the same canvas
+    (left out, with a message, when those fonts are not installed).
+    """
+    from tasks.stn.data import STNDataModule
+    from tasks.stn.sources.outside import held_out_fonts, outside_digits
+
+    def arrays(dataset) -> dict[str, np.ndarray]:
+        return {
+            "images": np.asarray(dataset.images),
+            "labels": np.asarray(dataset.labels),
+            "boxes": np.asarray(dataset.boxes),
+        }
+
+    splits = {f"{variety}_test": arrays(data.datasets["test"])}
+    if variety != "standard":
+        hp = dict(data.hparams)
+        hp.update(variety="standard", progress=False)
+        standard = STNDataModule(**hp)
+        standard.setup("test")
+        splits["standard_test"] = arrays(standard.datasets["test"])
+    faces = held_out_fonts()
+    if not faces:
+        print(
+            "bench_stn: out-of-generator split left out: no Liberation / FreeFont fonts found "
+            "(make fonts installs fonts-liberation and fonts-freefont-ttf)",
+            file=sys.stderr,
+        )
+    elif ood_size > 0:
+        canvas = int(splits[f"{variety}_test"]["images"].shape[-1])
+        scale = canvas / 60.0  # the recipe's digit sizes are for the 60x60 cluttered canvas
+        made = outside_digits(
+            faces, num_samples=ood_size, seed=seed, canvas=canvas, digit_height=(14.0 * scale, 30.0 * scale)
+        )
+        splits["out_of_generator"] = {"images": made.images, "labels": made.labels, "boxes": made.boxes}
+    return splits
+
+
 @torch.inference_mode()
-def evaluate(checkpoint: Path, data) -> dict[str, float]:
-    """Top-1 error and region IoU of a checkpoint on the data module's test split."""
+def evaluate(checkpoint: Path, splits: dict[str, dict[str, np.ndarray]], *, batch_size: int = 256) -> dict:
+    """Accuracy and region IoU of a checkpoint on each split.
+
+    IoU is exact: the sampled quadrilateral (the four output corners mapped through theta) is
+    clipped by the digit's box (:func:`multiattn.stn.region_iou` with ``exact=True``), not its
+    enclosing rectangle, which would flatter rotated or sheared regions.
+
+    Returns:
+        ``{split: {accuracy, error, images[, mean_iou, iou50]}}``.
+    """
     from multiattn.checkpoint import load_system
     from multiattn.stn import region_iou
     from tasks.stn.system import STNSystem
 
-    system = load_system(STNSystem, checkpoint)
-    wrong, total, ious = 0, 0, []
-    for batch in data.test_dataloader():
-        out = system.predict_step(batch)
-        wrong += int((out["label"] != batch.labels).sum())
-        total += len(batch)
-        if out["corners"] is not None and batch.boxes is not None:
-            ious.append(region_iou(out["corners"], batch.boxes))
-    result = {"test_error": round(wrong / total, 5), "test_images": total}
-    if ious:
-        iou = torch.cat(ious)
-        result.update(
-            test_iou=round(float(iou.mean()), 4), test_iou50=round(float((iou > 0.5).float().mean()), 4)
-        )
-    return result
+    system = load_system(STNSystem, checkpoint, log_overlays=False)
+    results = {}
+    for name, split in splits.items():
+        correct, ious = 0, []
+        for start in range(0, len(split["labels"]), batch_size):
+            images = torch.from_numpy(split["images"][start : start + batch_size]).float()[:, None] / 255.0
+            labels = torch.from_numpy(split["labels"][start : start + batch_size])
+            out = system.predict_step(images)  # (B, 1, H, W) in
+            correct += int((out["label"] == labels).sum())
+            if out["corners"] is not None:
+                boxes = torch.from_numpy(split["boxes"][start : start + batch_size])
+                ious.append(region_iou(out["corners"], boxes, exact=True))
+        total = len(split["labels"])
+        result = {
+            "accuracy": round(correct / total, 5),
+            "error": round(1 - correct / total, 5),
+            "images": total,
+        }
+        if ious:
+            iou = torch.cat(ious)
+            result.update(
+                mean_iou=round(float(iou.mean()), 4), iou50=round(float((iou > 0.5).float().mean()), 4)
+            )
+        results[name] = result
+    return results
 
 
 @torch.inference_mode()
@@ -172,60 +238,129 @@ def inference_throughput(checkpoint: Path, data, *, files: int) -> dict[str, flo
     }
 
 
+_SPLIT_TITLES = {
+    "standard_test": "standard test",
+    "broad_test": "broad test",
+    "out_of_generator": "out-of-generator",
+}
+
+
 def _markdown(result: dict) -> str:
-    lines = [
-        "# Spatial transformer benchmark",
-        "",
-        f"Config `{result['config']}`, {result['threads']} thread(s) per run, load average "
-        f"{result['load_average'][0]:.1f} -> {result['load_average'][1]:.1f} (2-core machine shared with other jobs), "
-        f"training budget {result['budget_minutes']} min.",
-        "",
-        "| run | epochs | train min | test error | mean IoU | IoU > 0.5 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, run in result["runs"].items():
-        iou = f"{run['test_iou']:.3f}" if "test_iou" in run else "-"
-        iou50 = f"{100 * run['test_iou50']:.1f}%" if "test_iou50" in run else "-"
-        lines.append(
-            f"| {name} | {run['epochs']} | {run['train_minutes']:.1f} | {100 * run['test_error']:.2f}% | {iou} | {iou50} |"
+    setting = f"Config `{result['config']}`, digits `{result['variety']}`"
+    if "threads" in result:
+        setting += (
+            f", {result['threads']} thread(s) per run, load average {result['load_average'][0]:.1f} -> "
+            f"{result['load_average'][1]:.1f} (2-core machine shared with other jobs), training budget "
+            f"{result['budget_minutes']} min"
         )
-    tp, inf = result["training_throughput"], result["inference"]
+    lines = ["# Spatial transformer benchmark", "", setting + ".", ""]
+    splits = [name for name in _SPLIT_TITLES if any(name in run["splits"] for run in result["runs"].values())]
+    header = "| run | epochs | train min |"
+    rule = "| --- | ---: | ---: |"
+    for name in splits:
+        title = _SPLIT_TITLES[name]
+        header += f" {title} accuracy | {title} mean IoU | {title} IoU > 0.5 |"
+        rule += " ---: | ---: | ---: |"
+    lines += [header, rule]
+    for name, run in result["runs"].items():
+        row = f"| {name} | {run.get('epochs', '-')} | {run.get('train_minutes', '-')} |"
+        for split in splits:
+            scores = run["splits"].get(split)
+            if scores is None:
+                row += " - | - | - |"
+                continue
+            iou = f"{scores['mean_iou']:.3f}" if "mean_iou" in scores else "-"
+            iou50 = f"{100 * scores['iou50']:.1f}%" if "iou50" in scores else "-"
+            row += f" {100 * scores['accuracy']:.2f}% | {iou} | {iou50} |"
+        lines.append(row)
     lines += [
         "",
-        "| training throughput | images/s |",
-        "| --- | ---: |",
-        f"| fp32 | {tp['fp32']} |",
-        f"| bf16-mixed | {tp['bf16_mixed']} ({tp['bf16_speedup']}x) |",
-        "",
-        f"`classify` inference: {inf['classify_files_per_s']} files/s over {inf['files']} PNGs (decode + convert + "
-        f"model); model alone {inf['model_images_per_s']} images/s.",
-        "",
-        "Targets (issue 3): test error <= 2.0% with the transformer, IoU > 0.5 on >= 90% of test images, "
-        "<= 15 minutes of training.",
+        "In-generator splits: the embedded test split of the standard or broad digits. IoU is exact: the "
+        "sampled quadrilateral clipped by the digit's box. The out-of-generator split "
+        f"({result.get('out_of_generator_images', 0)} images) is typeset with Pillow in the held-out "
+        "Liberation / FreeFont families with stroke clutter (tasks/stn/sources/outside.py).",
     ]
+    if "training_throughput" in result:
+        tp, inf = result["training_throughput"], result["inference"]
+        lines += [
+            "",
+            "| training throughput | images/s |",
+            "| --- | ---: |",
+            f"| fp32 | {tp['fp32']} |",
+            f"| bf16-mixed | {tp['bf16_mixed']} ({tp['bf16_speedup']}x) |",
+            "",
+            f"`classify` inference: {inf['classify_files_per_s']} files/s over {inf['files']} PNGs (decode + "
+            f"convert + model); model alone {inf['model_images_per_s']} images/s.",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from multiattn.io import atomic_open, write_json
 
     parser = argparse.ArgumentParser(prog="bench_stn", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny config, seconds (a smoke run)")
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget per run (wall clock)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     parser.add_argument("--skip-baseline", action="store_true", help="train only the transformer model")
+    parser.add_argument(
+        "--variety",
+        choices=("standard", "broad"),
+        default=None,
+        help="embedded digits to train on (default: the config's)",
+    )
+    parser.add_argument(
+        "--ood-size", type=int, default=None, help="out-of-generator images (default 2000, --quick 200)"
+    )
+    parser.add_argument(
+        "--evaluate",
+        action="append",
+        default=[],
+        metavar="NAME=CKPT",
+        help="score existing checkpoints instead of training (repeatable); writes stn_eval.{json,md}",
+    )
     args = parser.parse_args(argv)
     keep_freed_memory()  # as the multiattn command does (multiattn/runtime.py)
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     torch.set_num_threads(args.threads)
     config = ROOT / "configs" / ("stn_tiny.yaml" if args.quick else "stn.yaml")
     minutes = 1.0 if args.quick else args.minutes
+    ood_size = args.ood_size if args.ood_size is not None else (200 if args.quick else 2000)
+    spec = yaml.safe_load(config.read_text())
+    variety = args.variety or spec["data"]["init_args"].get("variety", "standard")
+    variety_args = [] if args.variety is None else ["--data.init_args.variety", args.variety]
     load_start = os.getloadavg()[0]
 
-    throughput = training_throughput(config, rounds=2 if args.quick else 3, steps=3 if args.quick else 10)
+    if args.evaluate:
+        checkpoints = {}
+        for item in args.evaluate:
+            name, _, path = item.partition("=")
+            if not path or not Path(path).is_file():
+                print(
+                    f"bench_stn: --evaluate {item}: expected NAME=CKPT with an existing checkpoint",
+                    file=sys.stderr,
+                )
+                return 2
+            checkpoints[name] = Path(path)
+        _, data = _model_and_data(config, quick=args.quick, variety=variety)
+        splits = evaluation_splits(data, variety=variety, ood_size=ood_size)
+        runs = {
+            name: {"checkpoint": str(path), "splits": evaluate(path, splits)}
+            for name, path in checkpoints.items()
+        }
+        result = {
+            "config": str(config.relative_to(ROOT)),
+            "variety": variety,
+            "out_of_generator_images": len(splits.get("out_of_generator", {}).get("labels", [])),
+            "runs": runs,
+        }
+        _write(result, "stn_eval")
+        return 0
+
+    throughput = training_throughput(
+        config, rounds=2 if args.quick else 3, steps=3 if args.quick else 10, variety=variety
+    )
     print(f"training throughput: {throughput}", flush=True)
 
-    spec = yaml.safe_load(config.read_text())
     train_size = spec["data"]["init_args"]["train_size"]
     # Both runs share the machine: budget epochs from the per-run rate measured above, with a
     # margin for validation and for the two runs competing.
@@ -234,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     runs_at_once = 1 if args.skip_baseline else 2
     epochs = max(1, int(minutes * 60 * rate * 0.7 / runs_at_once / train_size))
     names = (
-        {"stn": []} if args.skip_baseline else {"stn": [], "baseline": ["--model.use_transformer", "false"]}
+        {"stn": variety_args}
+        if args.skip_baseline
+        else {"stn": variety_args, "baseline": [*variety_args, "--model.use_transformer", "false"]}
     )
     processes = {}
     for name, extra in names.items():
@@ -251,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             time.time(),
         )
     runs = {}
-    _, data = _model_and_data(config, quick=args.quick)
+    _, data = _model_and_data(config, quick=args.quick, variety=variety)
+    splits = evaluation_splits(data, variety=variety, ood_size=ood_size)
     for name, (process, handle, start) in processes.items():
         code = process.wait()
         handle.close()
@@ -270,26 +408,31 @@ def main(argv: list[str] | None = None) -> int:
             "epochs": epochs,
             "train_minutes": round(train_minutes, 2),
             "checkpoint": str(checkpoint.relative_to(ROOT)),
-            **evaluate(checkpoint, data),
+            "splits": evaluate(checkpoint, splits),
         }
         print(f"{name}: {runs[name]}", flush=True)
     inference = inference_throughput(ROOT / runs["stn"]["checkpoint"], data, files=64 if args.quick else 512)
     result = {
         "config": str(config.relative_to(ROOT)),
+        "variety": variety,
         "threads": args.threads,
         "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "budget_minutes": minutes,
         "training_throughput": throughput,
+        "out_of_generator_images": len(splits.get("out_of_generator", {}).get("labels", [])),
         "runs": runs,
         "inference": inference,
         "targets": {"test_error_max": 0.02, "iou50_min": 0.9, "train_minutes_max": 15},
     }
     stem = "stn_quick" if args.quick else "stn"
-    write_json(RESULTS / f"{stem}.json", result, indent=1)
-    with atomic_open(RESULTS / f"{stem}.md", "w", encoding="utf-8") as handle:
-        handle.write(_markdown(result))
-    print(_markdown(result))
+    _write(result, stem if variety == "standard" else f"{stem}_{variety}")
     return 0
+
+
+def _write(result: dict, stem: str) -> None:
+    from benchmarks.output import write_results
+
+    write_results(stem, result, _markdown(result))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The pieces most users reach for are re-exported here; everything else lives in its submodule
 (``multiattn.attention``, ``multiattn.transformer``, ``multiattn.decoding``, ``multiattn.stn``,
-``multiattn.viz``, ...). See docs/architecture.md.
+``multiattn.viz``, ...). See docs/architecture.md. ``multiattn.load(checkpoint)`` returns a trained
+task's pipeline (docs/python.md).
 """
 
 from multiattn.attention import (
@@ -15,6 +16,7 @@ from multiattn.attention import (
 )
 from multiattn.decoding import CTCPrefixScorer, Hypothesis, StepOutput, beam_search, greedy_search
 from multiattn.masks import build_attention_mask, causal_mask, lengths_to_mask
+from multiattn.pipeline import load
 from multiattn.recording import AttentionMap, AttentionRecorder, is_recording, record_attention
 from multiattn.stn import SpatialTransformer, theta_to_corners, warp
 from multiattn.transformer import TransformerDecoder, TransformerEncoder
@@ -42,6 +44,7 @@ __all__ = [
     "greedy_search",
     "is_recording",
     "lengths_to_mask",
+    "load",
     "record_attention",
     "theta_to_corners",
     "warp",

@@ -23,6 +23,19 @@ LIGHTNING_COMMANDS = {
     "predict": "run predict_step over the datamodule's predict split",
 }
 
+# Commands of the core itself (no task): listed with the registry's application commands.
+CORE_COMMANDS = {
+    "export": Command(
+        name="export",
+        help="export a checkpoint's model for serving (ONNX or torch.export)",
+        main="multiattn.export:main",
+    ),
+}
+
+
+def _commands() -> dict[str, Command | Unavailable]:
+    return dict(sorted({**commands(), **CORE_COMMANDS}.items()))
+
 
 def _quiet_known_noise() -> None:
     # jsonargparse >= 4.49 warns about APIs that Lightning 2.6 still uses; the warning is for
@@ -32,7 +45,7 @@ def _quiet_known_noise() -> None:
 
 
 def usage() -> str:
-    apps = commands()
+    apps = _commands()
     width = max(map(len, [*LIGHTNING_COMMANDS, *apps]))
     lines = ["usage: multiattn COMMAND [options]   (multiattn COMMAND --help for the options)", ""]
     lines.append("training and evaluation (LightningCLI; -c configs/<task>.yaml):")
@@ -77,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command in LIGHTNING_COMMANDS or command.startswith("-"):
         return run_lightning(argv)
-    apps = commands()
+    apps = _commands()
     if command in apps:
         return run_app_command(command, apps[command], rest)
     print(f"multiattn: unknown command {command!r}\n\n{usage()}", file=sys.stderr)

@@ -94,7 +94,10 @@ def read_image(path: str | os.PathLike, target_size: int | tuple[int, int] | Non
                     image.draft(image.mode, wanted)  # decode at 1/2, 1/4 or 1/8 scale when that fits
                 image.load()
                 draft_scale = max(1, round(width / image.size[0]))  # 1, 2, 4 or 8
-                upright = ImageOps.exif_transpose(image)  # a copy, detached from the file
+                ImageOps.exif_transpose(image, in_place=True)  # no second full-size copy
+                upright, factor = _reduce(image, target)
+                if upright is image:
+                    upright = image.copy()  # detached from the file, which closes here
     except Image.DecompressionBombError as err:
         raise UserError(f"{path}: image too large to decode safely ({err})") from None
     except FileNotFoundError:
@@ -102,13 +105,16 @@ def read_image(path: str | os.PathLike, target_size: int | tuple[int, int] | Non
     except Exception as err:  # Pillow's decoders raise many types on damaged files
         reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
         raise UserError(f"{path}: not a readable image ({reason})") from None
-    factor = 1
-    if target is not None:
-        factor = reduction_factor(upright.size, target)
-        if factor > 1 and not upright.mode.startswith("I;16"):  # no box filter for 16-bit modes
-            if upright.mode in _REDUCE_AS:
-                upright = upright.convert(_REDUCE_AS[upright.mode](upright))
-            upright = upright.reduce(factor)
     upright.info[ORIGINAL_SIZE] = original
     upright.info[SCALE] = draft_scale * factor
     return upright
+
+
+def _reduce(image: Image.Image, target: tuple[int, int] | None) -> tuple[Image.Image, int]:
+    """``(image box-reduced towards target, factor)``; ``(image, 1)`` itself when nothing is reduced."""
+    factor = 1 if target is None else reduction_factor(image.size, target)
+    if factor == 1 or image.mode.startswith("I;16"):  # no box filter for 16-bit modes
+        return image, 1
+    if image.mode in _REDUCE_AS:
+        image = image.convert(_REDUCE_AS[image.mode](image))
+    return image.reduce(factor), factor

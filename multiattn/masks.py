@@ -40,11 +40,23 @@ def _fmt(expected: tuple[int | None, ...]) -> str:
 
 
 def check_lengths(lengths: Tensor, batch: int, max_len: int, name: str = "lengths") -> None:
-    """Validate a ``(B,)`` integer lengths tensor against a batch size and a maximum length."""
+    """Validate a ``(B,)`` integer lengths tensor against a batch size and a maximum length.
+
+    The values are checked on the CPU and outside tracing only: on a GPU reading them back would
+    stall the queue of kernels (twice per call, in every layer that takes lengths); shape and
+    dtype are checked everywhere.
+    """
     check_shape(name, lengths, (batch,))
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
         raise ValueError(f"{name}: expected an integer tensor, received dtype {lengths.dtype}")
-    if batch and (int(lengths.min()) < 0 or int(lengths.max()) > max_len):
+    # The value check reads the tensor: skipped while torch.export / torch.compile trace (the shape
+    # and dtype checks above still run), since a traced graph cannot branch on data.
+    if (
+        batch
+        and lengths.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and (int(lengths.min()) < 0 or int(lengths.max()) > max_len)
+    ):
         raise ValueError(
             f"{name}: values must lie in [0, {max_len}], received min {int(lengths.min())} max {int(lengths.max())}"
         )

@@ -89,6 +89,8 @@ class Task:
             ``.report:build_section``).
         input_extensions: the file suffixes (lower case, with the dot) it reads as ``--inputs``.
         input_kind: what those files are, for messages ("image", "audio").
+        pipeline: the :class:`multiattn.pipeline.Pipeline` subclass ``multiattn.load`` returns for
+            its checkpoints (default ``.pipeline:PIPELINE``).
         renderer: a JavaScript file inside ``package`` (default ``explorer.js``) that sets
             ``window.MULTIATTN_RENDERERS[name] = (item, helpers) => [DOM nodes]`` for the explorer
             (``multiattn/explorer/static/explorer.js`` documents ``helpers``).
@@ -104,6 +106,7 @@ class Task:
     app: Reference = ".app:main"
     report: Reference = ".report:build_section"
     renderer: str = "explorer.js"
+    pipeline: Reference = ".pipeline:PIPELINE"
 
     def __post_init__(self) -> None:
         # The name becomes a file name (render-<name>.js) and a JavaScript property.

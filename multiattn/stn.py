@@ -18,6 +18,9 @@ localisation feature size.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,6 +37,13 @@ __all__ = [
     "warp",
     "SpatialTransformer",
     "theta_to_corners",
+    "theta_kind",
+    "map_output_points",
+    "region_outline",
+    "region_grid_lines",
+    "ThinPlateSplineHead",
+    "tps_control_points",
+    "tps_map",
     "region_iou",
     "OUTPUT_CORNERS",
 ]
@@ -108,10 +118,45 @@ class ProjectiveHead(nn.Module):
         return torch.cat([params, one], dim=1).view(-1, 3, 3)  # (B, 9) -> (B, 3, 3)
 
 
+def tps_control_points(grid_size: int) -> Tensor:
+    """The thin-plate spline's fixed output-space control points: a ``grid_size x grid_size``
+    regular grid over ``[-1, 1]^2``, x fastest. ``(K, 2)`` float32 with ``K = grid_size ** 2``.
+
+    The four output corners are control points, so a TPS maps them exactly where ``theta`` says.
+    """
+    if grid_size < 2:
+        raise ValueError(f"grid_size: expected at least 2, received {grid_size}")
+    axis = torch.linspace(-1.0, 1.0, grid_size)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([x.reshape(-1), y.reshape(-1)], dim=1)  # (K, 2)
+
+
+class ThinPlateSplineHead(nn.Module):
+    """Thin-plate spline transform (the paper's section 3.4 names it beside affine and projective).
+
+    ``(B, F) -> theta (B, K, 2)``: where each of the ``K`` fixed output control points
+    (:func:`tps_control_points`) lands in the input, in normalised coordinates. Identity at init:
+    every control point lands on itself, and the spline is then the identity map.
+
+    Args:
+        in_features: ``F``, size of the localisation features.
+        grid_size: control points per side (``K = grid_size ** 2``).
+    """
+
+    def __init__(self, *, in_features: int, grid_size: int = 4) -> None:
+        super().__init__()
+        self.grid_size = grid_size
+        self.linear = _identity_linear(in_features, tps_control_points(grid_size).reshape(-1).tolist())
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.linear(features).view(features.shape[0], -1, 2)  # (B, 2K) -> (B, K, 2)
+
+
 STN_HEADS: dict[str, type[nn.Module]] = {
     "affine": AffineHead,
     "scale_translate": ScaleTranslateHead,
     "projective": ProjectiveHead,
+    "tps": ThinPlateSplineHead,
 }
 
 
@@ -131,6 +176,87 @@ def _projective_grid(theta: Tensor, size: tuple[int, int, int, int], align_corne
     return mapped[..., :2] / _safe_denominator(mapped[..., 2:])
 
 
+def _tps_kernel(distance_sq: Tensor) -> Tensor:
+    """The thin-plate radial basis ``U(r) = r^2 log r^2`` (0 at r = 0), from squared distances."""
+    return distance_sq * torch.log(distance_sq.clamp(min=1e-12))
+
+
+@functools.lru_cache(maxsize=8)
+def _tps_inverse(grid_size: int) -> Tensor:
+    """``(K + 3, K)`` float64: the spline's coefficients ``[W; A]`` are this times the targets.
+
+    The spline through targets ``Y`` solves ``L [W; A] = [Y; 0]`` with
+    ``L = [[U(|p_i - p_j|), P], [P^T, 0]]`` and ``P`` the rows ``(1, x_i, y_i)`` of the fixed
+    control points (Bookstein 1989). ``L`` depends only on the fixed points, so it is inverted once,
+    in float64 (it is ill-conditioned for larger grids); the zero right-hand rows drop out.
+    """
+    source = tps_control_points(grid_size).double()  # (K, 2)
+    count = source.shape[0]
+    affine = torch.cat([torch.ones(count, 1, dtype=torch.float64), source], dim=1)  # (K, 3)
+    system = torch.zeros(count + 3, count + 3, dtype=torch.float64)
+    system[:count, :count] = _tps_kernel(torch.cdist(source, source).pow(2))
+    system[:count, count:] = affine
+    system[count:, :count] = affine.T
+    return torch.linalg.inv(system)[:, :count]
+
+
+def _tps_weights(grid_size: int, points: Tensor) -> Tensor:
+    """``(N, K)`` float64 ``Q``: the points mapped through the spline are ``Q @ targets``."""
+    source = tps_control_points(grid_size).double()  # (K, 2)
+    points = points.detach().double().cpu()  # (N, 2)
+    query = torch.cat(
+        [
+            _tps_kernel(torch.cdist(points, source).pow(2)),  # (N, K)
+            torch.ones(points.shape[0], 1, dtype=torch.float64),
+            points,
+        ],
+        dim=1,
+    )  # (N, K + 3)
+    return query @ _tps_inverse(grid_size)  # (N, K)
+
+
+@functools.lru_cache(maxsize=32)
+def _tps_grid_weights(grid_size: int, height: int, width: int, align_corners: bool) -> Tensor:
+    """``(h * w, K)`` float64 weights of the output pixel grid (the same every forward pass)."""
+    identity = torch.eye(2, 3, dtype=torch.float64).unsqueeze(0)  # (1, 2, 3)
+    base = F.affine_grid(identity, [1, 1, height, width], align_corners=align_corners)  # (1, h, w, 2)
+    return _tps_weights(grid_size, base.view(-1, 2))
+
+
+def _tps_grid_size(control: Tensor) -> int:
+    grid_size = math.isqrt(control.shape[1])
+    if control.dim() != 3 or control.shape[2] != 2 or grid_size < 2 or grid_size**2 != control.shape[1]:
+        raise ValueError(
+            f"control: expected shape (B, K, 2) with K = n * n, n >= 2, received {tuple(control.shape)}"
+        )
+    return grid_size
+
+
+def tps_map(control: Tensor, points: Tensor) -> Tensor:
+    """Map output-space points through a thin-plate spline.
+
+    Written out because torch has none (kornia has one, but a whole dependency for what is a fixed
+    linear operator once the control grid is fixed would be out of proportion).
+
+    Args:
+        control: ``(B, K, 2)`` input normalised coordinates of the fixed output control points
+            (a :class:`ThinPlateSplineHead`'s ``theta``), ``K`` a square.
+        points: ``(N, 2)`` output normalised ``(x, y)``.
+
+    Returns:
+        ``(B, N, 2)`` input normalised ``(x, y)``, differentiable in ``control``.
+    """
+    weights = _tps_weights(_tps_grid_size(control), points).to(device=control.device, dtype=control.dtype)
+    return torch.einsum("nk,bkd->bnd", weights, control)  # (B, N, 2)
+
+
+def _tps_grid(control: Tensor, size: tuple[int, int, int, int], align_corners: bool) -> Tensor:
+    """Sampling grid of a thin-plate spline: ``(B, K, 2) -> (B, h, w, 2)`` input coordinates."""
+    weights = _tps_grid_weights(_tps_grid_size(control), size[2], size[3], align_corners)  # (h*w, K)
+    mapped = torch.einsum("nk,bkd->bnd", weights.to(device=control.device, dtype=control.dtype), control)
+    return mapped.view(size[0], size[2], size[3], 2)  # (B, h*w, 2) -> (B, h, w, 2)
+
+
 def _safe_denominator(z: Tensor, eps: float = 1e-6) -> Tensor:
     # Points at infinity (z -> 0) would give inf coordinates; keep the sign, bound the magnitude.
     return torch.where(z >= 0, z.clamp(min=eps), z.clamp(max=-eps))
@@ -146,8 +272,8 @@ def warp(
 
     Args:
         images: ``(B, C, H, W)``.
-        theta: ``(B, 2, 3)`` affine or ``(B, 3, 3)`` projective, mapping output to input normalised
-            coordinates.
+        theta: ``(B, 2, 3)`` affine, ``(B, 3, 3)`` projective or ``(B, K, 2)`` thin-plate spline
+            control points (:func:`theta_kind`), mapping output to input normalised coordinates.
         output_size: ``(h, w)``.
         align_corners: ``grid_sample``'s convention (``False``: -1 and 1 are the outer pixel edges;
             ``True``: the outer pixel centres).
@@ -159,17 +285,18 @@ def warp(
     if images.dim() != 4:
         raise ValueError(f"images: expected shape (B, C, H, W), received {tuple(images.shape)}")
     batch, channels = images.shape[0], images.shape[1]
-    if theta.dim() != 3 or theta.shape[0] != batch or tuple(theta.shape[1:]) not in ((2, 3), (3, 3)):
-        raise ValueError(
-            f"theta: expected shape ({batch}, 2, 3) or ({batch}, 3, 3), received {tuple(theta.shape)}"
-        )
+    kind = theta_kind(theta)
+    if theta.shape[0] != batch:
+        raise ValueError(f"theta: expected {batch} transforms (one per image), received {theta.shape[0]}")
     size = (batch, channels, int(output_size[0]), int(output_size[1]))
     with torch.autocast(device_type=images.device.type, enabled=False):
         theta32 = theta.float()
-        if theta.shape[1] == 2:
+        if kind == "affine_theta":
             grid = F.affine_grid(theta32, list(size), align_corners=align_corners)  # (B, h, w, 2)
-        else:
+        elif kind == "projective_theta":
             grid = _projective_grid(theta32, size, align_corners)  # (B, h, w, 2)
+        else:
+            grid = _tps_grid(theta32, size, align_corners)  # (B, h, w, 2)
         out = F.grid_sample(
             images.float(), grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners
         )
@@ -232,16 +359,58 @@ class SpatialTransformer(nn.Module):
             images, theta, self.output_size, align_corners=self.align_corners, padding_mode=self.padding_mode
         )
         if is_recording():
-            kind = "affine_theta" if theta.shape[1] == 2 else "projective_theta"
+            kind = theta_kind(theta)
             emit(
                 self,
                 theta,
-                axes=("batch", "row", "col"),
+                axes=("batch", "point", "coord") if kind == "tps_control" else ("batch", "row", "col"),
                 kind=kind,
                 input_hw=(images.shape[2], images.shape[3]),
                 align_corners=self.align_corners,
             )
         return warped, theta
+
+
+def theta_kind(theta: Tensor) -> str:
+    """``"affine_theta"`` ``(B, 2, 3)``, ``"projective_theta"`` ``(B, 3, 3)`` or ``"tps_control"``
+    ``(B, K, 2)`` (``K = n * n``, ``n >= 2``); ``ValueError`` for any other shape."""
+    if theta.dim() == 3 and tuple(theta.shape[1:]) == (2, 3):
+        return "affine_theta"
+    if theta.dim() == 3 and tuple(theta.shape[1:]) == (3, 3):
+        return "projective_theta"
+    side = math.isqrt(theta.shape[1]) if theta.dim() == 3 else 0
+    if theta.dim() == 3 and theta.shape[2] == 2 and side >= 2 and side * side == theta.shape[1]:
+        return "tps_control"
+    raise ValueError(
+        f"theta: expected shape (B, 2, 3), (B, 3, 3) or (B, K, 2) with K = n * n, received {tuple(theta.shape)}"
+    )
+
+
+def map_output_points(theta: Tensor, points: Tensor) -> Tensor:
+    """Where output-space points sample the input: ``(B, N, 2)`` normalised ``(x, y)``.
+
+    Args:
+        theta: any transform :func:`warp` accepts.
+        points: ``(N, 2)`` output normalised ``(x, y)``.
+    """
+    kind = theta_kind(theta)
+    theta = theta.float()
+    points = points.to(device=theta.device, dtype=theta.dtype)
+    if kind == "tps_control":
+        return tps_map(theta, points)
+    homogeneous = torch.cat([points, torch.ones_like(points[:, :1])], dim=1)  # (N, 3)
+    mapped = torch.einsum("kj,bij->bki", homogeneous, theta)  # (B, N, 2 or 3)
+    if kind == "projective_theta":
+        mapped = mapped[..., :2] / _safe_denominator(mapped[..., 2:])  # (B, N, 2)
+    return mapped
+
+
+def _to_pixels(normalised: Tensor, input_hw: tuple[int, int], align_corners: bool) -> Tensor:
+    height, width = int(input_hw[0]), int(input_hw[1])
+    size = torch.tensor([width, height], dtype=normalised.dtype, device=normalised.device)  # (x, y) order
+    if align_corners:
+        return (normalised + 1.0) * (size - 1.0) / 2.0
+    return ((normalised + 1.0) * size - 1.0) / 2.0
 
 
 def theta_to_corners(theta: Tensor, input_hw: tuple[int, int], *, align_corners: bool) -> Tensor:
@@ -250,29 +419,59 @@ def theta_to_corners(theta: Tensor, input_hw: tuple[int, int], *, align_corners:
     Pixel coordinates put pixel ``i``'s centre at ``i`` (matplotlib's ``imshow`` convention).
     With ``align_corners=False`` normalised -1 and 1 are the outer pixel *edges*:
     ``x_pix = ((x + 1) * W - 1) / 2``; with ``True`` they are the outer pixel *centres*:
-    ``x_pix = (x + 1) * (W - 1) / 2``.
+    ``x_pix = (x + 1) * (W - 1) / 2``. A thin-plate spline's region is curved: its corners are
+    exact (they are control points), its outline is :func:`region_outline`.
 
     Args:
-        theta: ``(B, 2, 3)`` affine or ``(B, 3, 3)`` projective.
+        theta: ``(B, 2, 3)`` affine, ``(B, 3, 3)`` projective or ``(B, K, 2)`` TPS control points.
         input_hw: ``(H, W)`` of the input image.
         align_corners: the convention the warp used.
 
     Returns:
         ``(B, 4, 2)`` float32 ``(x, y)`` for output corners (-1,-1), (1,-1), (1,1), (-1,1).
     """
-    if theta.dim() != 3 or tuple(theta.shape[1:]) not in ((2, 3), (3, 3)):
-        raise ValueError(f"theta: expected shape (B, 2, 3) or (B, 3, 3), received {tuple(theta.shape)}")
-    theta = theta.float()
-    corners = torch.tensor(OUTPUT_CORNERS, dtype=theta.dtype, device=theta.device)  # (4, 2)
-    homogeneous = torch.cat([corners, torch.ones_like(corners[:, :1])], dim=1)  # (4, 3)
-    mapped = torch.einsum("kj,bij->bki", homogeneous, theta)  # (B, 4, 2 or 3)
-    if theta.shape[1] == 3:
-        mapped = mapped[..., :2] / _safe_denominator(mapped[..., 2:])  # (B, 4, 2)
-    height, width = int(input_hw[0]), int(input_hw[1])
-    size = torch.tensor([width, height], dtype=theta.dtype, device=theta.device)  # (x, y) order
-    if align_corners:
-        return (mapped + 1.0) * (size - 1.0) / 2.0
-    return ((mapped + 1.0) * size - 1.0) / 2.0
+    corners = torch.tensor(OUTPUT_CORNERS)  # (4, 2)
+    return _to_pixels(map_output_points(theta, corners), input_hw, align_corners)
+
+
+def region_outline(
+    theta: Tensor, input_hw: tuple[int, int], *, align_corners: bool, points_per_side: int = 16
+) -> Tensor:
+    """The sampled region's boundary as a polygon in input pixels, clockwise from the top-left.
+
+    Straight for affine and projective transforms (the corners suffice), curved for a thin-plate
+    spline: each output edge is sampled at ``points_per_side`` points.
+
+    Returns:
+        ``(B, 4 * points_per_side, 2)`` float32 pixel ``(x, y)``.
+    """
+    steps = torch.linspace(-1.0, 1.0, points_per_side + 1)[:-1]  # each edge without its end corner
+    ones = torch.ones_like(steps)
+    edges = [
+        torch.stack([steps, -ones], 1),  # top, left to right
+        torch.stack([ones, steps], 1),  # right, top to bottom
+        torch.stack([-steps, ones], 1),  # bottom, right to left
+        torch.stack([-ones, -steps], 1),  # left, bottom to top
+    ]
+    return _to_pixels(map_output_points(theta, torch.cat(edges)), input_hw, align_corners)
+
+
+def region_grid_lines(
+    theta: Tensor, input_hw: tuple[int, int], *, align_corners: bool, lines: int = 5, points: int = 17
+) -> Tensor:
+    """The output's grid lines mapped into the input (the warped grid a TPS region is drawn as).
+
+    Returns:
+        ``(B, 2 * lines, points, 2)`` float32 pixel ``(x, y)``: ``lines`` rows (constant output y)
+        then ``lines`` columns (constant output x), each a polyline of ``points`` points.
+    """
+    levels, steps = torch.linspace(-1.0, 1.0, lines), torch.linspace(-1.0, 1.0, points)
+    level_grid, step_grid = torch.meshgrid(levels, steps, indexing="ij")  # (lines, points)
+    rows = torch.stack([step_grid, level_grid], -1)  # (lines, points, 2): y fixed
+    cols = torch.stack([level_grid, step_grid], -1)  # (lines, points, 2): x fixed
+    query = torch.cat([rows, cols]).reshape(-1, 2)  # (2 * lines * points, 2)
+    mapped = _to_pixels(map_output_points(theta, query), input_hw, align_corners)
+    return mapped.view(theta.shape[0], 2 * lines, points, 2)
 
 
 def region_iou(corners: Tensor, boxes: Tensor, *, exact: bool = False) -> Tensor:
@@ -281,18 +480,23 @@ def region_iou(corners: Tensor, boxes: Tensor, *, exact: bool = False) -> Tensor
     By default the region is the axis-aligned bounding box of its corners: exact for scale +
     translate transforms (their regions are axis-aligned rectangles), the enclosing rectangle of
     the sampled parallelogram for rotations and shears. ``exact=True`` intersects the quadrilateral
-    itself with the box (Sutherland-Hodgman clipping, shoelace areas; a Python loop over the batch,
-    meant for evaluation, not differentiable). torchvision.ops has no polygon IoU.
+    (or any simple polygon, e.g. a TPS :func:`region_outline`) itself with the box. Written out
+    (Sutherland-Hodgman clipping by the box's four half-planes, shoelace areas) because
+    torchvision.ops has no polygon IoU, and clipping by a convex box is exact for a simple polygon
+    (a concave one may leave zero-area slivers along the box, which add no area), so a geometry
+    library would add a dependency and no precision; a Python loop over the batch, for evaluation,
+    not differentiable.
 
     Args:
-        corners: ``(B, 4, 2)`` pixel ``(x, y)`` from :func:`theta_to_corners`.
+        corners: ``(B, 4, 2)`` pixel ``(x, y)`` from :func:`theta_to_corners`; with ``exact``,
+            ``(B, N, 2)`` polygon vertices in order.
         boxes: ``(B, 4)`` pixel ``(x0, y0, x1, y1)`` in the same coordinates.
         exact: polygon IoU instead of bounding-box IoU.
 
     Returns:
         ``(B,)`` float32 IoU in ``[0, 1]`` (0 when both regions are empty).
     """
-    check_shape("corners", corners, (None, 4, 2))
+    check_shape("corners", corners, (None, None if exact else 4, 2))
     check_shape("boxes", boxes, (corners.shape[0], 4))
     corners, boxes = corners.float(), boxes.float()
     if exact:

@@ -8,8 +8,8 @@
 # Environment: OUT (default outputs/gpu_run): the log (gpu_run.log), the tests' JUnit XML and the
 # benchmark's results are written there; PYTHON (default python3); BUDGET (default 300 s, the
 # benchmark's --budget unless one is given); TESTS_TIMEOUT (default 150 s); SKIP_TESTS=1 skips the
-# tests. Wheels: every .whl/*.whl (scripts/gpu_wheels.sh fetches them) is installed into
-# SITE (default /tmp/site), never into the machine's environment. Exit status: the first non-zero
+# tests. Wheels: every $WHEELS/*.whl (default .whl/; scripts/gpu_wheels.sh fetches them) is
+# installed into SITE (default /tmp/site), never into the machine's environment. Exit status: the first non-zero
 # of the tests and the benchmark. About 1.5 + BUDGET/60 minutes on an H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,16 +19,17 @@ OUT=$(cd "$out" && pwd)
 export OUT
 python=${PYTHON:-python3}
 site=${SITE:-/tmp/site}
+wheels=${WHEELS:-.whl}
 
 run() {
   local start=$SECONDS
   echo "== gpu_run $(date -u '+%Y-%m-%d %H:%M:%S UTC') in $PWD"
-  if compgen -G ".whl/*.whl" >/dev/null; then
-    echo "== installing $(ls .whl/*.whl | wc -l) wheels into $site"
+  if compgen -G "$wheels/*.whl" >/dev/null; then
+    echo "== installing $(ls "$wheels"/*.whl | wc -l) wheels into $site"
     local pip=("$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site")
-    if ! "${pip[@]}" .whl/*.whl; then  # one bad wheel fails them all: then one at a time
+    if ! "${pip[@]}" "$wheels"/*.whl; then  # one bad wheel fails them all: then one at a time
       local wheel
-      for wheel in .whl/*.whl; do "${pip[@]}" "$wheel" || echo "!! could not install $wheel"; done
+      for wheel in "$wheels"/*.whl; do "${pip[@]}" "$wheel" || echo "!! could not install $wheel"; done
     fi
     export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
   else

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import multiattn
 from multiattn import cli, registry
 from multiattn.explorer import write_report
+from multiattn.pipeline import Pipeline
 from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.helpers.toytask import TASK as TALLY
 from tests.helpers.toytask import TallySystem
@@ -59,6 +61,7 @@ def test_built_in_tasks_declare_every_piece():
         assert commands[command].help == task.help and task.help
         assert callable(task.load("app")) and callable(task.load("report"))
         assert isinstance(task.load("system"), type)
+        assert issubclass(task.load("pipeline"), Pipeline) and task.load("pipeline").task == name
         assert task.owns(f"{task.load('system').__module__}.{task.load('system').__name__}")
         assert task.extensions() and all(e.startswith(".") and e == e.lower() for e in task.extensions())
         assert f"MULTIATTN_RENDERERS || {{}}).{name} = " in task.renderer_source()
@@ -78,6 +81,8 @@ def test_toy_task_gets_its_app_command(tally_installed, texts, tmp_path, capsys)
     captured = capsys.readouterr()
     assert captured.out == f"{texts[0]}\t3 words\n"
     assert "missing.txt" in captured.err
+    pipe = multiattn.load(ckpt, device="cpu")  # found through the checkpoint's class path
+    assert pipe.task == "tally" and pipe(texts[1]).to_dict() == {"file": str(texts[1]), "words": 2}
 
 
 def test_toy_task_gets_a_report_section(tally_installed, texts, tmp_path, capsys):

@@ -12,6 +12,7 @@ Shape legend: ``H, W`` image size, ``h, w`` attention grid, ``T`` rows (output s
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Polygon
 
-from multiattn.io import atomic_path
+from multiattn.io import atomic_open
 
 __all__ = [
     "to_image_array",
@@ -260,10 +261,16 @@ def panel_grid(
 
 
 def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
-    """Write ``figure`` as a PNG atomically (a reader never sees a half-written file)."""
+    """Write ``figure`` as a PNG atomically (a reader never sees a half-written file).
+
+    The PNG is rendered in memory first, so the temporary file beside ``path`` lives only while its
+    bytes are written: a process killed while rendering (the slow part) leaves nothing behind.
+    """
     path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        figure.savefig(tmp, format="png", dpi=figure.dpi)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=figure.dpi)
+    with atomic_open(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
     return path
 
 

@@ -43,11 +43,16 @@ WordRanges = Sequence[tuple[str, int, int]]  # (word, first_token, last_token) p
 
 
 class WordSpan(NamedTuple):
-    """A word with its start and end time in seconds."""
+    """A word with its start and end time in seconds, and its alignment probability.
+
+    ``probability`` is the mean, over the word's tokens, of each token's mean CTC posterior on
+    the frames the forced alignment gave it (1 = the model was certain of every frame).
+    """
 
     word: str
     start: float
     end: float
+    probability: float = 1.0
 
 
 def word_char_ranges(text: str) -> list[tuple[str, int, int]]:
@@ -101,13 +106,14 @@ def attention_word_starts(
 
 
 def ctc_token_spans(
-    log_probs: Tensor, tokens: Sequence[int], *, blank_id: int = 0
-) -> list[tuple[int, int]] | None:
+    log_probs: Tensor, tokens: Sequence[int], *, blank_id: int = 0, with_scores: bool = False
+) -> list[tuple[int, int]] | list[tuple[int, int, float]] | None:
     """``[start_frame, end_frame)`` of each token in the CTC forced alignment, ``None`` if impossible.
 
     Args:
         log_probs: ``(S, V)`` CTC log-probabilities of one utterance (valid frames only).
         tokens: the transcript's token ids (no blank).
+        with_scores: add each token's mean posterior over its frames: ``(start, end, score)``.
     """
     if not tokens:
         return []
@@ -119,6 +125,8 @@ def ctc_token_spans(
         log_probs.detach().float().unsqueeze(0), targets, blank=blank_id
     )  # (1, S), (1, S), on the log-probabilities' device
     spans = torchaudio.functional.merge_tokens(aligned[0].cpu(), scores[0].exp().cpu(), blank=blank_id)
+    if with_scores:
+        return [(span.start, span.end, float(span.score)) for span in spans]
     return [(span.start, span.end) for span in spans]
 
 
@@ -134,14 +142,15 @@ def ctc_word_spans(
         blank_id: the CTC blank.
     """
     ranges, needed = _ranges(text)
-    spans = ctc_token_spans(log_probs, tokens, blank_id=blank_id)
+    spans = ctc_token_spans(log_probs, tokens, blank_id=blank_id, with_scores=True)
     if spans is None or len(spans) != len(tokens) or needed > len(tokens):
         return None
     out = []
     for word, first, last in ranges:
         start = frame_time(spans[first][0]) - FRAME_SECONDS / 2
         end = frame_time(spans[last][1] - 1) + FRAME_SECONDS / 2
-        out.append(WordSpan(word, max(float(start), 0.0), float(end)))
+        probability = sum(score for _, _, score in spans[first : last + 1]) / (last - first + 1)
+        out.append(WordSpan(word, max(float(start), 0.0), float(end), float(probability)))
     return out
 
 

@@ -16,6 +16,8 @@ Shapes: ``N`` samples.
 from __future__ import annotations
 
 import os
+import warnings
+import wave as wavefile
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,23 @@ import torchaudio
 
 from multiattn.io import UserError
 
-__all__ = ["SAMPLE_RATE", "SILENCE_PEAK", "load_audio", "segment_audio"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "SAMPLE_RATE",
+    "SILENCE_PEAK",
+    "TruncatedAudioWarning",
+    "load_audio",
+    "prepare_waveform",
+    "segment_audio",
+]
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
+"""File types :func:`load_audio` decodes (libsndfile >= 1.1 reads MP3 and Opus); folder search uses them."""
+
+
+class TruncatedAudioWarning(UserWarning):
+    """A WAV file holds fewer samples than its header declares (a cut-off download or copy)."""
+
 
 SAMPLE_RATE = 16000
 """Sample rate of every waveform the speech task sees."""
@@ -72,17 +90,69 @@ def load_audio(
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         raise UserError(f"{path}: not a readable audio file ({reason})") from None
-    if data.shape[0] == 0:
-        raise UserError(f"{path}: empty audio (0 samples)")
+    if start == 0 and duration is None:
+        _warn_if_truncated(path, data.shape[0], sample_rate)
+    return prepare_waveform(data, sample_rate, target_sr, name=str(path))
+
+
+def _warn_if_truncated(path: Path, frames: int, sample_rate: int) -> None:
+    """Warn when a PCM WAV's header declares more frames than were decoded.
+
+    libsndfile silently shortens a truncated WAV to the data present; the standard library's
+    ``wave`` reads the declared length from the header (PCM only: other WAVs are not checked).
+    """
+    if path.suffix.lower() not in (".wav", ".wave"):
+        return
+    try:
+        with wavefile.open(str(path), "rb") as header:
+            declared = header.getnframes()
+    except (wavefile.Error, EOFError, OSError):
+        return
+    if declared > frames:
+        warnings.warn(
+            f"truncated WAV: the header declares {declared / sample_rate:.2f} s but the file holds "
+            f"{frames / sample_rate:.2f} s; transcribing what is there",
+            TruncatedAudioWarning,
+            stacklevel=3,
+        )
+
+
+def prepare_waveform(
+    data: np.ndarray | torch.Tensor, sample_rate: int, target_sr: int = SAMPLE_RATE, *, name: str = "audio"
+) -> torch.Tensor:
+    """Samples of any shape the readers give -> a checked mono float waveform at ``target_sr``.
+
+    Args:
+        data: ``(N,)``, ``(N, channels)`` or ``(channels, N)`` (the shorter side is the channels).
+        sample_rate: its rate.
+        target_sr: rate of the result.
+        name: names the input in errors.
+
+    Raises:
+        UserError: ``"<name>: <problem>"`` for empty, non-finite or silent audio, or a bad shape / rate.
+    """
+    if isinstance(data, torch.Tensor):
+        data = data.detach().cpu().numpy()
+    data = np.asarray(data, dtype=np.float32)
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise UserError(f"{name}: sample rate {sample_rate!r}: expected a positive integer")
+    if data.ndim == 1:
+        data = data[:, None]
+    elif data.ndim == 2 and 0 < data.shape[0] < data.shape[1]:
+        data = data.T  # (channels, N) -> (N, channels)
+    if data.ndim != 2:
+        raise UserError(f"{name}: audio of shape {data.shape}: expected (N,) or (N, channels)")
+    if data.size == 0:
+        raise UserError(f"{name}: empty audio (0 samples)")
     if not np.isfinite(data).all():
-        raise UserError(f"{path}: audio contains NaN or infinite samples")
+        raise UserError(f"{name}: audio contains NaN or infinite samples")
     mono = data.mean(axis=1)  # (N,)
     peak = float(np.abs(mono).max())
     if peak < SILENCE_PEAK:
-        raise UserError(f"{path}: silent audio (peak {peak:.1e} below {SILENCE_PEAK:.0e})")
+        raise UserError(f"{name}: silent audio (peak {peak:.1e} below {SILENCE_PEAK:.0e})")
     wave = torch.from_numpy(np.ascontiguousarray(mono))
     if sample_rate != target_sr:
-        wave = torchaudio.functional.resample(wave, sample_rate, target_sr)
+        wave = torchaudio.functional.resample(wave, int(sample_rate), target_sr)
     return wave.to(torch.float32)
 
 

@@ -8,8 +8,11 @@
   mean / variance over training batches, kept as buffers in the checkpoint) or ``"none"``.
 * SpecAugment (Park et al. 2019, "SpecAugment"), training only: ``num_freq_masks`` frequency
   masks of up to ``freq_mask_param`` bins and ``num_time_masks`` time masks each up to
-  ``time_mask_ratio`` of the utterance's own valid length, from ``torchaudio.transforms``
-  (LibriSpeech recipes: 2 x 27 bins, 5 %).
+  ``time_mask_ratio`` of the utterance's own valid length (LibriSpeech recipes: 2 x 27 bins, 5 %),
+  drawn as ``torchaudio.transforms.FrequencyMasking`` / ``TimeMasking`` draw them (width uniform
+  below the widest, start uniform where it fits, masked cells 0) but for the whole batch at once
+  on the features' device: per utterance those transforms cost dozens of small kernels and a
+  host round trip, which left the GPU idle most of a training step.
 
 Features are computed in float32 even under ``bf16-mixed`` autocast: the log of small mel
 energies needs the precision.
@@ -44,8 +47,28 @@ def feature_lengths(num_samples: Tensor | int) -> Tensor | int:
     return max((num_samples - WINDOW) // HOP + 1, 0)
 
 
+def _bands(widest: Tensor, size: Tensor, extent: int) -> Tensor:
+    """One random band per row: width ``floor(U * widest)``, start ``floor(U * (size - width))``.
+
+    Args:
+        widest: ``(B,)`` float, the widest band of each row.
+        size: ``(B,)`` float, the extent each row's band must fit in.
+        extent: the positions to mark (``>= size``).
+
+    Returns:
+        ``(B, extent)`` bool, ``True`` inside the band.
+    """
+    value = torch.rand(widest.shape, device=widest.device) * widest
+    start = (torch.rand(widest.shape, device=widest.device) * (size - value)).floor()
+    end = start + value.floor()
+    positions = torch.arange(extent, device=widest.device)[None, :]  # (1, extent)
+    return (positions >= start[:, None]) & (positions < end[:, None])
+
+
 class SpecAugment(nn.Module):
     """Frequency and time masking of ``(B, L, F)`` features, per utterance, training only.
+
+    Frequency masks cover the utterance's valid frames only; padding is left as it is.
 
     Args:
         freq_mask_param: widest frequency mask in bins.
@@ -56,16 +79,14 @@ class SpecAugment(nn.Module):
 
     def __init__(
         self,
-        *,
         freq_mask_param: int = 27,
         num_freq_masks: int = 2,
         time_mask_ratio: float = 0.05,
         num_time_masks: int = 2,
     ) -> None:
         super().__init__()
-        self.freq_masks = nn.ModuleList(
-            torchaudio.transforms.FrequencyMasking(freq_mask_param) for _ in range(num_freq_masks)
-        )
+        self.freq_mask_param = freq_mask_param
+        self.num_freq_masks = num_freq_masks
         self.time_mask_ratio = time_mask_ratio
         self.num_time_masks = num_time_masks
 
@@ -73,18 +94,18 @@ class SpecAugment(nn.Module):
         """Mask ``x (B, L, F)`` (masked cells become 0, the normalised mean); identity in eval mode."""
         if not self.training:
             return x
-        out = []
-        for row, length in zip(x, lengths.tolist()):
-            spec = row[:length].transpose(0, 1).unsqueeze(0)  # (1, F, L_b)
-            for mask in self.freq_masks:
-                spec = mask(spec)
-            width = int(self.time_mask_ratio * length)
-            if width >= 1:
-                time_mask = torchaudio.transforms.TimeMasking(width)
-                for _ in range(self.num_time_masks):
-                    spec = time_mask(spec)
-            out.append(torch.cat([spec[0].transpose(0, 1), row[length:]], dim=0))  # (L, F)
-        return torch.stack(out)
+        batch, frames, bins = x.shape
+        lengths = lengths.to(x.device)
+        valid = lengths_to_mask(lengths, frames)  # (B, L)
+        masked = torch.zeros(batch, frames, bins, dtype=torch.bool, device=x.device)
+        widest = torch.full((batch,), float(self.freq_mask_param), device=x.device)
+        all_bins = torch.full((batch,), float(bins), device=x.device)
+        for _ in range(self.num_freq_masks):
+            masked |= _bands(widest, all_bins, bins)[:, None, :] & valid[:, :, None]  # (B, L, F)
+        widths = (self.time_mask_ratio * lengths).floor()  # (B,) float: int(ratio * length)
+        for _ in range(self.num_time_masks):
+            masked |= _bands(widths, lengths.to(widths.dtype), frames)[:, :, None]  # (B, L, 1)
+        return x.masked_fill(masked, 0.0)
 
 
 class LogMelFeatures(nn.Module):

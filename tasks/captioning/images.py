@@ -19,7 +19,15 @@ from torch import Tensor
 
 from multiattn.imageio import read_image
 
-__all__ = ["MEAN", "STD", "array_to_tensor", "load_image", "denormalize", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "MEAN",
+    "STD",
+    "array_to_tensor",
+    "load_image",
+    "image_to_input",
+    "denormalize",
+    "IMAGE_EXTENSIONS",
+]
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -45,9 +53,15 @@ def load_image(path: str | os.PathLike, image_size: int) -> tuple[Tensor, np.nda
         overlays are drawn on.
 
     Raises:
-        UserError: one line naming the file, when it is missing, not a readable image or too large.
+        UserError: one line naming the file and what is wrong, when it is missing, not a readable
+            image or too large.
     """
-    img = read_image(path, image_size).convert("RGB")
+    return image_to_input(read_image(path, image_size), image_size)
+
+
+def image_to_input(img: Image.Image, image_size: int) -> tuple[Tensor, np.ndarray]:
+    """A Pillow image of any mode -> ``(tensor (3, S, S) normalised, uint8 array (S, S, 3))``."""
+    img = img.convert("RGB")
     if img.size != (image_size, image_size):
         img = img.resize((image_size, image_size), Image.BILINEAR)
     array = np.asarray(img, dtype=np.uint8)  # (S, S, 3)

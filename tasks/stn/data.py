@@ -31,8 +31,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from multiattn.io import UserError
 from multiattn.resumable import ResumableSampler
 from tasks.common.data import SplitDataModule
-from tasks.stn.sources.distort import VARIANTS, DistortionSpec, distort_digits, ink_boxes
+from tasks.stn.sources.distort import VARIANTS, DistortionSpec, broad_spec, distort_digits, ink_boxes
 from tasks.stn.sources.embedded import generate_embedded, load_split
+from tasks.stn.sources.glyphs import VARIETIES
 from tasks.stn.sources.images import prepare_image, read_image
 from tasks.stn.sources.real import MNIST_LIKE, ArraySplit, load_cifar10, load_mnist_like
 
@@ -144,6 +145,12 @@ class STNDataModule(SplitDataModule):
         num_workers: DataLoader workers.
         seed: generation and split seed.
         progress: progress bars while generating.
+        variety: digits of the embedded source: ``standard`` (scikit-learn's handwriting and
+            matplotlib's 21 fonts) or ``broad`` (also every usable font on the machine, dozens of
+            families after ``make fonts``, and wide style variety: stroke width, slant, aspect,
+            blur, noise, contrast, inversion, rotation, scale, clutter density; see docs/stn.md).
+            Cached apart, under ``<data_dir>/<variant>-broad``.
+        font_dirs: extra folders of ``.ttf`` / ``.otf`` fonts for ``variety: broad``.
     """
 
     def __init__(
@@ -169,6 +176,8 @@ class STNDataModule(SplitDataModule):
         num_workers: int = 0,
         seed: int = 0,
         progress: bool = True,
+        variety: str = "standard",
+        font_dirs: list[str] | None = None,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -181,7 +190,12 @@ class STNDataModule(SplitDataModule):
             )
         if source != "embedded" and root is None:
             raise ValueError(f"source {source!r} needs root (the dataset folder)")
+        if variety not in VARIETIES:
+            raise ValueError(f"unknown variety {variety!r}; valid varieties: {', '.join(VARIETIES)}")
+        if variety != "standard" and source != "embedded":
+            raise ValueError(f"variety {variety!r} applies to the embedded source only")
         self.save_hyperparameters()
+        self.variety, self.font_dirs = variety, list(font_dirs or [])
         self.spec = DistortionSpec(
             variant=variant,
             canvas_size=canvas_size,
@@ -190,6 +204,8 @@ class STNDataModule(SplitDataModule):
             clutter_pieces=(int(clutter_pieces[0]), int(clutter_pieces[1])),
             clutter_size=clutter_size,
         )
+        if variety == "broad":
+            self.spec = broad_spec(self.spec)
         self.source, self.root, self.download = source, root, download
         self.data_dir, self.seed, self.progress = data_dir, seed, progress
         self.sizes = (train_size, val_size, test_size)
@@ -214,19 +230,26 @@ class STNDataModule(SplitDataModule):
         return (side, side)
 
     # ---- preparation -------------------------------------------------------------------------
+    def _generate_embedded(self) -> Path:
+        return generate_embedded(
+            self.data_dir,
+            self.spec,
+            sizes=self.sizes,
+            seed=self.seed,
+            progress=self.progress,
+            variety=self.variety,
+            font_dirs=self.font_dirs,
+        )
+
     def prepare_data(self) -> None:
         if self.source == "embedded":
-            generate_embedded(
-                self.data_dir, self.spec, sizes=self.sizes, seed=self.seed, progress=self.progress
-            )
+            self._generate_embedded()
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         if self.source == "embedded":
-            root = generate_embedded(
-                self.data_dir, self.spec, sizes=self.sizes, seed=self.seed, progress=self.progress
-            )
+            root = self._generate_embedded()
             for split in ("train", "val", "test"):
                 arrays = load_split(root, split)
                 self.datasets[split] = ArrayImageDataset(arrays["images"], arrays["labels"], arrays["boxes"])

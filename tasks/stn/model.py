@@ -26,7 +26,7 @@ from multiattn.stn import STN_HEADS, ScaleTranslateHead, SpatialTransformer
 
 __all__ = ["TRANSFORMS", "STNOutput", "LocalizationNet", "SmallCNN", "build_classifier", "STNClassifier"]
 
-TRANSFORMS = ("affine", "scale_translate", "scale_translate_anisotropic", "projective")
+TRANSFORMS = ("affine", "scale_translate", "scale_translate_anisotropic", "projective", "tps")
 
 
 class STNOutput(NamedTuple):

@@ -38,6 +38,7 @@ def region_figure(
     *,
     pairs_per_row: int = 4,
     panel_inches: float = 1.8,
+    grids: Sequence[np.ndarray] | None = None,
 ) -> Figure:
     """A grid of (input + region, warped image) pairs.
 
@@ -48,6 +49,9 @@ def region_figure(
         warped: per example, the classifier's input ``(h, w)`` / ``(C, h, w)``, or ``None``.
         titles: per example, e.g. ``"7 (0.98)"``.
         pairs_per_row: examples per row.
+        grids: per example, ``(L, P, 2)`` pixel polylines of the output grid mapped into the input
+            (:func:`multiattn.stn.region_grid_lines`), drawn over the region: how a thin-plate
+            spline bends it. ``None`` draws the outline alone.
         panel_inches: size of one panel.
 
     Returns:
@@ -67,6 +71,9 @@ def region_figure(
             draw_region(
                 left, picture, np.asarray(corners[index]), color="red", linewidth=1.5, title=titles[index]
             )
+            if grids is not None:
+                for line in np.asarray(grids[index]):  # (P, 2) each
+                    left.plot(line[:, 0], line[:, 1], color="red", linewidth=0.6)
         else:
             left.imshow(to_image_array(picture), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             left.set_title(titles[index], fontsize=9)

@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multiattn.stn import OUTPUT_CORNERS, region_iou, theta_to_corners
+from multiattn.stn import (
+    OUTPUT_CORNERS,
+    map_output_points,
+    region_grid_lines,
+    region_iou,
+    theta_kind,
+    theta_to_corners,
+)
 from tasks.stn.data import STNBatch
 from tasks.stn.model import STNClassifier, STNOutput
 
@@ -42,7 +49,8 @@ class STNSystem(pl.LightningModule):
         light_on_dark: the training images are light strokes on a dark background (the app
             inverts paper-like images to match).
         use_transformer: ``False`` trains the same classifier without the transformer (baseline).
-        transform: ``affine``, ``scale_translate``, ``scale_translate_anisotropic``, ``projective``.
+        transform: ``affine``, ``scale_translate``, ``scale_translate_anisotropic``, ``projective``,
+            ``tps`` (thin-plate spline, 4x4 control points).
         output_size: ``(h, w)`` of the warped image.
         localization_channels: conv widths of the localisation net.
         localization_hidden_dim: its feature size.
@@ -213,11 +221,7 @@ class STNSystem(pl.LightningModule):
             [low, torch.stack([high[:, 0], low[:, 1]], -1), high, torch.stack([low[:, 0], high[:, 1]], -1)],
             dim=1,
         )  # (B, 4, 2) clockwise from the top-left, as OUTPUT_CORNERS
-        corners = torch.tensor(OUTPUT_CORNERS, dtype=theta.dtype, device=theta.device)  # (4, 2)
-        homogeneous = torch.cat([corners, torch.ones_like(corners[:, :1])], dim=1)  # (4, 3)
-        mapped = torch.einsum("kj,bij->bki", homogeneous, theta.float())  # (B, 4, 2 or 3)
-        if mapped.shape[-1] == 3:
-            mapped = mapped[..., :2] / mapped[..., 2:].clamp(min=1e-3)  # (B, 4, 2)
+        mapped = map_output_points(theta, torch.tensor(OUTPUT_CORNERS))  # (B, 4, 2) normalised
         extent = (high - low).clamp(min=2.0 / size)[:, None, :].float()  # (B, 1, 2), at least a pixel
         relative = (mapped - target.float()) / extent
         return F.smooth_l1_loss(relative, torch.zeros_like(relative), beta=0.1)
@@ -269,8 +273,14 @@ class STNSystem(pl.LightningModule):
         confidence, label = probabilities.max(dim=1)
         titles = [f"{names[int(k)]} ({float(p):.2f})" for k, p in zip(label, confidence)]
         corner_list = [None] * len(images) if corners is None else [c.numpy() for c in corners]
+        grids = None
+        if theta is not None and theta_kind(theta) == "tps_control":  # curved region: draw the warped grid
+            lines = region_grid_lines(
+                theta, tuple(images.shape[-2:]), align_corners=self.hparams.align_corners
+            )
+            grids = [g.numpy() for g in lines]
         return region_figure(
-            [img.numpy() for img in images], corner_list, [w.numpy() for w in warped], titles
+            [img.numpy() for img in images], corner_list, [w.numpy() for w in warped], titles, grids=grids
         )
 
     def on_validation_epoch_end(self) -> None:

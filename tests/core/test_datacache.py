@@ -184,3 +184,31 @@ def test_a_damaged_scene_cache_is_regenerated_not_a_numpy_error(tmp_path):
     generate_scenes(tmp_path / "scenes", **sizes)
     again, _ = load_scene_split(tmp_path / "scenes", "train")
     np.testing.assert_array_equal(np.array(again), good)
+
+
+def test_fit_with_a_users_folder_as_data_dir_is_one_line_and_deletes_nothing(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    user = tmp_path / "u"
+    (user / "photos").mkdir(parents=True)
+    (user / "thesis.txt").write_text("draft")
+    (user / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    command = [
+        sys.executable,
+        "-m",
+        "multiattn.cli",
+        "fit",
+        "-c",
+        str(root / "configs" / "captioning_tiny.yaml"),
+    ]
+    command += ["--trainer.max_epochs", "1", "--data.init_args.data_dir", str(user)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "OMP_NUM_THREADS": "1",
+        "JSONARGPARSE_DEPRECATION_WARNINGS": "off",
+    }
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if str(user) in line]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert _tree(user) == {"photos/cat.jpg": b"\xff\xd8", "thesis.txt": b"draft"}

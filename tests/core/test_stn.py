@@ -11,9 +11,15 @@ from multiattn.stn import (
     ProjectiveHead,
     ScaleTranslateHead,
     SpatialTransformer,
+    ThinPlateSplineHead,
     build_stn_head,
+    map_output_points,
+    region_grid_lines,
     region_iou,
+    region_outline,
     theta_to_corners,
+    tps_control_points,
+    tps_map,
     warp,
 )
 from tests.helpers.gradients import assert_every_parameter_learns
@@ -39,7 +45,7 @@ def test_heads_start_at_identity(name):
     torch.manual_seed(0)
     head = build_stn_head(name, 5)
     theta = head(torch.randn(4, 5))
-    expected = torch.eye(3)[:2] if name != "projective" else torch.eye(3)
+    expected = {"projective": torch.eye(3), "tps": tps_control_points(4)}.get(name, torch.eye(3)[:2])
     torch.testing.assert_close(theta, expected.expand(4, *expected.shape))
 
 
@@ -170,3 +176,95 @@ def test_transformer_bf16_and_bad_inputs():
             localization=nn.Identity(), head=AffineHead(in_features=2), output_size=(4, 4), padding_mode="x"
         )
     assert isinstance(build_stn_head("projective", 2), ProjectiveHead)
+
+
+def _affine_control(theta: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """TPS targets that place every control point where an affine ``theta`` (B, 2, 3) would."""
+    source = tps_control_points(grid_size)  # (K, 2)
+    return torch.einsum("kj,bij->bki", torch.cat([source, torch.ones(len(source), 1)], 1), theta)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_tps_identity_returns_input(align_corners):
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 9, 7)
+    head = ThinPlateSplineHead(in_features=5, grid_size=4)
+    control = head(torch.randn(2, 5))
+    out = warp(images, control, (9, 7), align_corners=align_corners, padding_mode="zeros")
+    torch.testing.assert_close(out, images, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("grid_size", [2, 3, 5])
+def test_tps_of_affine_targets_is_that_affine_warp(grid_size):
+    # A thin-plate spline reproduces affine maps exactly (its bending part is then zero).
+    torch.manual_seed(1)
+    images = torch.rand(2, 1, 12, 10)
+    theta = torch.tensor([[[0.6, 0.1, 0.2], [-0.15, 0.5, -0.1]], [[0.9, -0.2, -0.3], [0.2, 0.7, 0.25]]])
+    control = _affine_control(theta, grid_size)
+    for align in (False, True):
+        affine = warp(images, theta, (8, 9), align_corners=align, padding_mode="zeros")
+        spline = warp(images, control, (8, 9), align_corners=align, padding_mode="zeros")
+        torch.testing.assert_close(spline, affine, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            theta_to_corners(control, (12, 10), align_corners=align),
+            theta_to_corners(theta, (12, 10), align_corners=align),
+        )
+
+
+def test_tps_interpolates_control_points_and_bends_between():
+    torch.manual_seed(2)
+    control = tps_control_points(3)[None] + 0.1 * torch.randn(1, 9, 2)
+    torch.testing.assert_close(tps_map(control, tps_control_points(3)), control, atol=1e-5, rtol=0)
+    # A moved centre point bends the map: the midpoint between it and a fixed one moves too, but
+    # by less than the centre did, and the far corners stay put.
+    bent = tps_control_points(3)[None].clone()
+    bent[0, 4] += torch.tensor([0.3, 0.0])
+    moved = tps_map(bent, torch.tensor([[0.5, 0.0], [-1.0, -1.0]]))[0]
+    assert 0.0 < moved[0, 0] - 0.5 < 0.3
+    torch.testing.assert_close(moved[1], torch.tensor([-1.0, -1.0]), atol=1e-5, rtol=0)
+
+
+def test_tps_gradients_reach_control_points_and_localisation():
+    torch.manual_seed(3)
+    images = torch.rand(2, 1, 8, 8)
+    control = (tps_control_points(4)[None] + 0.05 * torch.randn(2, 16, 2)).requires_grad_()
+    warp(images, control, (8, 8), align_corners=False, padding_mode="zeros").pow(2).sum().backward()
+    assert control.grad is not None and bool((control.grad.abs().sum(dim=-1) > 0).all())
+    model = SpatialTransformer(
+        localization=nn.Sequential(nn.Flatten(), nn.Linear(64, 6), nn.ReLU()),
+        head=build_stn_head("tps", 6),
+        output_size=(8, 8),
+    )
+    warped, theta = model(images)
+    assert theta.shape == (2, 16, 2)
+    torch.testing.assert_close(warped, images, atol=1e-5, rtol=0)
+    with record_attention(model) as rec:
+        model(images)
+    assert rec[""][0].meta["kind"] == "tps_control"
+    with torch.no_grad():
+        model.head.linear.weight.normal_(0, 0.1)
+    model(images)[0].pow(2).sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_region_outline_and_grid_lines():
+    theta = torch.tensor([[[0.5, 0.0, 0.2], [0.0, 0.4, -0.1]]])
+    corners = theta_to_corners(theta, (30, 40), align_corners=False)
+    outline = region_outline(theta, (30, 40), align_corners=False, points_per_side=4)
+    assert outline.shape == (1, 16, 2)
+    torch.testing.assert_close(outline[0, ::4], corners[0])  # every edge starts at its corner
+    box = torch.tensor([[5.0, 5.0, 25.0, 20.0]])
+    torch.testing.assert_close(region_iou(outline, box, exact=True), region_iou(corners, box, exact=True))
+    lines = region_grid_lines(theta, (30, 40), align_corners=False, lines=3, points=5)
+    assert lines.shape == (1, 6, 5, 2)
+    torch.testing.assert_close(lines[0, 0, 0], corners[0, 0])  # first row starts at the top-left
+    torch.testing.assert_close(lines[0, 5, -1], corners[0, 2])  # last column ends at the bottom-right
+    # A bent TPS: the outline's edge midpoints leave the straight line between the corners.
+    bent = _affine_control(theta, 3)
+    bent[0, 1, 1] -= 0.2  # top-middle control point moves up
+    top_middle = region_outline(bent, (30, 40), align_corners=False, points_per_side=4)[0, 2]
+    straight = theta_to_corners(bent, (30, 40), align_corners=False)[0, :2].mean(dim=0)
+    assert top_middle[1] < straight[1] - 1.0
+    with pytest.raises(ValueError, match="K = n"):
+        map_output_points(torch.zeros(1, 5, 2), torch.zeros(1, 2))

@@ -1,5 +1,8 @@
 """Overlay primitives: every function draws and saves a readable PNG; shapes are validated."""
 
+import os
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pytest
@@ -109,3 +112,30 @@ def test_bad_shapes_raise():
         draw_region(ax, IMAGES["gray"], np.ones((3, 2)))
     with pytest.raises(ValueError, match="panel_grid"):
         panel_grid(0, 2)
+
+
+def test_save_figure_killed_while_rendering_leaves_no_file(tmp_path):
+    # A fit SIGKILLed while an overlay is rendered must leave no hidden temporary file in the logs.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import os, signal
+        from matplotlib.figure import Figure
+        from multiattn.viz import save_figure
+        original = Figure.savefig
+        def savefig(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)  # killed as the rendering ends
+        Figure.savefig = savefig
+        figure = Figure(figsize=(1, 1))
+        figure.add_subplot().plot([0, 1])
+        save_figure(figure, {str(tmp_path / "logs" / "overlay.png")!r})
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == []

@@ -172,3 +172,22 @@ def test_batched_beam_search_gives_the_cpu_hypotheses(device, ctc_weight: float)
         assert gpu_tokens == cpu_tokens
         assert gpu_score == pytest.approx(cpu_score, rel=1e-5, abs=1e-5)
     assert any(tokens for tokens, score in cpu if not math.isinf(score))
+
+
+def test_spec_augment_and_length_checks_never_wait_for_the_gpu(device) -> None:
+    from multiattn.masks import check_lengths
+    from tasks.asr.features import SpecAugment
+
+    if device.type != "cuda":
+        pytest.skip("synchronisation debug mode is a CUDA setting")
+    augment = SpecAugment().train()
+    x = torch.randn(4, 300, 80, device=device) + 5.0
+    lengths = torch.tensor([300, 250, 120, 40], device=device)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation raises
+    try:
+        check_lengths(lengths, 4, 300)
+        out = augment(x, lengths)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert bool((out == 0).any())

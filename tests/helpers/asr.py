@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,9 @@ def fit_asr_tiny(root: Path, *extra: str) -> list[str]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        build_cli(["fit", *common, *extra])
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(root)  # the config's other relative outputs/ paths (best.ckpt) land here
+            build_cli(["fit", *common, *extra])
     finally:
         torch.set_num_threads(threads)
     return common

@@ -16,6 +16,7 @@ pieces per sample, ``P`` piece side.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -25,9 +26,27 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-__all__ = ["VARIANTS", "DistortionSpec", "DistortedDigits", "distort_digits", "ink_boxes"]
+__all__ = [
+    "VARIANTS",
+    "STYLE_FIELDS",
+    "DistortionSpec",
+    "DistortedDigits",
+    "distort_digits",
+    "ink_boxes",
+    "broad_spec",
+]
 
 VARIANTS = ("plain", "R", "RTS", "P", "E", "cluttered")
+STYLE_FIELDS = (
+    "aspect_range",
+    "shear",
+    "stroke_range",
+    "blur_range",
+    "noise_range",
+    "contrast_range",
+    "background_range",
+    "invert_probability",
+)
 _GLYPH = 28
 _INK_THRESHOLD = 0.3
 
@@ -48,6 +67,18 @@ class DistortionSpec:
         elastic_alpha: displacement strength (E), Simard's alpha: the smoothed field is scaled to
             an RMS displacement of ``2 * alpha / 34`` pixels (2 px at Simard's 34).
         elastic_sigma: Gaussian smoothing of the displacement field in pixels (E).
+
+    Style variety (neutral by default; :func:`broad_spec` sets them for the broad digit set):
+        aspect_range: width / height stretch, drawn log-uniformly (similarity variants: RTS,
+            cluttered, R, plain).
+        shear: maximum absolute horizontal shear (slant), same variants.
+        stroke_range: stroke width change in source-glyph pixels, uniform: negative erodes
+            (thinner), positive dilates (bolder), fractions blend neighbouring 3x3 steps.
+        blur_range: Gaussian blur sigma in canvas pixels, uniform.
+        noise_range: std of additive Gaussian pixel noise, uniform.
+        contrast_range: ink intensity, uniform (1 = full white).
+        background_range: background level, uniform (0 = black); the ink always stays brighter.
+        invert_probability: share of images inverted (dark digit on light ground).
     """
 
     variant: str = "cluttered"
@@ -59,6 +90,14 @@ class DistortionSpec:
     projective_noise: float = 0.1
     elastic_alpha: float = 34.0
     elastic_sigma: float = 4.0
+    aspect_range: tuple[float, float] = (1.0, 1.0)
+    shear: float = 0.0
+    stroke_range: tuple[float, float] = (0.0, 0.0)
+    blur_range: tuple[float, float] = (0.0, 0.0)
+    noise_range: tuple[float, float] = (0.0, 0.0)
+    contrast_range: tuple[float, float] = (1.0, 1.0)
+    background_range: tuple[float, float] = (0.0, 0.0)
+    invert_probability: float = 0.0
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -66,6 +105,38 @@ class DistortionSpec:
         low, high = self.clutter_pieces
         if not 0 <= low <= high:
             raise ValueError(f"clutter_pieces: expected 0 <= min <= max, received {self.clutter_pieces}")
+        ranges = {
+            "aspect_range": (self.aspect_range, 0.1, 10.0),
+            "stroke_range": (self.stroke_range, -1.0, 2.0),
+            "blur_range": (self.blur_range, 0.0, 5.0),
+            "noise_range": (self.noise_range, 0.0, 1.0),
+            "contrast_range": (self.contrast_range, 0.05, 1.0),
+            "background_range": (self.background_range, 0.0, 0.9),
+        }
+        for name, ((lo, hi), smallest, largest) in ranges.items():
+            if not smallest <= lo <= hi <= largest:
+                raise ValueError(
+                    f"{name}: expected {smallest} <= min <= max <= {largest}, received ({lo}, {hi})"
+                )
+        if self.background_range[1] >= self.contrast_range[0]:
+            raise ValueError(
+                f"background_range {self.background_range} must stay below contrast_range {self.contrast_range}"
+            )
+        if not 0.0 <= self.invert_probability <= 1.0 or not 0.0 <= self.shear <= 1.0:
+            raise ValueError(
+                f"invert_probability and shear: expected values in [0, 1], received "
+                f"{self.invert_probability}, {self.shear}"
+            )
+
+    def neutral_style(self) -> dict[str, object]:
+        """The style-variety fields left at their neutral defaults (omitted from cache keys, so
+        caches made before these fields existed stay valid)."""
+        defaults = DistortionSpec()
+        return {
+            name: getattr(self, name)
+            for name in STYLE_FIELDS
+            if getattr(self, name) == getattr(defaults, name)
+        }
 
     @property
     def canvas(self) -> int:
@@ -107,7 +178,9 @@ def _uniform(generator: torch.Generator, n: int, low: float, high: float) -> Ten
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
-def _similarity_theta(angle: Tensor, scale: Tensor, centre: Tensor, canvas: int) -> Tensor:
+def _similarity_theta(
+    angle: Tensor, scale: Tensor, centre: Tensor, canvas: int, stretch: Tensor | None = None
+) -> Tensor:
     """``affine_grid`` theta placing the 28x28 glyph, rotated and scaled, centred at ``centre``.
 
     The glyph's pixel ``q`` (continuous, 0..28) lands at canvas pixel ``centre + s R (q - 14)``.
@@ -115,6 +188,8 @@ def _similarity_theta(angle: Tensor, scale: Tensor, centre: Tensor, canvas: int)
 
     Args:
         angle: ``(N,)`` radians; scale: ``(N,)``; centre: ``(N, 2)`` canvas pixels (x, y).
+        stretch: ``(N, 2, 2)`` extra linear map applied to the glyph before rotating (aspect and
+            shear), or ``None``.
 
     Returns:
         ``(N, 2, 3)``.
@@ -123,6 +198,8 @@ def _similarity_theta(angle: Tensor, scale: Tensor, centre: Tensor, canvas: int)
     inverse_rotation = torch.stack(
         [torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], 1
     )  # (N, 2, 2)
+    if stretch is not None:
+        inverse_rotation = torch.linalg.inv(stretch) @ inverse_rotation  # (N, 2, 2): (R S)^-1 = S^-1 R^-1
     half = _GLYPH / 2.0
     linear = inverse_rotation * (canvas / 2.0) / (half * scale)[:, None, None]  # (N, 2, 2)
     shift = torch.einsum("nij,nj->ni", inverse_rotation, canvas / 2.0 - centre) / (half * scale)[:, None]
@@ -202,7 +279,15 @@ def _sampling_grid(generator: torch.Generator, n: int, spec: DistortionSpec) -> 
         centre = margin[:, None] + centre * (canvas - 2 * margin)[:, None]
     else:
         centre = torch.full((n, 2), canvas / 2.0)
-    theta = _similarity_theta(angle, scale, centre, canvas)
+    stretch = None
+    if spec.aspect_range != (1.0, 1.0) or spec.shear > 0:
+        # Drawn only when asked for, so specs without them keep their random stream (and bytes).
+        low, high = math.log(spec.aspect_range[0]), math.log(spec.aspect_range[1])
+        aspect = torch.exp(_uniform(generator, n, low, high)).sqrt()  # (N,)
+        shear = _uniform(generator, n, -spec.shear, spec.shear)  # (N,)
+        stretch = torch.zeros(n, 2, 2)
+        stretch[:, 0, 0], stretch[:, 0, 1], stretch[:, 1, 1] = aspect, shear / aspect, 1.0 / aspect
+    theta = _similarity_theta(angle, scale, centre, canvas, stretch)
     return F.affine_grid(theta, [n, 1, canvas, canvas], align_corners=False)  # (N, C, C, 2)
 
 
@@ -267,6 +352,87 @@ def _add_clutter(
     return out.view(n, side, side)  # (N, C*C) -> (N, C, C)
 
 
+def _dilate(images: Tensor) -> Tensor:
+    return F.max_pool2d(images[:, None], 3, stride=1, padding=1)[:, 0]  # (N, H, W)
+
+
+def _erode(images: Tensor) -> Tensor:
+    return -F.max_pool2d(-images[:, None], 3, stride=1, padding=1)[:, 0]  # (N, H, W)
+
+
+def _vary_stroke(generator: torch.Generator, glyphs: Tensor, spec: DistortionSpec) -> Tensor:
+    """Thinner or bolder strokes: grey-level erosion / dilation by 3x3 steps, blended for
+    fractional amounts: amount -1 = eroded once, 0 = as drawn, 1 = dilated once, 2 = twice."""
+    amount = _uniform(generator, len(glyphs), *spec.stroke_range)  # (N,)
+    steps = torch.stack(
+        [_erode(glyphs), glyphs, _dilate(glyphs), _dilate(_dilate(glyphs))], 1
+    )  # (N, 4, H, W)
+    position = (amount + 1.0).clamp(0.0, 3.0)  # index into steps
+    low = position.floor().long().clamp(max=2)  # (N,)
+    frac = (position - low)[:, None, None]  # (N, 1, 1)
+    rows = torch.arange(len(glyphs))
+    return steps[rows, low] * (1.0 - frac) + steps[rows, low + 1] * frac
+
+
+def _blur(generator: torch.Generator, images: Tensor, spec: DistortionSpec) -> Tensor:
+    """Per-image Gaussian blur with sigma drawn from ``blur_range`` (separable, grouped conv)."""
+    n = len(images)
+    sigma = _uniform(generator, n, *spec.blur_range).clamp(min=1e-3)  # (N,)
+    radius = max(1, int(math.ceil(3 * spec.blur_range[1])))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets[None, :] / sigma[:, None]) ** 2)  # (N, 2r+1)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)
+    out = F.conv2d(
+        F.pad(images[None], (radius, radius, 0, 0), mode="replicate"), kernel[:, None, None, :], groups=n
+    )
+    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), kernel[:, None, :, None], groups=n)
+    return out[0]  # (1, N, H, W) -> (N, H, W)
+
+
+def _restyle(generator: torch.Generator, images: Tensor, spec: DistortionSpec) -> Tensor:
+    """Contrast, background, blur, noise and inversion of finished canvases ``(N, C, C)`` in [0, 1].
+
+    Each is drawn only when its range is not neutral, so a spec without them keeps its bytes.
+    """
+    n = len(images)
+    if spec.contrast_range != (1.0, 1.0) or spec.background_range != (0.0, 0.0):
+        ink = _uniform(generator, n, *spec.contrast_range)[:, None, None]
+        ground = _uniform(generator, n, *spec.background_range)[:, None, None]
+        images = ground + (ink - ground) * images
+    if spec.blur_range != (0.0, 0.0):
+        images = _blur(generator, images, spec)
+    if spec.noise_range != (0.0, 0.0):
+        std = _uniform(generator, n, *spec.noise_range)[:, None, None]
+        images = images + std * torch.randn(images.shape, generator=generator)
+    if spec.invert_probability > 0:
+        flip = (torch.rand(n, generator=generator) < spec.invert_probability)[:, None, None]
+        images = torch.where(flip, 1.0 - images, images)
+    return images.clamp(0.0, 1.0)
+
+
+def broad_spec(spec: DistortionSpec) -> DistortionSpec:
+    """The broad digit set's distortion: ``spec`` with wide style variety (stroke, aspect, slant,
+    blur, noise, contrast, background, inversion), rotation ±15° and scale 0.7-1.35 where ``spec``
+    leaves them to the variant (cluttered and RTS), and the clutter range widened by 2 pieces
+    below and 4 above (4-6 -> 2-10)."""
+    placed = spec.variant in ("RTS", "cluttered")
+    low, high = spec.clutter_pieces
+    return dataclasses.replace(
+        spec,
+        rotation=spec.rotation if spec.rotation is not None or not placed else 15.0,
+        scale_range=spec.scale_range if spec.scale_range is not None or not placed else (0.7, 1.35),
+        clutter_pieces=(max(0, low - 2), high + 4),
+        aspect_range=(0.75, 1.33),
+        shear=0.25,
+        stroke_range=(-0.5, 1.2),
+        blur_range=(0.0, 0.8),
+        noise_range=(0.0, 0.05),
+        contrast_range=(0.6, 1.0),
+        background_range=(0.0, 0.2),
+        invert_probability=0.1,
+    )
+
+
 def distort_digits(
     glyphs: np.ndarray,
     labels: np.ndarray,
@@ -324,13 +490,17 @@ def distort_digits(
         else:
             index = torch.randint(0, len(source), (n,), generator=generator)  # (N,)
         grid = _sampling_grid(generator, n, spec)  # (N, C, C, 2)
+        glyph = source[index]  # (N, 28, 28)
+        if spec.stroke_range != (0.0, 0.0):
+            glyph = _vary_stroke(generator, glyph, spec)
         digit = F.grid_sample(
-            source[index][:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            glyph[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )
         digit = digit[:, 0].clamp(0.0, 1.0)  # (N, 1, C, C) -> (N, C, C)
         boxes[start : start + n] = ink_boxes(digit).numpy()
         if spec.variant == "cluttered":
             digit = _add_clutter(generator, digit, source, index, spec)
+        digit = _restyle(generator, digit, spec)
         images[start : start + n] = (digit * 255.0).round().to(torch.uint8).numpy()
         sources[start : start + n] = index.numpy()
         bar.update(n)

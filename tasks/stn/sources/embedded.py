@@ -1,6 +1,7 @@
 """The embedded default data: distorted / cluttered digits generated offline and cached.
 
-Source glyphs (scikit-learn handwriting + matplotlib font renders, :mod:`.glyphs`) are split into
+Source glyphs (scikit-learn handwriting + font renders: matplotlib's fonts, or for the broad digit
+set every usable font on the machine, :mod:`.glyphs`, :mod:`.fonts`) are split into
 train / val / test by source image first, then each split is distorted on its own
 (:mod:`.distort`), so no source image, and no clutter fragment, crosses splits. The result is
 cached under ``<data_dir>/<variant>/`` as ``.npy`` arrays with a manifest
@@ -15,6 +16,8 @@ source glyph's group id).
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,16 @@ import numpy as np
 
 from multiattn.datacache import cached_generate
 from tasks.stn.sources.distort import DistortionSpec, distort_digits
-from tasks.stn.sources.glyphs import load_source_glyphs, split_groups
+from tasks.stn.sources.fonts import (
+    FONT_PACKAGES,
+    FontFace,
+    discover_fonts,
+    faces_fingerprint,
+    missing_packages,
+)
+from tasks.stn.sources.glyphs import VARIETIES, load_source_glyphs, split_groups
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SPLITS", "GENERATOR_VERSION", "generate_embedded", "load_split"]
 
@@ -38,32 +50,50 @@ def generate_embedded(
     seed: int,
     source_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     progress: bool = True,
+    variety: str = "standard",
+    font_dirs: Sequence[str | Path] = (),
 ) -> Path:
     """Generate (or reuse) the cached dataset of one variant.
 
     Args:
-        data_dir: parent folder (``data/stn`` by default); the cache is ``data_dir/<variant>``.
-        spec: the distortion (variant, canvas, clutter ...).
+        data_dir: parent folder (``data/stn`` by default); the cache is ``data_dir/<variant>``
+            (``data_dir/<variant>-broad`` for the broad digit set).
+        spec: the distortion (variant, canvas, clutter ...); for ``variety="broad"`` the caller
+            passes :func:`.distort.broad_spec`'s.
         sizes: number of train / val / test images.
-        seed: random seed; the same seed gives identical arrays.
+        seed: random seed; the same seed (and, for the broad set, the same fonts) gives
+            identical arrays.
         source_fractions: share of source images in train / val / test.
         progress: tqdm bars while generating.
+        variety: ``"standard"`` (matplotlib's fonts) or ``"broad"`` (every usable font found,
+            :func:`.fonts.discover_fonts`).
+        font_dirs: extra font folders for the broad set.
 
     Returns:
         The cache folder.
     """
-    root = Path(data_dir) / spec.variant
+    if variety not in VARIETIES:
+        raise ValueError(f"unknown variety {variety!r}; valid varieties: {', '.join(VARIETIES)}")
+    root = Path(data_dir) / (spec.variant if variety == "standard" else f"{spec.variant}-{variety}")
+    # Style fields at their neutral defaults are left out, so caches made before they existed stay valid.
+    neutral = spec.neutral_style()
     params: dict[str, Any] = {
         "generator": "tasks.stn.sources.embedded",
         "version": GENERATOR_VERSION,
-        "spec": dataclasses.asdict(spec),
+        "spec": {k: v for k, v in dataclasses.asdict(spec).items() if k not in neutral},
         "sizes": [int(s) for s in sizes],
         "seed": int(seed),
         "source_fractions": [float(f) for f in source_fractions],
     }
+    faces: list[FontFace] = []
+    if variety == "broad":
+        faces = discover_fonts(font_dirs)
+        _report_missing_fonts(faces)
+        params["variety"] = variety
+        params["fonts"] = {"faces": len(faces), "fingerprint": faces_fingerprint(faces)}
 
     def generate(folder: Path) -> dict[str, Any]:
-        glyphs = load_source_glyphs()
+        glyphs = load_source_glyphs(variety, faces)
         splits = split_groups(glyphs, source_fractions, seed=seed)
         counts = {}
         for split_index, (name, size) in enumerate(zip(SPLITS, sizes)):
@@ -82,10 +112,31 @@ def generate_embedded(
             np.save(folder / f"{name}_boxes.npy", made.boxes)
             np.save(folder / f"{name}_sources.npy", part.groups[made.sources])
             counts[name] = {"images": int(size), "source_images": len(part)}
+            if part.origins is not None:
+                counts[name]["origins"] = sorted(set(part.origins[np.unique(made.sources)].tolist()))
         return {"splits": counts, "canvas_size": spec.canvas}
 
     cached_generate(root, params, generate)
     return root
+
+
+def _report_missing_fonts(faces: Sequence[FontFace]) -> None:
+    """One message when font packages of the broad set are missing (they are skipped)."""
+    missing = missing_packages()
+    families = len({face.family for face in faces})
+    if missing is None:
+        log.warning(
+            "broad digits: %d font families found (no Debian package database to check for more)", families
+        )
+    elif missing:
+        log.warning(
+            "broad digits: %d of %d font packages are not installed and are skipped (%s); using the "
+            "%d font families found. `make fonts` installs them (Debian, as root).",
+            len(missing),
+            sum(len(p) for p in FONT_PACKAGES.values()),
+            " ".join(missing),
+            families,
+        )
 
 
 def load_split(root: str | Path, split: str, *, mmap: bool = True) -> dict[str, np.ndarray]:

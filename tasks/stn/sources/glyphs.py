@@ -7,7 +7,9 @@ Nothing may be downloaded here, so the embedded default starts from two offline 
   levels. They are upsampled smoothly (bicubic) and sharpened with a contrast curve, so strokes
   look like MNIST's anti-aliased pen rather than 8x8 blocks.
 - the TrueType fonts matplotlib ships (DejaVu Sans / Serif / Mono with bold and oblique variants,
-  STIX, Computer Modern), rendered with FreeType through ``matplotlib.ft2font``.
+  STIX, Computer Modern), rendered with FreeType through ``matplotlib.ft2font``;
+- for the broad digit set, every usable font face on the machine (:mod:`.fonts`: dozens of
+  families once ``make fonts`` has run), the held-out families (Liberation, FreeFont) refused.
 
 Every source glyph is normalised the MNIST way: the ink's bounding box is scaled to fit a 20x20
 box (aspect kept) and centred in a 28x28 canvas, light digit on a dark background, ``uint8``.
@@ -20,11 +22,14 @@ Shape legend: ``N`` number of glyphs, ``H, W`` glyph size (28, 28).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from tasks.stn.sources.fonts import FontFace, is_excluded
 
 __all__ = [
     "GLYPH_SIZE",
@@ -32,12 +37,16 @@ __all__ = [
     "SourceGlyphs",
     "normalize_glyph",
     "render_font_digits",
+    "render_face_digits",
+    "VARIETIES",
     "load_handwritten_digits",
     "load_source_glyphs",
     "split_groups",
 ]
 
 GLYPH_SIZE = 28
+# "standard": scikit-learn's handwriting + matplotlib's 21 fonts; "broad": + every usable system font.
+VARIETIES = ("standard", "broad")
 _INK_BOX = 20  # MNIST fits the digit's bounding box in 20x20, centred in 28x28.
 
 # Fonts bundled with matplotlib that contain the ten ASCII digits as ordinary glyphs (the STIX
@@ -76,18 +85,24 @@ class SourceGlyphs:
         labels: ``(N,)`` int64 digit 0-9.
         groups: ``(N,)`` int64 source identity; images sharing a group go to the same split.
         kinds: ``(N,)`` int64, 0 = handwritten (scikit-learn), 1 = font.
+        origins: ``(N,)`` str, where each glyph came from: ``"scikit-learn"`` or the font face's
+            ``"family style"``; ``None`` when not tracked.
     """
 
     images: np.ndarray
     labels: np.ndarray
     groups: np.ndarray
     kinds: np.ndarray
+    origins: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def subset(self, index: np.ndarray) -> SourceGlyphs:
-        return SourceGlyphs(self.images[index], self.labels[index], self.groups[index], self.kinds[index])
+        origins = None if self.origins is None else self.origins[index]
+        return SourceGlyphs(
+            self.images[index], self.labels[index], self.groups[index], self.kinds[index], origins
+        )
 
 
 def normalize_glyph(image: np.ndarray, *, threshold: float = 0.1) -> np.ndarray:
@@ -182,16 +197,91 @@ def load_handwritten_digits(*, upsample: int = 32) -> SourceGlyphs:
     )
 
 
-def load_source_glyphs() -> SourceGlyphs:
-    """Handwritten digits followed by font digits; groups made unique across both."""
+def _framed(digits: np.ndarray, share: float = 0.25) -> bool:
+    """Whether every digit of a face has ink on at least ``share`` of the border of its 20x20 ink
+    box: digits drawn inside a frame (keycap and inverted-box fonts) rather than digit shapes.
+    Measured: framed faces 0.3-0.4, every plain face at most 0.16."""
+    lo, hi = (GLYPH_SIZE - _INK_BOX) // 2, (GLYPH_SIZE + _INK_BOX) // 2 - 1
+    edges = np.stack(
+        [
+            digits[:, lo, lo : hi + 1],
+            digits[:, hi, lo : hi + 1],
+            digits[:, lo : hi + 1, lo],
+            digits[:, lo : hi + 1, hi],
+        ],
+        axis=1,
+    )  # (10, 4, 20)
+    return bool((edges.reshape(len(digits), -1) > 127).mean(axis=1).min() >= share)
+
+
+def render_face_digits(faces: Sequence[FontFace], *, pixel_size: int = 64) -> SourceGlyphs:
+    """Render the digits 0-9 in each font face (the broad digit set's fonts).
+
+    Refuses (``ValueError``) any face of an excluded family (:func:`.fonts.is_excluded`): those
+    are kept for the out-of-generator evaluation, and must never reach training data. Skips faces
+    with a digit that draws no ink, or whose digits all sit in a frame (:func:`_framed`).
+
+    Returns:
+        ``SourceGlyphs`` with 10 images per rendered face; group = face index * 10 + digit;
+        ``origins`` the face names.
+    """
+    from matplotlib import ft2font
+
+    refused = [face.name for face in faces if is_excluded(face.family)]
+    if refused:
+        raise ValueError(f"font faces of excluded families (kept for evaluation): {', '.join(refused)}")
+    images, labels, groups, origins = [], [], [], []
+    for face_index, face in enumerate(faces):
+        font = ft2font.FT2Font(face.path)
+        digits = []
+        for digit in range(10):
+            font.set_size(pixel_size, 72)  # 72 dpi: size in points == size in pixels
+            font.set_text(str(digit), 0.0)
+            font.draw_glyphs_to_bitmap(antialiased=True)
+            bitmap = np.asarray(font.get_image(), dtype=np.float32) / 255.0  # (h, w)
+            if not (bitmap > 0.1).any():
+                break
+            digits.append(normalize_glyph(bitmap))
+        if len(digits) < 10 or _framed(np.stack(digits)):
+            continue  # a digit without ink, or digits drawn inside a frame (keycaps, inverted boxes)
+        images.extend(digits)
+        labels.extend(range(10))
+        groups.extend(face_index * 10 + digit for digit in range(10))
+        origins.extend([face.name] * 10)
+    count = len(labels)
+    return SourceGlyphs(
+        images=np.stack(images).reshape(count, GLYPH_SIZE, GLYPH_SIZE),
+        labels=np.asarray(labels, dtype=np.int64),
+        groups=np.asarray(groups, dtype=np.int64),
+        kinds=np.ones(count, dtype=np.int64),
+        origins=np.asarray(origins, dtype=str),
+    )
+
+
+def load_source_glyphs(variety: str = "standard", faces: Sequence[FontFace] = ()) -> SourceGlyphs:
+    """Handwritten digits followed by font digits; groups made unique across both.
+
+    Args:
+        variety: ``"standard"``: matplotlib's 21 :data:`FONT_FILES`; ``"broad"``: ``faces``
+            (:func:`.fonts.discover_fonts`), rendered by :func:`render_face_digits`.
+        faces: the broad set's font faces.
+    """
+    if variety not in VARIETIES:
+        raise ValueError(f"unknown variety {variety!r}; valid varieties: {', '.join(VARIETIES)}")
     hand = load_handwritten_digits()
-    fonts = render_font_digits()
+    fonts = render_font_digits() if variety == "standard" else render_face_digits(faces)
     offset = int(hand.groups.max()) + 1
+    origins = None
+    if fonts.origins is not None:
+        origins = np.concatenate(
+            [np.full(len(hand), "scikit-learn", dtype=fonts.origins.dtype), fonts.origins]
+        )
     return SourceGlyphs(
         images=np.concatenate([hand.images, fonts.images]),
         labels=np.concatenate([hand.labels, fonts.labels]),
         groups=np.concatenate([hand.groups, fonts.groups + offset]),
         kinds=np.concatenate([hand.kinds, fonts.kinds]),
+        origins=origins,
     )
 
 

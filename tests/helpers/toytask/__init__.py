@@ -2,17 +2,21 @@
 
 It is registered the way any task is (a ``multiattn.apps`` entry point naming :data:`TASK`, here
 from a distribution the test writes at run time), and proves that a task gets its app command,
-its line in ``multiattn --help`` and its report section without an edit to any existing file.
+its line in ``multiattn --help``, its report section and ``multiattn.load`` without an edit to any
+existing file.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from multiattn.apps import app_parser, expand_inputs, run_app
+from multiattn.apps import AppJob, app_parser, expand_inputs, run_app
+from multiattn.checkpoint import load_checkpoint
+from multiattn.io import UserError
+from multiattn.pipeline import Pipeline, Result
 from multiattn.registry import Task
 
 EXTENSIONS = (".txt",)
@@ -26,17 +30,34 @@ def count_words(path: Path) -> int:
     return len(path.read_text(encoding="utf-8").split())
 
 
+class TallyPipeline(Pipeline):
+    """The toy task's pipeline: a path in, ``{"file", "words"}`` out."""
+
+    task = "tally"
+
+    @classmethod
+    def build_system(cls, path: Path, device: Any) -> TallySystem:
+        load_checkpoint(path)
+        return TallySystem()
+
+    def prepare(self, item: Any, name: str | None, settings: dict[str, Any]) -> Any:
+        try:
+            return name, count_words(Path(item))
+        except OSError as err:
+            raise UserError(f"{item}: {err.strerror or err}") from None
+
+    def forward(self, prepared: list[Any], settings: dict[str, Any]) -> list[Result]:
+        return [Result({"file": name, "words": words}) for name, words in prepared]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = app_parser("tally", "Count the words of text files.")
 
-    def predict(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-        for path in expand_inputs(args.inputs, EXTENSIONS):
-            try:
-                yield {"file": str(path), "words": count_words(path)}
-            except OSError as err:
-                yield {"file": str(path), "error": err.strerror or str(err)}
+    def setup(args: argparse.Namespace) -> AppJob:
+        files = expand_inputs(args.inputs, EXTENSIONS)
+        return AppJob(TallyPipeline.from_checkpoint(args.ckpt, args.device), files)
 
-    return run_app(argv, parser, predict, lambda record: f"{record['file']}\t{record['words']} words")
+    return run_app(argv, parser, setup, lambda record: f"{record['file']}\t{record['words']} words")
 
 
 def build_section(request: Any) -> dict[str, Any]:
@@ -56,4 +77,5 @@ TASK = Task(
     input_extensions=EXTENSIONS,
     input_kind="text",
     renderer="explorer.js",
+    pipeline=TallyPipeline,
 )

@@ -57,7 +57,7 @@ def test_json_has_text_and_word_times(trained, tmp_path: Path, capsys) -> None:
         assert {"file", "text", "words", "duration", "segments"} <= set(record)
         assert isinstance(record["text"], str)
         for word in record["words"]:
-            assert set(word) == {"word", "start", "end"}
+            assert set(word) == {"word", "start", "end", "probability"}
             assert 0.0 <= word["start"] <= word["end"] <= record["duration"] + 0.1
     assert sorted(p.name for p in overlays.glob("*.png")) == sorted(f"{f.stem}.png" for f in files)
 
@@ -108,11 +108,18 @@ def test_long_recording_is_segmented_and_joined(trained, tmp_path: Path, capsys)
             "1",
             "--mode",
             "attention",
+            "--overlay-dir",
+            str(tmp_path / "ov"),
         ]
     )
     assert code == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["segments"] >= 2
+    assert len(record["overlay_pieces"]) >= 2  # decoded in pieces, one overlay each
+    assert all(Path(p).is_file() for p in record["overlay_pieces"])
+    for segment in record["segments"]:
+        assert set(segment) == {"start", "end", "text", "words"}
+        if segment["words"]:  # (a piece whose tokens the CTC alignment cannot place has none)
+            assert segment["text"] == " ".join(w["word"] for w in segment["words"])
     assert record["duration"] == pytest.approx(len(long) / 22050, abs=0.01)
     starts = [w["start"] for w in record["words"]]
     assert starts == sorted(starts)
@@ -199,7 +206,8 @@ def test_fit_on_two_processes_trains_validates_and_logs_overlays(trained, tmp_pa
         f"--trainer.callbacks.init_args.dirpath={tmp_path / 'ckpt'}",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    # cwd: the config's other relative outputs/ paths (best.ckpt) land in tmp_path
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
     assert list(out.rglob("val_overlay_0.png"))

@@ -233,9 +233,11 @@ def test_cli_test_rebuilds_the_tokenizer_from_the_checkpoint(fitted) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cli = build_cli(
-            ["test", *fitted.common, "--ckpt_path", str(fitted.ckpt), "--trainer.limit_test_batches=1"]
-        )
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(fitted.root)  # where the fit's other callbacks wrote
+            cli = build_cli(
+                ["test", *fitted.common, "--ckpt_path", str(fitted.ckpt), "--trainer.limit_test_batches=1"]
+            )
     finally:
         torch.set_num_threads(threads)
     stored = torch.load(fitted.ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]

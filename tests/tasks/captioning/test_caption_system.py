@@ -74,7 +74,9 @@ def trained(tmp_path_factory):
         f"--trainer.callbacks.init_args.dirpath={root / 'ckpt'}",
         "--trainer.max_epochs=1",
     ]
-    build_cli(args)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # the other callbacks' relative outputs/ paths land here
+        build_cli(args)
     return root
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from multiattn.stn import tps_control_points
 from tasks.stn.model import TRANSFORMS, STNClassifier
 
 
@@ -28,6 +29,8 @@ def test_identity_initialisation_returns_the_input(transform):
     identity = torch.eye(output.theta.shape[1], 3)[: output.theta.shape[1]]
     if output.theta.shape[1] == 3:
         identity = torch.eye(3)
+    if transform == "tps":
+        identity = tps_control_points(4)
     assert torch.allclose(output.theta, identity.expand_as(output.theta), atol=1e-6)
     # Identity theta with align_corners=False samples pixel centres exactly.
     assert torch.allclose(output.warped, images, atol=1e-5)
@@ -77,7 +80,7 @@ def test_timm_backbone_by_name():
 
 def test_unknown_names_fail_loudly():
     with pytest.raises(ValueError, match="valid transforms"):
-        _tiny(transform="tps")
+        _tiny(transform="rotation")
     with pytest.raises(ValueError, match="timm"):
         _tiny(classifier="no_such_model_anywhere")
     with pytest.raises(ValueError, match="mean / std"):

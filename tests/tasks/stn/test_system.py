@@ -104,6 +104,27 @@ def test_box_loss_and_iou_agree_with_an_exact_region():
     assert float(system._box_loss(torch.eye(2, 3).expand(2, 2, 3), boxes, (42, 42))) > 0.01
 
 
+def test_tps_system_box_loss_iou_and_warped_grid_overlay():
+    # The box loss and IoU of a TPS model read its (exact) corner control points; the overlay
+    # draws the output grid bent through the spline.
+    system = STNSystem(
+        **{**_tiny_model_args(), "transform": "tps", "box_loss_weight": 1.0, "box_margin": 0.0}
+    )
+    batch = _batch(4)
+    loss, output = system._step(batch, "train")
+    assert output.theta.shape == (4, 16, 2) and torch.isfinite(loss)
+    loss.backward()
+    head = system.model.transformer.head.linear
+    assert head.bias.grad is not None and head.bias.grad.abs().sum() > 0  # the box loss reaches the controls
+    boxes = torch.tensor([[-0.5, -0.5, 41.5, 41.5]]).expand(4, 4)
+    assert float(system._box_loss(output.theta.detach(), boxes, (42, 42))) < 1e-8  # identity = whole input
+    figure = system.overlay_figure(
+        batch.images, output.warped.detach(), torch.full((4, 10), 0.1), output.theta.detach()
+    )
+    lines = [line for axes in figure.axes for line in axes.get_lines()]
+    assert len(lines) == 4 * 10  # 5 rows + 5 columns of the warped grid per example
+
+
 def test_predict_step_outputs():
     system = STNSystem(**_tiny_model_args()).eval()
     batch = _batch(4)
