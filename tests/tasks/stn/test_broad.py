@@ -240,3 +240,13 @@ def test_missing_font_packages_one_message(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger=embedded.log.name):
         embedded._report_missing_fonts(faces)
     assert not caplog.records
+
+
+def test_install_fonts_without_root_lists_the_packages(monkeypatch, capsys):
+    monkeypatch.setattr(fonts.os, "geteuid", lambda: 1000)
+    assert fonts.install_fonts() == 1
+    message = capsys.readouterr().err
+    assert "fonts-dkg-handwriting" in message and "fonts-liberation" in message
+    assert not any(
+        is_excluded(name.removeprefix("fonts-")) for ps in fonts.FONT_PACKAGES.values() for name in ps
+    )
