@@ -39,7 +39,7 @@ browser:
 # evaluation families (Liberation, FreeFont), from Debian's archive; needs root and apt-get, says
 # what to install otherwise. Nothing needs them: without them the broad set uses the fonts it finds.
 fonts: setup
-	$(BIN)/python -m tasks.stn.sources.fonts install
+	$(BIN)/python -m multiattn.tasks.stn.sources.fonts install
 
 test: setup lint browser
 	$(BIN)/python -m pytest -q --timeout=900

@@ -6,7 +6,7 @@ Measures, side by side in one run (ratios, not absolute claims, on a shared mach
    checkpoint (its Timer callback state then gives the training time);
 2. two test splits side by side, free-running beam search: the embedded test split of the
    config's scene style (in-generator) and an out-of-generator split drawn by a second,
-   evaluation-only renderer (:mod:`tasks.captioning.sources.oog`, matplotlib patches, other
+   evaluation-only renderer (:mod:`multiattn.tasks.captioning.sources.oog`, matplotlib patches, other
    proportions, colours and backgrounds). On each: BLEU-1..4, METEOR (when Java is present),
    ROUGE-L, CIDEr-D (pycocoevalcap, corpus level, all references), the share of images whose
    every named colour-shape pair is right, the share naming exactly their objects, the
@@ -82,7 +82,7 @@ def _timer_seconds(ckpt: Path) -> float | None:
 
 
 def _test_scores(system, loader, image_size: int, *, beam_size: int) -> dict[str, float]:
-    from tasks.captioning.scoring import SceneScorer
+    from multiattn.tasks.captioning.scoring import SceneScorer
 
     scorer = SceneScorer((image_size, image_size))
     references, hypotheses = [], []
@@ -102,9 +102,9 @@ def _oog_loader(root: Path, system, data, *, num_images: int):
     """The out-of-generator split (cached in ``root``), batched like the in-generator test split."""
     from torch.utils.data import DataLoader
 
-    from tasks.captioning.datasets import SceneCaptionDataset, collate_captions
-    from tasks.captioning.sources.oog import generate_oog
-    from tasks.captioning.sources.scenes import load_scene_split
+    from multiattn.tasks.captioning.datasets import SceneCaptionDataset, collate_captions
+    from multiattn.tasks.captioning.sources.oog import generate_oog
+    from multiattn.tasks.captioning.sources.scenes import load_scene_split
 
     generate_oog(root, num_images=num_images, seed=data.seed, image_size=data.image_size)
     images, annotations = load_scene_split(root, "test")
@@ -161,7 +161,7 @@ def _beam_speed(system, images: torch.Tensor, *, beam_size: int, threads: int) -
 
 
 def _throughput(model_args: dict[str, Any], data, *, steps: int, rounds: int) -> dict[str, float]:
-    from tasks.captioning.system import CaptioningSystem
+    from multiattn.tasks.captioning.system import CaptioningSystem
 
     batches = []
     for batch in data.train_dataloader():
@@ -303,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # as the multiattn command does (multiattn/runtime.py)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    from tasks.captioning.data import SceneCaptionData
-    from tasks.captioning.system import CaptioningSystem
+    from multiattn.tasks.captioning.data import SceneCaptionData
+    from multiattn.tasks.captioning.system import CaptioningSystem
 
     config = args.config or ROOT / "configs" / ("captioning_tiny.yaml" if args.quick else "captioning.yaml")
     quick_root = ROOT / "outputs" / "bench_captioning_quick" if args.quick else None

@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 # Module prefixes that moved (old -> new): the ``_class_path`` a checkpoint stores for its model and
 # datamodule is rewritten on load, so checkpoints written before a move keep working.
-MOVED_CLASS_PATHS: dict[str, str] = {}
+MOVED_CLASS_PATHS: dict[str, str] = {"tasks.": "multiattn.tasks."}
 
 
 def _upgrade_class_paths(checkpoint: Any) -> None:

@@ -173,7 +173,7 @@ def export_examples(task: str, count: int) -> list[Path]:
     """The last ``count`` test examples of the checkpoint's data, as files a user could have."""
     from multiattn.checkpoint import load_checkpoint
     from multiattn.registry import tasks
-    from tasks.common.report import datamodule_from_checkpoint, write_png, write_wav
+    from multiattn.tasks.common.report import datamodule_from_checkpoint, write_png, write_wav
 
     folder = OUT / "inputs" / task
     if folder.is_dir():
@@ -183,7 +183,7 @@ def export_examples(task: str, count: int) -> list[Path]:
     package = tasks()[task].package
     files = []
     if task == "stn":
-        from tasks.stn.data import STNDataModule
+        from multiattn.tasks.stn.data import STNDataModule
 
         datamodule, _ = datamodule_from_checkpoint(checkpoint, package, STNDataModule, None)
         datamodule.setup("test")
@@ -195,8 +195,8 @@ def export_examples(task: str, count: int) -> list[Path]:
             write_png(batch.images[0].numpy(), path)
             files.append(path)
     elif task == "captioning":
-        from tasks.captioning.data import SceneCaptionData
-        from tasks.captioning.images import denormalize
+        from multiattn.tasks.captioning.data import SceneCaptionData
+        from multiattn.tasks.captioning.images import denormalize
 
         datamodule, _ = datamodule_from_checkpoint(checkpoint, package, SceneCaptionData, None)
         datamodule.setup("test")
@@ -206,8 +206,8 @@ def export_examples(task: str, count: int) -> list[Path]:
             write_png(denormalize(dataset[index].image).numpy(), path)
             files.append(path)
     else:
-        from tasks.asr.audio import SAMPLE_RATE
-        from tasks.asr.data import ASRDataModule
+        from multiattn.tasks.asr.audio import SAMPLE_RATE
+        from multiattn.tasks.asr.data import ASRDataModule
 
         datamodule, _ = datamodule_from_checkpoint(checkpoint, package, ASRDataModule, None)
         datamodule.setup("test")

@@ -116,7 +116,7 @@ def test_lightning_commands_without_the_eval_extra(without, capsys):
 
 
 def test_digit_generator_without_the_data_extra(without):
-    from tasks.stn.sources import glyphs
+    from multiattn.tasks.stn.sources import glyphs
 
     without.add("sklearn")
     with pytest.raises(MissingExtraError, match=r"multiattn\[data\]"):
@@ -178,7 +178,7 @@ def test_app_commands_import_without_the_extras():
     blocked = [module for module in EXTRAS if module != "tensorboard"]  # Lightning probes tensorboard itself
     code = (
         f"import sys\nfor name in {blocked!r}: sys.modules[name] = None\n"
-        "import tasks.stn.app, tasks.captioning.app, tasks.asr.app, tasks.report, multiattn.cli\n"
+        "import multiattn.tasks.stn.app, multiattn.tasks.captioning.app, multiattn.tasks.asr.app, multiattn.tasks.report, multiattn.cli\n"
         "from multiattn import cli\n"
         "assert cli.main(['classify', '--help']) == 0\n"
     )

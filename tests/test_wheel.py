@@ -24,7 +24,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the wheel may install at the top level of site-packages.
-TOP_LEVEL = {"multiattn", "tasks"}
+TOP_LEVEL = {"multiattn"}
 SOURCES = ["pyproject.toml", "README.md", "LICENSE", "multiattn", "tasks", "configs"]
 
 

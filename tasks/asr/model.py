@@ -7,13 +7,13 @@ Speech Recognition". One shared encoder feeds
 * a CTC head (a linear layer to ``V`` outputs, blank = id 0), whose monotonic alignments
   regularise the encoder and, at decoding time, stop the attention decoder from looping or
   ending early; and
-* an attention decoder (:mod:`tasks.asr.decoders`) predicting the next character from the
+* an attention decoder (:mod:`multiattn.tasks.asr.decoders`) predicting the next character from the
   previous ones and the encoder frames.
 
 Pipeline: waveform -> log-mel + normalisation (+ SpecAugment in training)
-(:class:`~tasks.asr.features.LogMelFeatures`) -> 4x convolutional subsampling
+(:class:`~multiattn.tasks.asr.features.LogMelFeatures`) -> 4x convolutional subsampling
 (:class:`~multiattn.subsampling.Conv2dSubsampling`) -> sinusoidal positions -> encoder
-(:mod:`tasks.asr.encoders`) -> CTC head and decoder.
+(:mod:`multiattn.tasks.asr.encoders`) -> CTC head and decoder.
 
 One encoder frame covers 40 ms: frame ``s`` is centred at :func:`frame_time` ``(s)`` seconds.
 
@@ -32,9 +32,9 @@ from torch import Tensor, nn
 from multiattn.decoding.types import StepOutput
 from multiattn.positional import SinusoidalPositionalEncoding
 from multiattn.subsampling import Conv2dSubsampling, subsampled_length
-from tasks.asr.decoders import build_decoder
-from tasks.asr.encoders import build_encoder
-from tasks.asr.features import HOP_SECONDS, WINDOW_SECONDS, LogMelFeatures, feature_lengths
+from multiattn.tasks.asr.decoders import build_decoder
+from multiattn.tasks.asr.encoders import build_encoder
+from multiattn.tasks.asr.features import HOP_SECONDS, WINDOW_SECONDS, LogMelFeatures, feature_lengths
 
 __all__ = ["ASRModel", "EncoderOutput", "ModelOutput", "frame_time", "FRAME_SECONDS"]
 
@@ -94,7 +94,7 @@ class ASRModel(nn.Module):
         subsampling_channels: channels of the subsampling convolutions.
         dropout: dropout everywhere.
         normalization / spec_augment / freq_mask_param / num_freq_masks / time_mask_ratio /
-            num_time_masks / speed_perturb: see :class:`~tasks.asr.features.LogMelFeatures`.
+            num_time_masks / speed_perturb: see :class:`~multiattn.tasks.asr.features.LogMelFeatures`.
         alignment_layer: Transformer decoder layer whose cross-attention is the alignment.
     """
 

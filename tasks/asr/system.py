@@ -20,7 +20,7 @@ Validation decodes free-running (CTC greedy by default, fast) and reports corpus
 (``val/wer`` is the checkpoint monitor). Test decodes with ``test_decoding`` (joint CTC/attention
 beam search by default) and, when the data has true word times (the embedded corpus), the
 word-start error of the attention and of the CTC forced alignment. A fixed handful of validation
-utterances is drawn as overlays each epoch (:mod:`tasks.asr.overlay`).
+utterances is drawn as overlays each epoch (:mod:`multiattn.tasks.asr.overlay`).
 
 Shape legend: ``B`` batch, ``N`` samples, ``S`` encoder frames, ``T`` target tokens, ``V`` vocabulary.
 """
@@ -38,11 +38,11 @@ from lightning.pytorch import LightningModule
 from multiattn.io import UserError
 from multiattn.language_model import LSTMLanguageModel
 from multiattn.metrics.speech import boundary_errors, error_counts, match_words
-from tasks.asr.alignment import attention_word_starts, ctc_token_spans, ctc_word_spans, spans_matrix
-from tasks.asr.decode import DECODING_MODES, DecodeResult, decode_batch
-from tasks.asr.model import ASRModel
-from tasks.asr.tokenizer import SentencePieceTokenizer, build_tokenizer
-from tasks.common.distributed import gather_records
+from multiattn.tasks.asr.alignment import attention_word_starts, ctc_token_spans, ctc_word_spans, spans_matrix
+from multiattn.tasks.asr.decode import DECODING_MODES, DecodeResult, decode_batch
+from multiattn.tasks.asr.model import ASRModel
+from multiattn.tasks.asr.tokenizer import SentencePieceTokenizer, build_tokenizer
+from multiattn.tasks.common.distributed import gather_records
 
 __all__ = ["ASRSystem"]
 
@@ -52,7 +52,7 @@ class ASRSystem(LightningModule):
 
     Args:
         tokenizer: ``"char"`` (default) or ``"sentencepiece"`` (BPE / unigram pieces, needs the
-            ``sentencepiece`` package), see :mod:`tasks.asr.tokenizer`.
+            ``sentencepiece`` package), see :mod:`multiattn.tasks.asr.tokenizer`.
         vocab: the character tokenizer's vocabulary (specials first); ``None`` = default
             characters. Stored in the checkpoint, so the checkpoint rebuilds its own tokenizer.
         vocab_size: sentencepiece only: the output size ``V`` (an upper bound on the pieces).
@@ -63,7 +63,7 @@ class ASRSystem(LightningModule):
         embed_dim / num_heads / encoder / encoder_layers / encoder_ff_dim / conv_kernel_size /
             decoder / decoder_layers / decoder_ff_dim / subsampling_channels / dropout /
             normalization / spec_augment / freq_mask_param / num_freq_masks / time_mask_ratio /
-            num_time_masks / speed_perturb / alignment_layer: see :class:`tasks.asr.model.ASRModel`.
+            num_time_masks / speed_perturb / alignment_layer: see :class:`multiattn.tasks.asr.model.ASRModel`.
         ctc_weight: ``lambda`` of the training loss.
         label_smoothing: of the attention cross-entropy.
         learning_rate: peak AdamW learning rate.
@@ -197,7 +197,7 @@ class ASRSystem(LightningModule):
         if train_texts is None:
             raise UserError(
                 "tokenizer sentencepiece: training needs a data module with train_texts() "
-                "(tasks.asr.data.ASRDataModule) to learn the pieces from"
+                "(multiattn.tasks.asr.data.ASRDataModule) to learn the pieces from"
             )
         tok.train(train_texts())
         self.hparams.sentencepiece_model = tok.model  # saved with the hyper-parameters
@@ -212,7 +212,7 @@ class ASRSystem(LightningModule):
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: Any) -> dict[str, torch.Tensor]:
-        """``{"loss", "ctc", "attention", "token_accuracy"}`` (and ``"lm"``) for a :class:`tasks.asr.data.SpeechBatch`."""
+        """``{"loss", "ctc", "attention", "token_accuracy"}`` (and ``"lm"``) for a :class:`multiattn.tasks.asr.data.SpeechBatch`."""
         tok = self.tokenizer
         targets, target_lengths = tok.batch_encode(batch.texts)
         targets, target_lengths = targets.to(self.device), target_lengths.to(self.device)
@@ -444,7 +444,7 @@ class ASRSystem(LightningModule):
         self, result: DecodeResult, *, true_starts: list[float] | None = None, title: str | None = None
     ):
         """The overlay figure of one decoded utterance (needs ``return_attention=True`` results)."""
-        from tasks.asr.overlay import speech_overlay
+        from multiattn.tasks.asr.overlay import speech_overlay
 
         labels = self.tokenizer.token_labels(result.tokens)  # one row per token: a character or a piece
         ranges = self.tokenizer.word_ranges(result.tokens)
@@ -466,7 +466,7 @@ class ASRSystem(LightningModule):
         )
 
     def _log_overlays(self, batch: Any) -> None:
-        from tasks.common.overlay_logging import log_overlay
+        from multiattn.tasks.common.overlay_logging import log_overlay
 
         count = min(self.hparams.num_overlays, len(batch.texts))
         if count == 0:

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from multiattn.attention.additive import compiled_energy
 from multiattn.attention.spatial import doubly_stochastic_penalty
 from multiattn.decoding import Hypothesis, StepOutput, beam_search, greedy_search
-from tasks.captioning.decoders import DECODERS, ShowAttendTellDecoder, TransformerCaptionDecoder
-from tasks.captioning.encoders import build_encoder
+from multiattn.tasks.captioning.decoders import DECODERS, ShowAttendTellDecoder, TransformerCaptionDecoder
+from multiattn.tasks.captioning.encoders import build_encoder
 
 __all__ = ["CaptionModel", "CaptionOutput", "Caption", "build_caption_model"]
 

@@ -1,6 +1,6 @@
 """The classifier's pipeline: ``multiattn.load(<stn checkpoint>)`` and ``multiattn classify``.
 
-Each image is converted exactly as in training (:func:`tasks.stn.sources.images.prepare_image`:
+Each image is converted exactly as in training (:func:`multiattn.tasks.stn.sources.images.prepare_image`:
 any mode and size, letterboxed to the model's input), classified, and the sampled region's four
 corners are mapped back through the letterbox into the *user's* pixel coordinates (pixel centres
 at integers, ``x`` right, ``y`` down).
@@ -29,7 +29,7 @@ import torch
 from multiattn.checkpoint import load_system
 from multiattn.pipeline import ChoiceOption, Pipeline, Result, image_input
 from multiattn.stn import region_grid_lines, theta_kind
-from tasks.stn.sources.images import image_to_array, prepare_image, read_image
+from multiattn.tasks.stn.sources.images import image_to_array, prepare_image, read_image
 
 __all__ = ["ClassifierPipeline", "ClassifierResult"]
 
@@ -44,7 +44,7 @@ class ClassifierResult(Result):
         self._image, self._channels, self._title = image, channels, title
 
     def overlay(self):
-        from tasks.stn.overlay import region_figure
+        from multiattn.tasks.stn.overlay import region_figure
 
         corners = self.attention["corners_decoded"]  # the picture may be reduced from the file's size
         grid = self.attention.get("grid_decoded")  # a thin-plate spline's warped grid, else None
@@ -73,14 +73,14 @@ class _Classify(torch.nn.Module):
 
 
 class ClassifierPipeline(Pipeline):
-    """Spatial transformer classifier (:class:`tasks.stn.system.STNSystem`)."""
+    """Spatial transformer classifier (:class:`multiattn.tasks.stn.system.STNSystem`)."""
 
     task = "stn"
     options = {"invert": ChoiceOption((None, True, False))}
 
     @classmethod
     def build_system(cls, path: Path, device: torch.device):
-        from tasks.stn.system import STNSystem
+        from multiattn.tasks.stn.system import STNSystem
 
         return load_system(STNSystem, path, map_location=device, log_overlays=False)
 

@@ -13,11 +13,11 @@ from torch.utils.data import DataLoader
 
 from multiattn.checkpoint import load_system
 from multiattn.lightning_cli import build_cli
-from tasks.common.prediction_writer import JSONLinesPredictionWriter, split_items
+from multiattn.tasks.common.prediction_writer import JSONLinesPredictionWriter, split_items
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-WRITER = "tasks.common.prediction_writer.JSONLinesPredictionWriter"
+WRITER = "multiattn.tasks.common.prediction_writer.JSONLinesPredictionWriter"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
@@ -104,8 +104,8 @@ def test_predict_command_writes_the_classifiers_results(tmp_path, monkeypatch, o
     )
 
     # The same labels as the checkpoint's model over the same split.
-    from tasks.stn.data import STNDataModule
-    from tasks.stn.system import STNSystem
+    from multiattn.tasks.stn.data import STNDataModule
+    from multiattn.tasks.stn.system import STNSystem
 
     system = load_system(STNSystem, ckpt).eval()
     data = yaml.safe_load(Path(config).read_text())["data"]["init_args"]

@@ -12,7 +12,7 @@ looks:
   ``royalblue``, ``gold``, ...), some objects with a thin dark edge;
 - backgrounds: a radial vignette, a diagonal two-tone split, a dot grid or thin grid lines.
 
-Captions, word alignments and relations follow :func:`tasks.captioning.sources.varied.scene_captions`
+Captions, word alignments and relations follow :func:`multiattn.tasks.captioning.sources.varied.scene_captions`
 (the plain grammar's paraphrases first, then the freer ones), so models trained on either style
 are scored against references they could have said. Boxes come from the patches' geometry
 (edge line included), in pixels, exclusive end.
@@ -35,8 +35,8 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from multiattn.datacache import cached_generate
-from tasks.captioning.sources.scenes import COLOURS, SHAPES, SIZES
-from tasks.captioning.sources.varied import place_objects, scene_captions
+from multiattn.tasks.captioning.sources.scenes import COLOURS, SHAPES, SIZES
+from multiattn.tasks.captioning.sources.varied import place_objects, scene_captions
 
 __all__ = ["OOG_VERSION", "OOG_COLOURS", "generate_oog_split", "generate_oog"]
 
@@ -116,7 +116,7 @@ def generate_oog_split(
 
     Returns:
         ``images`` uint8 ``(N, S, S, 3)`` and annotations as
-        :func:`tasks.captioning.sources.scenes.generate_split` gives (``objects`` with ``shape``,
+        :func:`multiattn.tasks.captioning.sources.scenes.generate_split` gives (``objects`` with ``shape``,
         ``colour``, ``size``, ``box``, ``centre``; ``captions``; ``word_objects``), plus ``render``.
     """
     if image_size < 96:
@@ -195,7 +195,7 @@ def generate_oog(
 ) -> dict[str, Any]:
     """Generate (or reuse from the cache in ``root``) the ``test`` split of out-of-generator scenes.
 
-    Read it back with :func:`tasks.captioning.sources.scenes.load_scene_split` (``split="test"``).
+    Read it back with :func:`multiattn.tasks.captioning.sources.scenes.load_scene_split` (``split="test"``).
     """
     params = {"generator": "captioning-oog", "version": OOG_VERSION, "seed": seed}
     params.update({"image_size": image_size, "sizes": {"test": num_images}})

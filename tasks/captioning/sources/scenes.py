@@ -11,7 +11,7 @@ Nothing is downloaded: a split is a uint8 ``(N, S, S, 3)`` ``.npy`` array plus a
 annotations, generated deterministically from a seed and cached through
 :func:`multiattn.datacache.cached_generate` (regenerated when missing or corrupt).
 
-The ``varied`` style (:mod:`tasks.captioning.sources.varied`) draws the same vocabulary with far
+The ``varied`` style (:mod:`multiattn.tasks.captioning.sources.varied`) draws the same vocabulary with far
 more variety; :func:`generate_scenes` caches either style.
 
 Shape legend: ``N`` images, ``S`` image side in pixels.
@@ -228,7 +228,7 @@ def generate_scenes(
     """Generate (or reuse from the cache in ``root``) the train / val / test scene splits.
 
     ``style``: ``plain`` (this module's scenes) or ``varied`` (the broader scenes of
-    :mod:`tasks.captioning.sources.varied`).
+    :mod:`multiattn.tasks.captioning.sources.varied`).
 
     Returns:
         The cache manifest (``params``, ``files``, ``splits`` with each split's size).
@@ -240,7 +240,7 @@ def generate_scenes(
     params.update({"image_size": image_size, "sizes": sizes})
     if style != "plain":  # plain caches made before styles existed stay valid
         # imported here: the varied module imports this one's vocabulary
-        from tasks.captioning.sources.varied import VARIED_VERSION, generate_varied_split
+        from multiattn.tasks.captioning.sources.varied import VARIED_VERSION, generate_varied_split
 
         params.update({"style": style, "style_version": VARIED_VERSION})
     draw = generate_split if style == "plain" else generate_varied_split

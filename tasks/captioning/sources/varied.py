@@ -1,6 +1,6 @@
 """Varied embedded scenes: the vocabulary of the plain scenes, drawn with far more variety.
 
-The plain scenes (:mod:`tasks.captioning.sources.scenes`) draw every object the same way: a solid,
+The plain scenes (:mod:`multiattn.tasks.captioning.sources.scenes`) draw every object the same way: a solid,
 hard-edged, upright shape of one fixed colour per name on a flat background. A model trained on
 them learns that generator as much as shapes and colours. These scenes keep the same words
 (circle / square / triangle, red / green / blue / yellow, small / large, left of / right of /
@@ -20,7 +20,7 @@ above / below) and vary everything the words do not name:
 - captions: every paraphrase of the plain grammar plus freer ones (:func:`scene_captions`).
 
 Drawing uses PIL's ``ImageDraw`` (the plain scenes use numpy masks; the evaluation-only renderer,
-:mod:`tasks.captioning.sources.oog`, uses matplotlib). Everything is drawn from one
+:mod:`multiattn.tasks.captioning.sources.oog`, uses matplotlib). Everything is drawn from one
 ``numpy.random.Generator``, so a seed gives identical bytes. Boxes are measured on the final
 image: the tight box of the pixels the object covers at least half (exclusive end); relations
 come from the shapes' geometric centres and are only stated where they are clear.
@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from tasks.captioning.sources.scenes import COLOURS, SHAPES, SIZES
+from multiattn.tasks.captioning.sources.scenes import COLOURS, SHAPES, SIZES
 
 __all__ = [
     "COLOUR_RANGES",

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.stn.sources.fonts import FontFace, is_excluded
+from multiattn.tasks.stn.sources.fonts import FontFace, is_excluded
 
 __all__ = [
     "GLYPH_SIZE",

@@ -12,8 +12,8 @@ import yaml
 
 from multiattn.checkpoint import load_system
 from multiattn.io import UserError
-from tasks.asr.data import ASRDataModule, BucketBatchSampler, collate_speech
-from tasks.asr.system import ASRSystem
+from multiattn.tasks.asr.data import ASRDataModule, BucketBatchSampler, collate_speech
+from multiattn.tasks.asr.system import ASRSystem
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 CONFIGS = sorted(Path(__file__).resolve().parents[3].joinpath("configs").glob("asr*.yaml"))

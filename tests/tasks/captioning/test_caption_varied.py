@@ -10,10 +10,16 @@ import pytest
 from matplotlib.path import Path
 
 from multiattn.io import UserError
-from tasks.captioning.scoring import SceneScorer
-from tasks.captioning.sources.oog import generate_oog, generate_oog_split
-from tasks.captioning.sources.scenes import COLOURS, SHAPES, SIZES, colour_shape_pairs, generate_scenes
-from tasks.captioning.sources.varied import (
+from multiattn.tasks.captioning.scoring import SceneScorer
+from multiattn.tasks.captioning.sources.oog import generate_oog, generate_oog_split
+from multiattn.tasks.captioning.sources.scenes import (
+    COLOURS,
+    SHAPES,
+    SIZES,
+    colour_shape_pairs,
+    generate_scenes,
+)
+from multiattn.tasks.captioning.sources.varied import (
     BACKGROUNDS,
     COLOUR_RANGES,
     generate_varied_split,
@@ -213,7 +219,7 @@ def test_styles_cache_apart_and_plain_manifest_unchanged(tmp_path):
 
 
 def test_data_module_serves_varied_scenes(tmp_path):
-    from tasks.captioning.data import SceneCaptionData
+    from multiattn.tasks.captioning.data import SceneCaptionData
 
     data = SceneCaptionData(
         data_dir=str(tmp_path / "v"), num_train=8, num_val=4, num_test=4, batch_size=4, style="varied"

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.stn.data import STNDataModule
-from tasks.stn.sources import embedded, fonts
-from tasks.stn.sources.distort import STYLE_FIELDS, DistortionSpec, broad_spec, distort_digits
-from tasks.stn.sources.fonts import FontFace, discover_fonts, font_face, is_excluded
-from tasks.stn.sources.glyphs import FONT_FILES, load_handwritten_digits, render_face_digits
-from tasks.stn.sources.outside import held_out_fonts, outside_digits
+from multiattn.tasks.stn.data import STNDataModule
+from multiattn.tasks.stn.sources import embedded, fonts
+from multiattn.tasks.stn.sources.distort import STYLE_FIELDS, DistortionSpec, broad_spec, distort_digits
+from multiattn.tasks.stn.sources.fonts import FontFace, discover_fonts, font_face, is_excluded
+from multiattn.tasks.stn.sources.glyphs import FONT_FILES, load_handwritten_digits, render_face_digits
+from multiattn.tasks.stn.sources.outside import held_out_fonts, outside_digits
 
 
 def _bundled(name: str) -> str:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from multiattn.stn import tps_control_points
-from tasks.stn.model import TRANSFORMS, STNClassifier
+from multiattn.tasks.stn.model import TRANSFORMS, STNClassifier
 
 
 def _tiny(**kwargs) -> STNClassifier:

@@ -16,11 +16,11 @@ from PIL import Image
 from multiattn.checkpoint import load_system
 from multiattn.lightning_cli import build_cli
 from multiattn.stn import region_iou
-from tasks.stn.app import main as classify_main
-from tasks.stn.data import STNBatch, STNDataModule
-from tasks.stn.sources.distort import DistortionSpec, distort_digits
-from tasks.stn.sources.glyphs import load_handwritten_digits
-from tasks.stn.system import STNSystem
+from multiattn.tasks.stn.app import main as classify_main
+from multiattn.tasks.stn.data import STNBatch, STNDataModule
+from multiattn.tasks.stn.sources.distort import DistortionSpec, distort_digits
+from multiattn.tasks.stn.sources.glyphs import load_handwritten_digits
+from multiattn.tasks.stn.system import STNSystem
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
@@ -200,7 +200,7 @@ def test_fit_checkpoint_and_classify_app(tmp_path, monkeypatch, capsys):
 
 
 def test_classify_pipeline_draws_a_tps_region_as_its_warped_grid():
-    from tasks.stn.pipeline import ClassifierPipeline
+    from multiattn.tasks.stn.pipeline import ClassifierPipeline
 
     torch.manual_seed(0)
     system = STNSystem(**{**_tiny_model_args(), "transform": "tps", "input_size": (42, 42)}).eval()
