@@ -39,7 +39,7 @@ from tasks.captioning.datasets import (
     filter_readable,
 )
 from tasks.captioning.sources.formats import CaptionRecord, load_coco, load_flickr8k, load_karpathy
-from tasks.captioning.sources.scenes import generate_scenes, load_scene_split
+from tasks.captioning.sources.scenes import STYLES, generate_scenes, load_scene_split
 from tasks.captioning.vocab import Vocabulary
 from tasks.common.data import SplitDataModule
 
@@ -161,6 +161,9 @@ class SceneCaptionData(_CaptionDataBase):
         num_workers: DataLoader worker processes.
         min_count: a word enters the vocabulary when seen this often in training captions.
         max_words: captions are cut to this many words.
+        style: ``plain`` (solid upright shapes on a flat background) or ``varied`` (the same
+            words drawn with varied rendering, colours, backgrounds, overlap and 1-4 objects:
+            :mod:`tasks.captioning.sources.varied`).
     """
 
     has_boxes = True
@@ -178,8 +181,11 @@ class SceneCaptionData(_CaptionDataBase):
         num_workers: int = 0,
         min_count: int = 1,
         max_words: int = 30,
+        style: Literal["plain", "varied"] = "plain",
     ) -> None:
         super().__init__()
+        if style not in STYLES:
+            raise UserError(f"--data.style: expected one of {', '.join(STYLES)}, received {style!r}")
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.seed = seed
@@ -200,6 +206,7 @@ class SceneCaptionData(_CaptionDataBase):
             num_train=hp.num_train,
             num_val=hp.num_val,
             num_test=hp.num_test,
+            style=hp.style,
         )
 
     def setup(self, stage: str | None = None) -> None:
