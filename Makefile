@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export JSONARGPARSE_DEPRECATION_WARNINGS := off
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint format demo bench clean browser fonts
+.PHONY: setup test lint format demo readme-images bench clean browser fonts
 
 setup: $(STAMP)
 
@@ -39,13 +39,18 @@ browser:
 # evaluation families (Liberation, FreeFont), from Debian's archive; needs root and apt-get, says
 # what to install otherwise. Nothing needs them: without them the broad set uses the fonts it finds.
 fonts: setup
-	$(BIN)/python -m tasks.stn.sources.fonts install
+	$(BIN)/python -m multiattn.tasks.stn.sources.fonts install
 
 test: setup lint browser
 	$(BIN)/python -m pytest -q --timeout=900
 
+# The demo writes only under outputs/; the README's pictures (docs/images/) are refreshed from
+# its outputs by readme-images (the screenshot needs Chromium: make browser).
 demo: setup
 	$(BIN)/python scripts/demo.py
+
+readme-images: setup
+	$(BIN)/python scripts/readme_images.py
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

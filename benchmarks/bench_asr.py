@@ -59,7 +59,11 @@ def _train(config: str) -> tuple[Path, float]:
 
 def _train_minutes_from_log(ckpt: Path) -> float | None:
     """Wall time between the first and the last write of the run's metrics (its log folder)."""
-    logs = sorted((ckpt.parent.parent / "logs").glob("version_*/metrics.csv"))
+    folder = ckpt.parent.parent / "logs"
+    logs = sorted(
+        [*folder.glob("version_*/metrics.csv"), *folder.glob("version_*/events.out.tfevents.*")],
+        key=lambda p: p.stat().st_mtime,
+    )
     if not logs:
         return None
     config = logs[-1].parent / "config.yaml"  # written by SaveConfigCallback when fit starts
@@ -67,7 +71,7 @@ def _train_minutes_from_log(ckpt: Path) -> float | None:
 
 
 def _loader(data_args: dict, split: str, batch_size: int, limit: int | None):
-    from tasks.asr.data import ASRDataModule
+    from multiattn.tasks.asr.data import ASRDataModule
 
     data = ASRDataModule(**{**data_args, "test_split": split, "eval_batch_size": batch_size})
     data.prepare_data()
@@ -146,7 +150,7 @@ def _quality(
 
 
 def joint_decode(system, batch, *, beam_size: int, ctc_weight: float, lm_weight: float):
-    """Joint CTC/attention decoding of one :class:`tasks.asr.data.SpeechBatch` (its results)."""
+    """Joint CTC/attention decoding of one :class:`multiattn.tasks.asr.data.SpeechBatch` (its results)."""
     return system.decode(
         batch.waveform,
         batch.lengths,
@@ -163,7 +167,7 @@ _SPEED_ROUNDS = 3
 def _decoding_speed(
     system, dataset, *, count: int, batch_size: int, beam_size: int, ctc_weight: float, lm_weight: float
 ) -> dict:
-    from tasks.asr.data import collate_speech
+    from multiattn.tasks.asr.data import collate_speech
 
     items = [dataset[i] for i in range(min(count, len(dataset)))]
     items.sort(key=lambda item: item.waveform.numel())  # batches of similar length, as the app does
@@ -202,8 +206,8 @@ def _decoding_speed(
 
 
 def _training_throughput(hparams: dict, dataset, *, steps: int, batch_size: int) -> dict:
-    from tasks.asr.data import collate_speech
-    from tasks.asr.system import ASRSystem
+    from multiattn.tasks.asr.data import collate_speech
+    from multiattn.tasks.asr.system import ASRSystem
 
     batches = [
         collate_speech([dataset[i % len(dataset)] for i in range(s * batch_size, (s + 1) * batch_size)])
@@ -330,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from multiattn.checkpoint import load_checkpoint, load_system
     from multiattn.io import atomic_open, write_json
-    from tasks.asr.system import ASRSystem
+    from multiattn.tasks.asr.system import ASRSystem
 
     config = "configs/asr_tiny.yaml" if args.quick else "configs/asr.yaml"
     if args.ckpt is None:

@@ -4,10 +4,13 @@ Measures, side by side in one run (ratios, not absolute claims, on a shared mach
 
 1. training: ``multiattn fit -c configs/captioning.yaml`` (wall time), unless ``--ckpt`` reuses a
    checkpoint (its Timer callback state then gives the training time);
-2. the embedded test split, free-running beam search: BLEU-1..4, METEOR (when Java is present),
+2. two test splits side by side, free-running beam search: the embedded test split of the
+   config's scene style (in-generator) and an out-of-generator split drawn by a second,
+   evaluation-only renderer (:mod:`multiattn.tasks.captioning.sources.oog`, matplotlib patches, other
+   proportions, colours and backgrounds). On each: BLEU-1..4, METEOR (when Java is present),
    ROUGE-L, CIDEr-D (pycocoevalcap, corpus level, all references), the share of images whose
-   every named colour-shape pair is right, the pointing-game hit rate and the attention mass in
-   the named object's box for object words;
+   every named colour-shape pair is right, the share naming exactly their objects, the
+   pointing-game hit rate and the attention mass in the named object's box for object words;
 3. beam search (beam 5) on 64 test images: batched vs one image at a time, identical captions,
    for the search alone (from the encoder's grid) and end to end, on 1 and on 2 threads;
 4. training throughput (images/s) in fp32 and bf16-mixed (``torch.autocast``, what Lightning's
@@ -18,6 +21,8 @@ Writes ``benchmarks/results/captioning.json`` and ``captioning.md``. Usage::
     python -m benchmarks.bench_captioning                  # full: trains ~20 min
     python -m benchmarks.bench_captioning --ckpt outputs/captioning/checkpoints/best.ckpt
     python -m benchmarks.bench_captioning --quick          # tiny config, a minute
+    python -m benchmarks.bench_captioning --style varied   # train and test on the varied scenes
+    python -m benchmarks.bench_captioning --ckpt CKPT --scores-only   # the two test splits only
 """
 
 from __future__ import annotations
@@ -48,8 +53,8 @@ def _config(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def _train(config: Path, quick_root: Path | None) -> tuple[Path, float]:
-    cmd = [sys.executable, "-m", "multiattn.cli", "fit", "-c", str(config)]
+def _train(config: Path, quick_root: Path | None, overrides: list[str]) -> tuple[Path, float]:
+    cmd = [sys.executable, "-m", "multiattn.cli", "fit", "-c", str(config), *overrides]
     if quick_root is not None:
         cmd += [
             f"--data.data_dir={quick_root / 'data'}",
@@ -76,12 +81,12 @@ def _timer_seconds(ckpt: Path) -> float | None:
     return None
 
 
-def _test_scores(system, data, *, beam_size: int) -> dict[str, float]:
-    from tasks.captioning.scoring import SceneScorer
+def _test_scores(system, loader, image_size: int, *, beam_size: int) -> dict[str, float]:
+    from multiattn.tasks.captioning.scoring import SceneScorer
 
-    scorer = SceneScorer((data.image_size, data.image_size))
+    scorer = SceneScorer((image_size, image_size))
     references, hypotheses = [], []
-    for batch in data.test_dataloader():
+    for batch in loader:
         for i, caption in enumerate(system.generate(batch.images, beam_size=beam_size)):
             words = system.vocab.decode_words(caption.tokens)
             references.append(batch.references[i])
@@ -91,6 +96,22 @@ def _test_scores(system, data, *, beam_size: int) -> dict[str, float]:
     scores.update(scorer.compute())
     scores["test_images"] = float(len(hypotheses))
     return scores
+
+
+def _oog_loader(root: Path, system, data, *, num_images: int):
+    """The out-of-generator split (cached in ``root``), batched like the in-generator test split."""
+    from torch.utils.data import DataLoader
+
+    from multiattn.tasks.captioning.datasets import SceneCaptionDataset, collate_captions
+    from multiattn.tasks.captioning.sources.oog import generate_oog
+    from multiattn.tasks.captioning.sources.scenes import load_scene_split
+
+    generate_oog(root, num_images=num_images, seed=data.seed, image_size=data.image_size)
+    images, annotations = load_scene_split(root, "test")
+    dataset = SceneCaptionDataset(images, annotations, system.vocab, max_words=data.max_words)
+    return DataLoader(
+        dataset, batch_size=data.batch_size, collate_fn=functools.partial(collate_captions, pad_id=0)
+    )
 
 
 _SPEED_ROUNDS = 5
@@ -140,7 +161,7 @@ def _beam_speed(system, images: torch.Tensor, *, beam_size: int, threads: int) -
 
 
 def _throughput(model_args: dict[str, Any], data, *, steps: int, rounds: int) -> dict[str, float]:
-    from tasks.captioning.system import CaptioningSystem
+    from multiattn.tasks.captioning.system import CaptioningSystem
 
     batches = []
     for batch in data.train_dataloader():
@@ -173,8 +194,50 @@ def _throughput(model_args: dict[str, Any], data, *, steps: int, rounds: int) ->
     return {"fp32_images_per_s": fp32, "bf16_mixed_images_per_s": bf16, "bf16_speedup": bf16 / fp32}
 
 
+_SCORE_ROWS = (
+    ("BLEU-4", "bleu_4", "≥ 0.90 / –"),
+    ("BLEU-1 / 2 / 3", ("bleu_1", "bleu_2", "bleu_3"), ""),
+    ("METEOR", "meteor", ""),
+    ("ROUGE-L", "rouge_l", ""),
+    ("CIDEr-D", "cider_d", ""),
+    ("images with every colour-shape pair right", "pairs_correct", "≥ 0.97 / ≥ 0.95"),
+    ("images naming exactly their objects", "objects_exact", ""),
+    ("pointing game, object words", "pointing_game", "≥ 0.90 / ≥ 0.90"),
+    ("attention mass in the named object's box", "attention_mass", "≥ 0.75 / ≥ 0.75"),
+    ("images", "test_images", ""),
+)
+
+
+def _score_table(result: dict[str, Any]) -> list[str]:
+    """In-generator and out-of-generator scores side by side."""
+    s, o = result["test"], result.get("oog")
+    style = result.get("style", "plain")
+    lines = [
+        f"| metric | in-generator test ({style} scenes) | out-of-generator | target (in / out) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for label, key, target in _SCORE_ROWS:
+        keys = key if isinstance(key, tuple) else (key,)
+        digits = 0 if key == "test_images" else 3
+        cells = [
+            " / ".join(f"{split[k]:.{digits}f}" for k in keys) if split and keys[0] in split else "n/a"
+            for split in (s, o)
+        ]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {target} |")
+    return lines
+
+
 def _markdown(result: dict[str, Any]) -> str:
-    s, t = result["test"], result["throughput"]
+    t = result["throughput"]
+    if t is None:  # --scores-only
+        header = [
+            "# Captioning benchmark (scores only)",
+            "",
+            f"Command: `{result['command']}`  ",
+            f"Checkpoint: `{result['checkpoint']}`; Java: {result['java']}",
+            "",
+        ]
+        return "\n".join([*header, *_score_table(result), ""])
     lines = [
         "# Captioning benchmark",
         "",
@@ -186,17 +249,11 @@ def _markdown(result: dict[str, Any]) -> str:
         f"| training time (min) | {result['training_minutes']:.1f} | ≤ 20 |"
         if result["training_minutes"]
         else "| training time | n/a | ≤ 20 min |",
-        f"| test BLEU-4 | {s['bleu_4']:.3f} | ≥ 0.75 |",
-        f"| test BLEU-1 / 2 / 3 | {s['bleu_1']:.3f} / {s['bleu_2']:.3f} / {s['bleu_3']:.3f} | |",
-        f"| test METEOR | {s['meteor']:.3f} | |"
-        if "meteor" in s
-        else "| test METEOR | skipped (no Java) | |",
-        f"| test ROUGE-L | {s['rouge_l']:.3f} | |",
-        f"| test CIDEr-D | {s['cider_d']:.3f} | |",
-        f"| images with every colour-shape pair right | {s['pairs_correct']:.3f} | ≥ 0.90 |",
-        f"| images naming exactly their objects | {s['objects_exact']:.3f} | |",
-        f"| pointing game, object words | {s['pointing_game']:.3f} | ≥ 0.80 |",
-        f"| attention mass in the named object's box | {s['attention_mass']:.3f} | |",
+        "",
+        *_score_table(result),
+        "",
+        "| metric | value | target |",
+        "| --- | --- | --- |",
         *(
             f"| beam {b['beam_size']}, {b['images']} images, {b['stage'].replace('_', ' ')}, {b['threads']} "
             f"thread{'s' if b['threads'] > 1 else ''}: batched / one at a time ms/image | "
@@ -224,40 +281,74 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--beam-images", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    parser.add_argument(
+        "--style",
+        choices=("plain", "varied"),
+        default=None,
+        help="scene style to train on and test in-generator (default: the config's); a style other "
+        "than the config's is cached in its own folder (<data_dir>_<style>)",
+    )
+    parser.add_argument(
+        "--oog-images",
+        type=int,
+        default=None,
+        help="out-of-generator test images (default 500, 32 with --quick; 0: skip that split)",
+    )
+    parser.add_argument(
+        "--scores-only", action="store_true", help="only the two test splits' scores: no speed or throughput"
+    )
     args = parser.parse_args(argv)
+    if args.oog_images is None:
+        args.oog_images = 32 if args.quick else 500
     keep_freed_memory()  # as the multiattn command does (multiattn/runtime.py)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    from tasks.captioning.data import SceneCaptionData
-    from tasks.captioning.system import CaptioningSystem
+    from multiattn.tasks.captioning.data import SceneCaptionData
+    from multiattn.tasks.captioning.system import CaptioningSystem
 
     config = args.config or ROOT / "configs" / ("captioning_tiny.yaml" if args.quick else "captioning.yaml")
     quick_root = ROOT / "outputs" / "bench_captioning_quick" if args.quick else None
-    wall = None
-    if args.ckpt is None:
-        ckpt, wall = _train(config, quick_root)
-    else:
-        ckpt = args.ckpt
-    trained_s = _timer_seconds(ckpt) or wall
     cfg = _config(config)
     data_args = dict(cfg["data"]["init_args"])
     if quick_root is not None:
         data_args["data_dir"] = str(quick_root / "data")
+    style = args.style or data_args.get("style", "plain")
+    overrides = []
+    if style != data_args.get("style", "plain"):  # never regenerate the config's cache in another style
+        data_args.update(style=style, data_dir=f"{data_args['data_dir']}_{style}")
+        overrides = [f"--data.style={style}", f"--data.data_dir={data_args['data_dir']}"]
+    wall = None
+    if args.ckpt is None:
+        ckpt, wall = _train(config, quick_root, overrides)
+    else:
+        ckpt = args.ckpt
+    trained_s = _timer_seconds(ckpt) or wall
     data = SceneCaptionData(**data_args)
     data.setup("test")
     system = load_system(CaptioningSystem, ckpt)
     data.set_vocab(system.vocab)
+    beam_size = system.decoding.beam_size
+    oog_root = Path(data_args["data_dir"]).parent / "oog" if quick_root is None else quick_root / "oog"
     with torch.inference_mode():
-        test = _test_scores(system, data, beam_size=system.decoding.beam_size)
-        images = torch.cat([b.images for b in data.test_dataloader()])[: args.beam_images]
-        beam = [
-            row
-            for threads in sorted({1, 2, args.threads})
-            for row in _beam_speed(system, images, beam_size=args.beam_size, threads=threads)
-        ]
+        test = _test_scores(system, data.test_dataloader(), data.image_size, beam_size=beam_size)
+        oog = None
+        if args.oog_images > 0:
+            loader = _oog_loader(oog_root, system, data, num_images=args.oog_images)
+            oog = _test_scores(system, loader, data.image_size, beam_size=beam_size)
+        beam, throughput = [], None
+        if not args.scores_only:
+            images = torch.cat([b.images for b in data.test_dataloader()])[: args.beam_images]
+            beam = [
+                row
+                for threads in sorted({1, 2, args.threads})
+                for row in _beam_speed(system, images, beam_size=args.beam_size, threads=threads)
+            ]
         torch.set_num_threads(args.threads)
-    model_args = dict(cfg["model"]["init_args"])
-    throughput = _throughput(model_args, data, steps=2 if args.quick else 6, rounds=2 if args.quick else 3)
+    if not args.scores_only:
+        model_args = dict(cfg["model"]["init_args"])
+        throughput = _throughput(
+            model_args, data, steps=2 if args.quick else 6, rounds=2 if args.quick else 3
+        )
     result = {
         "command": "python -m benchmarks.bench_captioning "
         + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -267,11 +358,15 @@ def main(argv: list[str] | None = None) -> int:
         "java": java_available(),
         "training_minutes": None if trained_s is None else trained_s / 60,
         "training_wall_minutes": None if wall is None else wall / 60,
+        "style": style,
         "test": test,
+        "oog": oog,
+        "oog_dir": str(oog_root) if oog is not None else None,
         "beam": beam,
         "throughput": throughput,
     }
-    name = "captioning_quick" if args.quick else "captioning"
+    name = "captioning" + ("" if style == "plain" else f"_{style}") + ("_scores" if args.scores_only else "")
+    name += "_quick" if args.quick else ""
     write_results(name, result, _markdown(result))
     return 0
 

@@ -34,7 +34,7 @@ SCENE_BYTES = 96 * 96 * 3 * (10_000 + 500 + 1_000)
 _MEASURE = """
 import json, sys
 from PIL import Image
-from tasks.stn.sources.images import prepare_image, read_image
+from multiattn.tasks.stn.sources.images import prepare_image, read_image
 
 
 def status(key):

@@ -14,7 +14,7 @@ Run: ``.venv/bin/python -m benchmarks.bench_stn [--quick] [--minutes M] [--threa
    ``--trainer.max_time`` is the hard stop. ``--quick`` trains the tiny config instead.
 3. Test split of the embedded cluttered data: top-1 error, mean IoU of the sampled region with the
    digit's box, share with IoU > 0.5 (best checkpoint of each run).
-4. ``classify`` inference: images/s through :func:`tasks.stn.app.classify_files` on PNG files
+4. ``classify`` inference: images/s through :func:`multiattn.tasks.stn.app.classify_files` on PNG files
    (decode + convert + model), and the model alone on batches of 64.
 
 JSON keys: ``config``, ``threads``, ``load_average`` (start, end), ``budget_minutes``,
@@ -56,8 +56,8 @@ def _config_copy(config: Path, name: str) -> Path:
 
 
 def _model_and_data(config: Path, *, quick: bool, variety: str | None = None):
-    from tasks.stn.data import STNDataModule
-    from tasks.stn.system import STNSystem
+    from multiattn.tasks.stn.data import STNDataModule
+    from multiattn.tasks.stn.system import STNSystem
 
     spec = yaml.safe_load(config.read_text())
     data_args = dict(spec["data"]["init_args"])
@@ -124,11 +124,13 @@ def evaluation_splits(
     ``<variety>_test``: the data module's test split (the generator the model trained with:
     ``standard_test`` or ``broad_test``); ``standard_test`` also when the data are the broad set
     (so both varieties are compared on the same images); ``out_of_generator``: ``ood_size``
-    digits of :mod:`tasks.stn.sources.outside` in the held-out font families, on the same canvas
-    (left out, with a message, when those fonts are not installed).
+    digits of :mod:`multiattn.tasks.stn.sources.outside` in the held-out font families, on the same canvas
+    (left out, with a message, when those fonts are not installed); ``out_of_generator_clean``:
+    the same digits, places and clutter on a black, noiseless ground, which separates what the
+    fonts and the recipe cost from what a grey, noisy ground costs.
     """
-    from tasks.stn.data import STNDataModule
-    from tasks.stn.sources.outside import held_out_fonts, outside_digits
+    from multiattn.tasks.stn.data import STNDataModule
+    from multiattn.tasks.stn.sources.outside import held_out_fonts, outside_digits
 
     def arrays(dataset) -> dict[str, np.ndarray]:
         return {
@@ -154,10 +156,19 @@ def evaluation_splits(
     elif ood_size > 0:
         canvas = int(splits[f"{variety}_test"]["images"].shape[-1])
         scale = canvas / 60.0  # the recipe's digit sizes are for the 60x60 cluttered canvas
-        made = outside_digits(
-            faces, num_samples=ood_size, seed=seed, canvas=canvas, digit_height=(14.0 * scale, 30.0 * scale)
-        )
-        splits["out_of_generator"] = {"images": made.images, "labels": made.labels, "boxes": made.boxes}
+        for name, ground in (
+            ("out_of_generator", {}),
+            ("out_of_generator_clean", {"background": (0.0, 0.0), "noise": (0.0, 0.0)}),
+        ):
+            made = outside_digits(
+                faces,
+                num_samples=ood_size,
+                seed=seed,
+                canvas=canvas,
+                digit_height=(14.0 * scale, 30.0 * scale),
+                **ground,
+            )
+            splits[name] = {"images": made.images, "labels": made.labels, "boxes": made.boxes}
     return splits
 
 
@@ -174,19 +185,22 @@ def evaluate(checkpoint: Path, splits: dict[str, dict[str, np.ndarray]], *, batc
     """
     from multiattn.checkpoint import load_system
     from multiattn.stn import region_iou
-    from tasks.stn.system import STNSystem
+    from multiattn.tasks.stn.system import STNSystem
 
     system = load_system(STNSystem, checkpoint, log_overlays=False)
     results = {}
     for name, split in splits.items():
         correct, ious = 0, []
         for start in range(0, len(split["labels"]), batch_size):
-            images = torch.from_numpy(split["images"][start : start + batch_size]).float()[:, None] / 255.0
-            labels = torch.from_numpy(split["labels"][start : start + batch_size])
+            images = (
+                torch.from_numpy(np.array(split["images"][start : start + batch_size])).float()[:, None]
+                / 255.0
+            )
+            labels = torch.from_numpy(np.array(split["labels"][start : start + batch_size]))
             out = system.predict_step(images)  # (B, 1, H, W) in
             correct += int((out["label"] == labels).sum())
             if out["corners"] is not None:
-                boxes = torch.from_numpy(split["boxes"][start : start + batch_size])
+                boxes = torch.from_numpy(np.array(split["boxes"][start : start + batch_size]))
                 ious.append(region_iou(out["corners"], boxes, exact=True))
         total = len(split["labels"])
         result = {
@@ -209,8 +223,8 @@ def inference_throughput(checkpoint: Path, data, *, files: int) -> dict[str, flo
     from PIL import Image
 
     from multiattn.checkpoint import load_system
-    from tasks.stn.app import classify_files
-    from tasks.stn.system import STNSystem
+    from multiattn.tasks.stn.app import classify_files
+    from multiattn.tasks.stn.system import STNSystem
 
     system = load_system(STNSystem, checkpoint, log_overlays=False)
     images = data.datasets["test"].images
@@ -242,6 +256,7 @@ _SPLIT_TITLES = {
     "standard_test": "standard test",
     "broad_test": "broad test",
     "out_of_generator": "out-of-generator",
+    "out_of_generator_clean": "out-of-generator, black ground",
 }
 
 

@@ -18,9 +18,27 @@ import torch
 
 from multiattn.io import UserError
 
-__all__ = ["load_checkpoint", "load_system", "system_hparams", "upgrade_hparams"]
+__all__ = ["MOVED_CLASS_PATHS", "load_checkpoint", "load_system", "system_hparams", "upgrade_hparams"]
 
 T = TypeVar("T")
+
+# Module prefixes that moved (old -> new): the ``_class_path`` a checkpoint stores for its model and
+# datamodule is rewritten on load, so checkpoints written before a move keep working.
+MOVED_CLASS_PATHS: dict[str, str] = {"tasks.": "multiattn.tasks."}
+
+
+def _upgrade_class_paths(checkpoint: Any) -> None:
+    if not isinstance(checkpoint, dict):
+        return
+    for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+        stored = checkpoint.get(key)
+        class_path = stored.get("_class_path") if isinstance(stored, dict) else None
+        if not isinstance(class_path, str):
+            continue
+        for old, new in MOVED_CLASS_PATHS.items():
+            if class_path.startswith(old):
+                stored["_class_path"] = new + class_path[len(old) :]
+                break
 
 
 def load_checkpoint(
@@ -59,6 +77,7 @@ def load_checkpoint(
         raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt): {msg[:160]}") from None
     if require_state_dict and (not isinstance(checkpoint, dict) or "state_dict" not in checkpoint):
         raise UserError(f"{path}: not a multiattn/Lightning checkpoint (no 'state_dict' entry)")
+    _upgrade_class_paths(checkpoint)
     return checkpoint
 
 

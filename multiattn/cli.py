@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from multiattn.extras import MissingExtraError
 from multiattn.registry import Command, Unavailable, commands
 from multiattn.runtime import keep_freed_memory
 
@@ -48,7 +49,9 @@ def usage() -> str:
     apps = _commands()
     width = max(map(len, [*LIGHTNING_COMMANDS, *apps]))
     lines = ["usage: multiattn COMMAND [options]   (multiattn COMMAND --help for the options)", ""]
-    lines.append("training and evaluation (LightningCLI; -c configs/<task>.yaml):")
+    lines.append(
+        "training and evaluation (LightningCLI; -c configs/<task>.yaml, or -c <name> of `multiattn configs`):"
+    )
     lines += [f"  {name:<{width}}  {text}" for name, text in LIGHTNING_COMMANDS.items()]
     lines += ["", "applications (take files and --ckpt):"]
     for name, command in apps.items():
@@ -57,6 +60,7 @@ def usage() -> str:
         else:
             text = command.help
         lines.append(f"  {name:<{width}}  {text}".rstrip())
+    lines += ["", f"  {'configs':<{width}}  list the packaged configs (-c NAME runs one), or print one"]
     return "\n".join(lines)
 
 
@@ -74,6 +78,9 @@ def run_app_command(name: str, command: Command | Unavailable, argv: Sequence[st
 
 def run_lightning(argv: Sequence[str]) -> int:
     """Run the LightningCLI with ``argv`` (a subcommand first)."""
+    from multiattn.extras import require
+
+    require("jsonargparse", f"multiattn {argv[0]}")  # LightningCLI's parser, in the eval extra
     from multiattn.lightning_cli import build_cli
 
     build_cli(list(argv))
@@ -88,8 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "configs":
+        from multiattn.config_files import main as configs_main
+
+        return configs_main(rest)
     if command in LIGHTNING_COMMANDS or command.startswith("-"):
-        return run_lightning(argv)
+        try:
+            return run_lightning(argv)
+        except MissingExtraError as err:
+            print(f"multiattn: error: {err}", file=sys.stderr)
+            return 2
     apps = _commands()
     if command in apps:
         return run_app_command(command, apps[command], rest)

@@ -22,6 +22,8 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 
 from multiattn.checkpoint import load_checkpoint, upgrade_hparams
+from multiattn.config_files import resolve_config_args
+from multiattn.extras import missing_extra
 from multiattn.io import UserError
 
 __all__ = ["SafeCheckpointIO", "MultiattnCLI", "build_cli"]
@@ -51,18 +53,19 @@ class MultiattnCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads --ckpt_path itself (for its hyper-parameters) before the trainer
         # exists; check the file here first so a bad one gets a one-line error, not a traceback.
+        # Lightning's own reading (torch.load) is replaced by load_checkpoint, so a checkpoint's stored
+        # model class path is the one it maps to (multiattn.checkpoint.MOVED_CLASS_PATHS).
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or ckpt_path in ("last", "best", "hpc") or "://" in str(ckpt_path):
-            super()._parse_ckpt_path()
-            return
+            return super()._parse_ckpt_path()
         # As LightningCLI does (the checkpoint's hyper-parameters override the config's model
         # arguments), but read safely, and moved to the model's current layout first when its
         # class has an upgrade hook (multiattn.checkpoint.upgrade_hparams).
         hparams = dict(load_checkpoint(ckpt_path).get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
         if not hparams:
-            return
+            return None
         class_path = hparams.pop("_class_path", None)
         model_class = _import_class(class_path or self.config[subcommand].model.class_path)
         hparams = upgrade_hparams(model_class, hparams)
@@ -71,6 +74,20 @@ class MultiattnCLI(LightningCLI):
             self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
         except SystemExit:
             sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
+        return None
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ModuleNotFoundError, ValueError) as err:
+            # Lightning's TensorBoardLogger says only "Neither `tensorboard` nor `tensorboardX` is
+            # available" (and jsonargparse wraps that in a ValueError about the class path).
+            cause: BaseException | None = err
+            while cause is not None:
+                if isinstance(cause, ModuleNotFoundError) and "tensorboard" in str(cause).lower():
+                    raise missing_extra("tensorboard", "the TensorBoard logger") from None
+                cause = cause.__cause__ or cause.__context__
             raise
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
@@ -91,6 +108,11 @@ def build_cli(args: list[str] | None = None, *, run: bool = True) -> MultiattnCL
     """
     if args is not None and list(args) == sys.argv[1:]:
         args = None  # the console script: let LightningCLI read sys.argv itself (no double-args warning)
+    if args is None:
+        # `-c stn`: a packaged config's name (also in sys.argv, which DDP's spawned processes re-read)
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])
+    else:
+        args = resolve_config_args(args)
     try:
         return MultiattnCLI(
             LightningModule,

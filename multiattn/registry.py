@@ -85,7 +85,7 @@ class Task:
         system: the LightningModule class of its checkpoints (tried on checkpoints that do not
             record a class path).
         report: ``build_section(request) -> section dict`` for ``multiattn report``, where
-            ``request`` is a ``tasks.common.report.SectionRequest`` (default
+            ``request`` is a ``multiattn.tasks.common.report.SectionRequest`` (default
             ``.report:build_section``).
         input_extensions: the file suffixes (lower case, with the dot) it reads as ``--inputs``.
         input_kind: what those files are, for messages ("image", "audio").

@@ -3,7 +3,7 @@
 Lightning restores its loop counters from a checkpoint, but a plain ``DataLoader`` restarts the
 epoch from its first batch, so a run resumed mid-epoch sees different batches than an
 uninterrupted one. :class:`ResumableSampler` fixes the order per epoch (Lightning calls
-``set_epoch``) and can skip the samples already consumed; ``tasks.common.callbacks.ExactResume``
+``set_epoch``) and can skip the samples already consumed; ``multiattn.tasks.common.callbacks.ExactResume``
 tells it how many.
 """
 

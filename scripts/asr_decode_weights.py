@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from benchmarks.bench_asr import _loader
     from multiattn.checkpoint import load_checkpoint, load_system
-    from tasks.asr.system import ASRSystem
+    from multiattn.tasks.asr.system import ASRSystem
 
     system = load_system(ASRSystem, args.ckpt)
     if system.language_model is None and any(w > 0 for w in args.lm_weights):

@@ -56,10 +56,16 @@ def _config(name: str, overrides: dict[str, object], out: Path) -> Path:
     config = yaml.safe_load((ROOT / "configs" / "asr.yaml").read_text(encoding="utf-8"))
     root = str(out / name)
     config["trainer"]["default_root_dir"] = root
-    config["trainer"]["logger"]["init_args"]["save_dir"] = root
+    # CSV metrics: this script reads each run's validation WER back from them.
+    config["trainer"]["logger"] = {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": root, "name": "logs"},
+    }
     for callback in config["trainer"]["callbacks"]:
         if "dirpath" in callback.get("init_args", {}):
             callback["init_args"]["dirpath"] = f"{root}/checkpoints"
+        if "output_dir" in callback.get("init_args", {}):
+            callback["init_args"]["output_dir"] = f"{root}/predictions"
     config["trainer"]["max_time"] = None
     config["model"]["init_args"].update(overrides, log_overlays=False)
     path = out / f"{name}.yaml"

@@ -14,8 +14,11 @@ Steps (run from the repository root; everything lands under ``outputs/demo/``):
    outputs/demo/overlays/<task> --json`` (JSON lines in ``outputs/demo/predictions/<task>.jsonl``).
 4. ``multiattn report`` with the three checkpoints over the first ``--limit`` test examples:
    ``outputs/demo/index.html``.
-5. ``docs/images/<task>_overlay.png`` (only when missing) and ``docs/images/report.png`` (a
-   headless Chromium screenshot, when Chromium and Playwright are there).
+
+The demo writes nothing outside ``outputs/``: its generated data is cached under
+``outputs/demo/data/`` (the demo configs' ``data_dir``) and the repository's files stay as they
+are. The README's pictures are refreshed from the demo's outputs by a separate command,
+``make readme-images`` (``scripts/readme_images.py``).
 
 A failing step stops the demo with the failing command and the end of its log (exit 1).
 """
@@ -23,7 +26,6 @@ A failing step stops the demo with the failing command and the end of its log (e
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shlex
@@ -98,18 +100,26 @@ def checkpoint_of(task: str) -> Path:
 
 
 def _epoch(task: str, since: float) -> str:
-    """The training progress of a run from its CSV log (the version written since ``since``)."""
+    """The training progress of a run from its TensorBoard log (the version written since ``since``)."""
     versions = sorted(
-        (p for p in (OUT / task / "logs").glob("version_*/metrics.csv") if p.stat().st_mtime >= since),
+        (
+            p
+            for p in (OUT / task / "logs").glob("version_*/events.out.tfevents.*")
+            if p.stat().st_mtime >= since
+        ),
         key=lambda p: p.stat().st_mtime,
     )
     if not versions:
         return "starting / generating data"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     try:
-        rows = list(csv.DictReader(open(versions[-1])))
-    except (OSError, csv.Error):
+        events = EventAccumulator(str(versions[-1]), size_guidance={"scalars": 0}).Reload()
+        epochs = (
+            [int(e.value) for e in events.Scalars("epoch")] if "epoch" in events.Tags()["scalars"] else []
+        )
+    except Exception:  # a file being written; progress is only informative
         return "training"
-    epochs = [int(r["epoch"]) for r in rows if r.get("epoch")]
     return f"epoch {max(epochs) + 1}" if epochs else "training"
 
 
@@ -117,7 +127,7 @@ def train(reuse: bool) -> None:
     todo = [t for t in TASKS if not (reuse and checkpoint_of(t).is_file())]
     for task in TASKS:
         if task not in todo:
-            say(f"step 1/5: {task}: reusing {checkpoint_of(task)}")
+            say(f"step 1/4: {task}: reusing {checkpoint_of(task)}")
     runs = {}
     wall_start = time.time()
     for task in todo:
@@ -135,7 +145,7 @@ def train(reuse: bool) -> None:
         )
         runs[task] = (process, argv, log, handle, time.monotonic())
     if todo:
-        say(f"step 1/5: training {', '.join(todo)} together (logs: outputs/demo/<task>/fit.log)")
+        say(f"step 1/4: training {', '.join(todo)} together (logs: outputs/demo/<task>/fit.log)")
     last_report = 0.0
     while runs:
         time.sleep(2)
@@ -163,7 +173,7 @@ def export_examples(task: str, count: int) -> list[Path]:
     """The last ``count`` test examples of the checkpoint's data, as files a user could have."""
     from multiattn.checkpoint import load_checkpoint
     from multiattn.registry import tasks
-    from tasks.common.report import datamodule_from_checkpoint, write_png, write_wav
+    from multiattn.tasks.common.report import datamodule_from_checkpoint, write_png, write_wav
 
     folder = OUT / "inputs" / task
     if folder.is_dir():
@@ -173,7 +183,7 @@ def export_examples(task: str, count: int) -> list[Path]:
     package = tasks()[task].package
     files = []
     if task == "stn":
-        from tasks.stn.data import STNDataModule
+        from multiattn.tasks.stn.data import STNDataModule
 
         datamodule, _ = datamodule_from_checkpoint(checkpoint, package, STNDataModule, None)
         datamodule.setup("test")
@@ -185,8 +195,8 @@ def export_examples(task: str, count: int) -> list[Path]:
             write_png(batch.images[0].numpy(), path)
             files.append(path)
     elif task == "captioning":
-        from tasks.captioning.data import SceneCaptionData
-        from tasks.captioning.images import denormalize
+        from multiattn.tasks.captioning.data import SceneCaptionData
+        from multiattn.tasks.captioning.images import denormalize
 
         datamodule, _ = datamodule_from_checkpoint(checkpoint, package, SceneCaptionData, None)
         datamodule.setup("test")
@@ -196,8 +206,8 @@ def export_examples(task: str, count: int) -> list[Path]:
             write_png(denormalize(dataset[index].image).numpy(), path)
             files.append(path)
     else:
-        from tasks.asr.audio import SAMPLE_RATE
-        from tasks.asr.data import ASRDataModule
+        from multiattn.tasks.asr.audio import SAMPLE_RATE
+        from multiattn.tasks.asr.data import ASRDataModule
 
         datamodule, _ = datamodule_from_checkpoint(checkpoint, package, ASRDataModule, None)
         datamodule.setup("test")
@@ -209,50 +219,6 @@ def export_examples(task: str, count: int) -> list[Path]:
             (folder / f"utterance{index:05d}.txt").write_text(item.text + "\n")
             files.append(path)
     return files
-
-
-# ---- 5. pictures for the README ------------------------------------------------------------------
-def copy_overlays() -> None:
-    images = ROOT / "docs" / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    for task in TASKS:
-        target = images / f"{task}_overlay.png"
-        overlays = sorted((OUT / "overlays" / task).glob("*.png"), key=lambda p: p.stat().st_size)
-        if target.exists() or not overlays:
-            continue
-        shutil.copyfile(overlays[0], target)
-        say(f"  wrote {target.relative_to(ROOT)}")
-
-
-def screenshot(index: Path, target: Path) -> bool:
-    """A screenshot of the report with one caption word selected (headless Chromium)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        say("  chromium not installed: no screenshot (make browser installs it)")
-        return False
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        say("  playwright not installed: no screenshot")
-        return False
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-    args += ["--disable-sync", "--no-first-run", "--disable-quic"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=args)
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        page.goto(index.resolve().as_uri())
-        page.wait_for_load_state("load")
-        captioning = page.get_by_role("button", name="captioning")
-        if captioning.count():
-            captioning.click()
-            words = page.locator(".item").first.locator("[data-testid=word]")
-            if words.count() > 1:
-                words.nth(1).click()
-        page.wait_for_timeout(300)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(target))
-        browser.close()
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     step_times["training"] = time.monotonic() - began
 
     began = time.monotonic()
-    say("step 2/5: exporting held-out test examples as files")
+    say("step 2/4: exporting held-out test examples as files")
     inputs = {}
     for task in TASKS:
         try:
@@ -284,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             fail(f"exporting {task} examples", ["(scripts/demo.py export_examples)", task], None, repr(err))
         say(f"  {task}: {len(inputs[task])} files in {OUT / 'inputs' / task}")
 
-    say("step 3/5: classify / caption / transcribe the held-out files")
+    say("step 3/4: classify / caption / transcribe the held-out files")
     commands = []
     for task in TASKS:
         overlay_dir = OUT / "overlays" / task
@@ -304,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     step_times["app commands"] = time.monotonic() - began
 
     began = time.monotonic()
-    say(f"step 4/5: building the report ({args.limit} test examples per task)")
+    say(f"step 4/4: building the report ({args.limit} test examples per task)")
     report_argv = ["report"] + [f"--ckpt={checkpoint_of(t)}" for t in TASKS]
     report_argv += ["--split", "test", "--limit", str(args.limit), "--out", str(OUT)]
     run("report", report_argv)
@@ -312,11 +278,6 @@ def main(argv: list[str] | None = None) -> int:
     if not index.is_file():
         fail("report", report_argv, OUT / "logs" / "report.log", f"{index} was not written")
     step_times["report"] = time.monotonic() - began
-
-    say("step 5/5: pictures for the README (docs/images)")
-    copy_overlays()
-    if screenshot(index, ROOT / "docs" / "images" / "report.png"):
-        say("  wrote docs/images/report.png")
 
     size = sum(f.stat().st_size for f in OUT.glob("assets/**/*") if f.is_file())
     size += sum((OUT / n).stat().st_size for n in ("index.html", "data.js", "explorer.js", "explorer.css"))
@@ -329,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     for command in commands:
         print(f"  {command}")
     print(f"  {shown(report_argv)}")
+    print("\nThe README's pictures come from these outputs: make readme-images")
     return 0
 
 

@@ -9,7 +9,7 @@ server, no network). Tasks are found in the registry (:mod:`multiattn.registry`)
 names none. The task of a checkpoint is the one whose package holds the class path LightningCLI
 recorded (``hyper_parameters["_class_path"]``), or else the first whose system class loads it.
 The task's report adapter (its ``report`` piece, given a
-:class:`tasks.common.report.SectionRequest`) runs the model and writes the assets:
+:class:`multiattn.tasks.common.report.SectionRequest`) runs the model and writes the assets:
 
 - ``--split test --limit N``: the first ``N`` examples of the split of the data the checkpoint was
   trained on (the datamodule's hyper-parameters travel in a LightningCLI checkpoint; the embedded
@@ -37,7 +37,7 @@ from typing import Any
 from multiattn.apps import expand_inputs, resolve_device
 from multiattn.io import UserError, staging_folder, swap_folders
 from multiattn.registry import Command, Task, tasks
-from tasks.common.report import SectionRequest
+from multiattn.tasks.common.report import SectionRequest
 
 __all__ = ["COMMAND", "detect_task", "build_parser", "build_report", "main"]
 

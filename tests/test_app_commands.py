@@ -19,7 +19,7 @@ import webvtt
 from PIL import Image
 
 from multiattn.cli import main as cli_main
-from tasks.asr.subtitles import vtt_time
+from multiattn.tasks.asr.subtitles import vtt_time
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 COMMAND = {"stn": "classify", "captioning": "caption", "asr": "transcribe"}
@@ -255,7 +255,7 @@ def test_transcribe_writes_subtitles_that_parse(tiny_checkpoints, inputs, tmp_pa
 
 
 def test_segments_split_at_pauses_and_length():
-    from tasks.asr.subtitles import build_segments, render
+    from multiattn.tasks.asr.subtitles import build_segments, render
 
     def word(text, start, end):
         return {"word": text, "start": start, "end": end, "probability": 0.9}

@@ -28,8 +28,8 @@ def test_parse_target() -> None:
 def test_batch_size_of_counts_items_and_audio() -> None:
     import torch
 
-    from tasks.asr.data import SpeechBatch
-    from tasks.stn.data import STNBatch
+    from multiattn.tasks.asr.data import SpeechBatch
+    from multiattn.tasks.stn.data import STNBatch
 
     speech = SpeechBatch(torch.zeros(2, 32000), torch.tensor([16000, 8000]), ["a", "b"], None, ["", ""])
     assert batch_size_of(speech) == (2, 1.5)

@@ -56,7 +56,7 @@ trainer:
       init_args: {{dirpath: {root}/checkpoints, save_last: true, monitor: val/loss, filename: best}}
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {{dirpath: {root}/checkpoints, save_last: true, every_n_train_steps: 1, save_top_k: 0}}
-    - class_path: tasks.common.callbacks.ExactResume
+    - class_path: multiattn.tasks.common.callbacks.ExactResume
       init_args: {{seed: 7}}
 model:
   class_path: tests.helpers.toy.ToyModule

@@ -119,14 +119,14 @@ def test_report_refuses_a_section_of_no_registered_task(tmp_path):
 
 def test_missing_task_module_says_not_available(monkeypatch, capsys):
     missing = metadata.EntryPoint(
-        name="caption", value="tasks.no_such_task.task:TASK", group=registry.ENTRY_POINT_GROUP
+        name="caption", value="multiattn.tasks.no_such_task.task:TASK", group=registry.ENTRY_POINT_GROUP
     )
     monkeypatch.setattr(registry, "registered_entry_points", lambda: [missing])
     assert cli.main(["--help"]) == 0
     assert "not available" in capsys.readouterr().out
     assert cli.main(["caption", "x.png", "--ckpt", "c.ckpt"]) == 2
     err = capsys.readouterr().err
-    assert "not available yet" in err and "tasks.no_such_task.task" in err
+    assert "not available yet" in err and "multiattn.tasks.no_such_task.task" in err
 
 
 def test_task_names_are_checked():

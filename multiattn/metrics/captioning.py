@@ -95,6 +95,9 @@ def caption_metrics(
         raise ValueError("hypotheses: expected at least one caption, received none")
     if any(len(refs) == 0 for refs in references):
         raise ValueError("references: every image needs at least one reference caption")
+    from multiattn.extras import require
+
+    require("pycocoevalcap", "the caption metrics (BLEU, METEOR, ROUGE-L, CIDEr-D)")
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge

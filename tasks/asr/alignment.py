@@ -4,7 +4,7 @@ Two independent estimates of when each word starts:
 
 * **attention**: the decoder's cross-attention row of the word's first token, over encoder
   frames; the frame of its maximum (``"argmax"``) or its centre of mass (``"centroid"``) becomes
-  a time with :func:`tasks.asr.model.frame_time` (40 ms frames after 4x subsampling). This is the
+  a time with :func:`multiattn.tasks.asr.model.frame_time` (40 ms frames after 4x subsampling). This is the
   alignment Chorowski et al. 2015 and Chan et al. 2016 plot.
 * **CTC**: ``torchaudio.functional.forced_align`` (Viterbi over CTC paths, Graves et al. 2006)
   of the transcript's tokens on the CTC log-probabilities; a word starts at the first frame of
@@ -26,7 +26,7 @@ import torch
 import torchaudio
 from torch import Tensor
 
-from tasks.asr.model import FRAME_SECONDS, frame_time
+from multiattn.tasks.asr.model import FRAME_SECONDS, frame_time
 
 __all__ = [
     "WordSpan",

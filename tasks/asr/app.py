@@ -4,10 +4,10 @@
                          [--output-format txt|json|srt|vtt|tsv|all] [--output-dir D]
                          [--overlay-dir D] [--json] [--max-seconds S] [--batch-size B]
 
-A thin layer over :class:`tasks.asr.pipeline.SpeechPipeline` (what ``multiattn.load`` returns for
+A thin layer over :class:`multiattn.tasks.asr.pipeline.SpeechPipeline` (what ``multiattn.load`` returns for
 a speech checkpoint), which documents the record ``--json`` prints (``file``, ``text``, ``words``
 with times and probabilities, ``duration``, ``segments``). ``--output-format`` also writes
-``D/<stem>.<format>`` per file (:mod:`tasks.asr.subtitles`; ``all`` writes the five).
+``D/<stem>.<format>`` per file (:mod:`multiattn.tasks.asr.subtitles`; ``all`` writes the five).
 ``--overlay-dir`` writes, per file (per piece for recordings longer than ``--max-seconds``), the
 spectrogram with the decoder's attention alignment and the CTC alignment below. A file that cannot
 be used is reported on one line and the others still run; a truncated WAV is transcribed with a
@@ -24,10 +24,10 @@ from typing import Any
 from multiattn.apps import AppJob, app_parser, expand_inputs, run_app
 from multiattn.io import UserError, atomic_open
 from multiattn.pipeline import Result
-from tasks.asr.audio import AUDIO_EXTENSIONS
-from tasks.asr.decode import DECODING_MODES
-from tasks.asr.pipeline import SpeechPipeline
-from tasks.asr.subtitles import OUTPUT_FORMATS, render
+from multiattn.tasks.asr.audio import AUDIO_EXTENSIONS
+from multiattn.tasks.asr.decode import DECODING_MODES
+from multiattn.tasks.asr.pipeline import SpeechPipeline
+from multiattn.tasks.asr.subtitles import OUTPUT_FORMATS, render
 
 __all__ = ["AUDIO_EXTENSIONS", "main", "build_parser", "format_text"]
 

@@ -1,13 +1,13 @@
 """LightningDataModule for speech: the embedded corpus, LibriSpeech or NeMo manifests.
 
-The data half (:mod:`tasks.asr.dataset`, :mod:`tasks.asr.sources`) reads the sources; this
+The data half (:mod:`multiattn.tasks.asr.dataset`, :mod:`multiattn.tasks.asr.sources`) reads the sources; this
 module picks the splits, batches utterances of similar duration together (padding is wasted
 compute: a length-bucketed batch of 3 s utterances pads little, a random one pads up to 2x) and
 collates them into a :class:`SpeechBatch`.
 
 Sources (``source``):
 
-* ``"embedded"``: the offline espeak-ng corpus (:func:`tasks.asr.sources.corpus.embedded_corpus`),
+* ``"embedded"``: the offline espeak-ng corpus (:func:`multiattn.tasks.asr.sources.corpus.embedded_corpus`),
   generated on first use under ``data_dir``; ``test_split`` picks ``test`` or
   ``test_unseen_voices``. Word timings travel in the batch for the alignment metrics.
 * ``"librispeech"``: ``librispeech_root`` with ``*_subsets`` (e.g. ``train-clean-100``).
@@ -29,11 +29,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from multiattn.io import UserError
-from tasks.asr.dataset import SpeechDataset, SpeechItem
-from tasks.asr.sources.corpus import embedded_corpus
-from tasks.asr.sources.librispeech import read_librispeech
-from tasks.asr.sources.manifest import read_manifest
-from tasks.common.data import SplitDataModule
+from multiattn.tasks.asr.dataset import SpeechDataset, SpeechItem
+from multiattn.tasks.asr.sources.corpus import embedded_corpus
+from multiattn.tasks.asr.sources.librispeech import read_librispeech
+from multiattn.tasks.asr.sources.manifest import read_manifest
+from multiattn.tasks.common.data import SplitDataModule
 
 __all__ = ["SpeechBatch", "collate_speech", "BucketBatchSampler", "ASRDataModule"]
 
@@ -187,7 +187,7 @@ class BucketBatchSampler(Sampler[list[int]]):
 
 
 class ASRDataModule(SplitDataModule):
-    """Speech data for :class:`tasks.asr.system.ASRSystem`.
+    """Speech data for :class:`multiattn.tasks.asr.system.ASRSystem`.
 
     Args:
         source: ``"embedded"``, ``"librispeech"`` or ``"manifest"``.
@@ -285,7 +285,7 @@ class ASRDataModule(SplitDataModule):
     def train_texts(self) -> list[str]:
         """The transcripts of the training split as trained on (after the duration filter).
 
-        What a learned tokenizer (:class:`tasks.asr.tokenizer.SentencePieceTokenizer`) is trained
+        What a learned tokenizer (:class:`multiattn.tasks.asr.tokenizer.SentencePieceTokenizer`) is trained
         on: the training split only, never validation or test, in the dataset's order.
         """
         return [entry.text for entry in self._dataset("train").entries]

@@ -1,8 +1,8 @@
 """One dataset class for every speech source: the embedded corpus, LibriSpeech, NeMo manifests.
 
-Sources produce :class:`~tasks.asr.sources.manifest.AudioEntry` lists; :class:`SpeechDataset`
+Sources produce :class:`~multiattn.tasks.asr.sources.manifest.AudioEntry` lists; :class:`SpeechDataset`
 checks them once (``soundfile.info``: readable, non-empty, duration known), drops those over
-``max_duration``, and reads audio lazily through :func:`tasks.asr.audio.load_audio` (16 kHz mono).
+``max_duration``, and reads audio lazily through :func:`multiattn.tasks.asr.audio.load_audio` (16 kHz mono).
 Bad files are skipped with a warning and counted, never allowed to stop an epoch: a file that
 fails at load time is replaced by the next good item.
 
@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from multiattn.io import UserError
-from tasks.asr.audio import SAMPLE_RATE, load_audio
-from tasks.asr.sources.librispeech import read_librispeech
-from tasks.asr.sources.manifest import AudioEntry, WordTiming, read_manifest
+from multiattn.tasks.asr.audio import SAMPLE_RATE, load_audio
+from multiattn.tasks.asr.sources.librispeech import read_librispeech
+from multiattn.tasks.asr.sources.manifest import AudioEntry, WordTiming, read_manifest
 
 __all__ = ["SpeechItem", "SpeechDataset"]
 
@@ -52,7 +52,7 @@ class SpeechDataset(Dataset):
     """Map-style dataset over audio entries, robust to bad files.
 
     Args:
-        entries: utterances from any source (see ``tasks.asr.sources``).
+        entries: utterances from any source (see ``multiattn.tasks.asr.sources``).
         sample_rate: rate of the returned waveforms.
         max_duration: drop entries longer than this many seconds (``None`` keeps all).
         min_duration: drop entries shorter than this many seconds.

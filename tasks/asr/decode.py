@@ -29,8 +29,8 @@ from torch import Tensor
 
 from multiattn.decoding import CTCPrefixScorer, beam_search, ctc_greedy_decode, greedy_search, shallow_fusion
 from multiattn.language_model import LSTMLanguageModel
-from tasks.asr.model import ASRModel
-from tasks.asr.tokenizer import Tokenizer
+from multiattn.tasks.asr.model import ASRModel
+from multiattn.tasks.asr.tokenizer import Tokenizer
 
 __all__ = ["DecodeResult", "DECODING_MODES", "decode_batch"]
 

@@ -7,13 +7,13 @@ Speech Recognition". One shared encoder feeds
 * a CTC head (a linear layer to ``V`` outputs, blank = id 0), whose monotonic alignments
   regularise the encoder and, at decoding time, stop the attention decoder from looping or
   ending early; and
-* an attention decoder (:mod:`tasks.asr.decoders`) predicting the next character from the
+* an attention decoder (:mod:`multiattn.tasks.asr.decoders`) predicting the next character from the
   previous ones and the encoder frames.
 
 Pipeline: waveform -> log-mel + normalisation (+ SpecAugment in training)
-(:class:`~tasks.asr.features.LogMelFeatures`) -> 4x convolutional subsampling
+(:class:`~multiattn.tasks.asr.features.LogMelFeatures`) -> 4x convolutional subsampling
 (:class:`~multiattn.subsampling.Conv2dSubsampling`) -> sinusoidal positions -> encoder
-(:mod:`tasks.asr.encoders`) -> CTC head and decoder.
+(:mod:`multiattn.tasks.asr.encoders`) -> CTC head and decoder.
 
 One encoder frame covers 40 ms: frame ``s`` is centred at :func:`frame_time` ``(s)`` seconds.
 
@@ -33,9 +33,9 @@ from torch import Tensor, nn
 from multiattn.decoding.types import StepOutput
 from multiattn.positional import SinusoidalPositionalEncoding
 from multiattn.subsampling import Conv2dSubsampling, subsampled_length
-from tasks.asr.decoders import build_decoder
-from tasks.asr.encoders import build_encoder
-from tasks.asr.features import HOP_SECONDS, WINDOW_SECONDS, LogMelFeatures, feature_lengths
+from multiattn.tasks.asr.decoders import build_decoder
+from multiattn.tasks.asr.encoders import build_encoder
+from multiattn.tasks.asr.features import HOP_SECONDS, WINDOW_SECONDS, LogMelFeatures, feature_lengths
 
 __all__ = [
     "ASRModelConfig",
@@ -106,7 +106,7 @@ class ASRModel(nn.Module):
         subsampling_channels: channels of the subsampling convolutions.
         dropout: dropout everywhere.
         normalization / spec_augment / freq_mask_param / num_freq_masks / time_mask_ratio /
-            num_time_masks / speed_perturb: see :class:`~tasks.asr.features.LogMelFeatures`.
+            num_time_masks / speed_perturb: see :class:`~multiattn.tasks.asr.features.LogMelFeatures`.
         alignment_layer: Transformer decoder layer whose cross-attention is the alignment.
     """
 
@@ -231,7 +231,7 @@ class ASRModel(nn.Module):
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    """The log-mel front end and its training-time augmentation (:class:`~tasks.asr.features.LogMelFeatures`).
+    """The log-mel front end and its training-time augmentation (:class:`~multiattn.tasks.asr.features.LogMelFeatures`).
 
     Attributes:
         num_mels: mel bins F.

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from multiattn.tasks.asr.alignment import WordSpan
+from multiattn.tasks.asr.features import HOP_SECONDS, WINDOW_SECONDS
+from multiattn.tasks.asr.model import FRAME_SECONDS, frame_time
 from multiattn.viz import panel_grid, plot_alignment
-from tasks.asr.alignment import WordSpan
-from tasks.asr.features import HOP_SECONDS, WINDOW_SECONDS
-from tasks.asr.model import FRAME_SECONDS, frame_time
 
 __all__ = ["speech_overlay"]
 
@@ -51,7 +51,7 @@ def speech_overlay(
         text: the recognised text (one row per character in the alignment panels).
         attention: ``(T, S)`` decoder attention, ``T >= len(text)`` (extra rows, e.g. the EOS
             step, are drawn too and labelled ``</s>``), or ``None``.
-        ctc_alignment: ``(T, S)`` CTC span matrix (:func:`tasks.asr.alignment.spans_matrix`) or ``None``.
+        ctc_alignment: ``(T, S)`` CTC span matrix (:func:`multiattn.tasks.asr.alignment.spans_matrix`) or ``None``.
         words: recognised words with times, labelled on the spectrogram.
         true_starts: true word start times in seconds, marked when given.
         title: figure title (e.g. the file name).

@@ -1,10 +1,10 @@
 """The speech pipeline: ``multiattn.load(<speech checkpoint>)`` and ``multiattn transcribe``.
 
 Inputs: audio file paths (wav / flac / ogg / opus / mp3, any rate, mono or stereo, read by
-:func:`tasks.asr.audio.load_audio`), ``(samples, sample_rate)`` pairs, ``{"array": samples,
+:func:`multiattn.tasks.asr.audio.load_audio`), ``(samples, sample_rate)`` pairs, ``{"array": samples,
 "sampling_rate": rate}`` dicts (the Hugging Face datasets layout), or bare numpy arrays / tensors
 taken as 16 kHz. Recordings longer than ``max_seconds`` are cut at quiet points
-(:func:`tasks.asr.audio.segment_audio`), the pieces decoded in batches with the rest (short
+(:func:`multiattn.tasks.asr.audio.segment_audio`), the pieces decoded in batches with the rest (short
 pieces together: less padding), and the texts and word times joined.
 
 A result's record (``to_dict()``, the ``--json`` line of ``transcribe``):
@@ -15,7 +15,7 @@ A result's record (``to_dict()``, the ``--json`` line of ``transcribe``):
   ``▁`` begins a word); ``probability`` is the mean CTC posterior of the word's tokens over their
   aligned frames;
 - ``segments``: ``[{"start", "end", "text", "words"}]``, the words grouped into subtitle cues
-  (split at pauses and at 42 characters / 7 seconds: :func:`tasks.asr.subtitles.build_segments`);
+  (split at pauses and at 42 characters / 7 seconds: :func:`multiattn.tasks.asr.subtitles.build_segments`);
 - ``overlay`` once written (and ``overlay_pieces``, every piece's figure, for a recording decoded
   in several pieces).
 
@@ -43,11 +43,17 @@ import torch
 from multiattn.checkpoint import load_system
 from multiattn.io import UserError
 from multiattn.pipeline import ChoiceOption, NumberOption, Pipeline, Result
-from tasks.asr.alignment import ctc_token_spans, ctc_word_spans, spans_matrix
-from tasks.asr.audio import SAMPLE_RATE, TruncatedAudioWarning, load_audio, prepare_waveform, segment_audio
-from tasks.asr.decode import DECODING_MODES
-from tasks.asr.model import FRAME_SECONDS, frame_time
-from tasks.asr.subtitles import build_segments
+from multiattn.tasks.asr.alignment import ctc_token_spans, ctc_word_spans, spans_matrix
+from multiattn.tasks.asr.audio import (
+    SAMPLE_RATE,
+    TruncatedAudioWarning,
+    load_audio,
+    prepare_waveform,
+    segment_audio,
+)
+from multiattn.tasks.asr.decode import DECODING_MODES
+from multiattn.tasks.asr.model import FRAME_SECONDS, frame_time
+from multiattn.tasks.asr.subtitles import build_segments
 
 __all__ = ["SpeechPipeline", "SpeechResult"]
 
@@ -99,7 +105,7 @@ class _Encode(torch.nn.Module):
 
 
 class SpeechPipeline(Pipeline):
-    """Joint CTC/attention speech recognition (:class:`tasks.asr.system.ASRSystem`)."""
+    """Joint CTC/attention speech recognition (:class:`multiattn.tasks.asr.system.ASRSystem`)."""
 
     task = "asr"
     options = {
@@ -119,7 +125,7 @@ class SpeechPipeline(Pipeline):
 
     @classmethod
     def build_system(cls, path: Path, device: torch.device):
-        from tasks.asr.system import ASRSystem
+        from multiattn.tasks.asr.system import ASRSystem
 
         return load_system(ASRSystem, path, map_location=device)
 

@@ -13,7 +13,7 @@ CTC alignment against the true times (median ms, share within 50 / 100 ms). Inpu
 user's audio files, read as ``multiattn transcribe`` reads them (any rate, mono or stereo).
 
 Assets: ``<n>.wav`` (16 kHz 16-bit mono copy, what the page's player plays) and ``<n>.png``, the
-overlay of :mod:`tasks.asr.overlay` (true word starts as dashed lines when known). Word times come
+overlay of :mod:`multiattn.tasks.asr.overlay` (true word starts as dashed lines when known). Word times come
 from the CTC forced alignment of the decoded characters (the attention's when that fails).
 
 Shape legend: ``B`` batch, ``N`` samples, ``S`` encoder frames, ``T`` characters.
@@ -30,12 +30,12 @@ import torch
 from multiattn.checkpoint import load_system
 from multiattn.io import UserError, atomic_path
 from multiattn.metrics.speech import boundary_errors, error_counts, normalize_transcript
-from tasks.asr.alignment import attention_word_starts, ctc_word_spans
-from tasks.asr.audio import SAMPLE_RATE, load_audio
-from tasks.asr.data import ASRDataModule
-from tasks.asr.features import HOP_SECONDS
-from tasks.asr.system import ASRSystem
-from tasks.common.report import SectionRequest, build_from, datamodule_from_checkpoint, write_wav
+from multiattn.tasks.asr.alignment import attention_word_starts, ctc_word_spans
+from multiattn.tasks.asr.audio import SAMPLE_RATE, load_audio
+from multiattn.tasks.asr.data import ASRDataModule
+from multiattn.tasks.asr.features import HOP_SECONDS
+from multiattn.tasks.asr.system import ASRSystem
+from multiattn.tasks.common.report import SectionRequest, build_from, datamodule_from_checkpoint, write_wav
 
 __all__ = ["build_section", "word_statuses", "MAX_SECONDS"]
 

@@ -20,7 +20,7 @@ Validation decodes free-running (CTC greedy by default, fast) and reports corpus
 (``val/wer`` is the checkpoint monitor). Test decodes with ``test_decoding`` (joint CTC/attention
 beam search by default) and, when the data has true word times (the embedded corpus), the
 word-start error of the attention and of the CTC forced alignment. A fixed handful of validation
-utterances is drawn as overlays each epoch (:mod:`tasks.asr.overlay`).
+utterances is drawn as overlays each epoch (:mod:`multiattn.tasks.asr.overlay`).
 
 Shape legend: ``B`` batch, ``N`` samples, ``S`` encoder frames, ``T`` target tokens, ``V`` vocabulary.
 """
@@ -39,11 +39,11 @@ from multiattn.io import UserError
 from multiattn.language_model import LSTMLanguageModel
 from multiattn.metrics.speech import boundary_errors, error_counts, match_words
 from multiattn.schedules import warmup_cosine
-from tasks.asr.alignment import attention_word_starts, ctc_token_spans, ctc_word_spans, spans_matrix
-from tasks.asr.decode import DECODING_MODES, DecodeResult, decode_batch
-from tasks.asr.model import ASRModelConfig, build_model
-from tasks.asr.tokenizer import SentencePieceTokenizer, build_tokenizer
-from tasks.common.distributed import gather_records
+from multiattn.tasks.asr.alignment import attention_word_starts, ctc_token_spans, ctc_word_spans, spans_matrix
+from multiattn.tasks.asr.decode import DECODING_MODES, DecodeResult, decode_batch
+from multiattn.tasks.asr.model import ASRModelConfig, build_model
+from multiattn.tasks.asr.tokenizer import SentencePieceTokenizer, build_tokenizer
+from multiattn.tasks.common.distributed import gather_records
 
 __all__ = [
     "ASRSystem",
@@ -57,7 +57,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """The output tokens (:mod:`tasks.asr.tokenizer`).
+    """The output tokens (:mod:`multiattn.tasks.asr.tokenizer`).
 
     Attributes:
         name: char (characters) or sentencepiece (BPE / unigram pieces, needs the sentencepiece package).
@@ -196,7 +196,7 @@ class ASRSystem(LightningModule):
     :attr:`tokenizer_config`, :attr:`lm_config`, :attr:`loss`, :attr:`optim` and :attr:`decoding`.
 
     Args:
-        model: the recogniser (:func:`tasks.asr.model.build_model`).
+        model: the recogniser (:func:`multiattn.tasks.asr.model.build_model`).
         tokenizer: the output tokens.
         language_model: the language model trained beside the recogniser (none by default).
         loss: the training loss.
@@ -294,7 +294,7 @@ class ASRSystem(LightningModule):
         if train_texts is None:
             raise UserError(
                 "tokenizer sentencepiece: training needs a data module with train_texts() "
-                "(tasks.asr.data.ASRDataModule) to learn the pieces from"
+                "(multiattn.tasks.asr.data.ASRDataModule) to learn the pieces from"
             )
         tok.train(train_texts())
         self.tokenizer_config = replace(self.tokenizer_config, sentencepiece_model=tok.model)
@@ -319,7 +319,7 @@ class ASRSystem(LightningModule):
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: Any) -> dict[str, torch.Tensor]:
-        """``{"loss", "ctc", "attention", "token_accuracy"}`` (and ``"lm"``) for a :class:`tasks.asr.data.SpeechBatch`."""
+        """``{"loss", "ctc", "attention", "token_accuracy"}`` (and ``"lm"``) for a :class:`multiattn.tasks.asr.data.SpeechBatch`."""
         tok = self.tokenizer
         targets, target_lengths = tok.batch_encode(batch.texts)
         targets, target_lengths = targets.to(self.device), target_lengths.to(self.device)
@@ -548,7 +548,7 @@ class ASRSystem(LightningModule):
         self, result: DecodeResult, *, true_starts: list[float] | None = None, title: str | None = None
     ):
         """The overlay figure of one decoded utterance (needs ``return_attention=True`` results)."""
-        from tasks.asr.overlay import speech_overlay
+        from multiattn.tasks.asr.overlay import speech_overlay
 
         labels = self.tokenizer.token_labels(result.tokens)  # one row per token: a character or a piece
         ranges = self.tokenizer.word_ranges(result.tokens)
@@ -570,7 +570,7 @@ class ASRSystem(LightningModule):
         )
 
     def _log_overlays(self, batch: Any) -> None:
-        from tasks.common.overlay_logging import log_overlay
+        from multiattn.tasks.common.overlay_logging import log_overlay
 
         count = min(self.hparams.overlay_count, len(batch.texts))
         if count == 0:

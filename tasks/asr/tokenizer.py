@@ -6,7 +6,7 @@ units. Both travel inside a checkpoint as plain Python types (``torch.load(weigh
 works), so a checkpoint rebuilds its own tokenizer without the data:
 
 * :class:`CharTokenizer`: ``a-z``, apostrophe and space (what
-  :func:`tasks.asr.sources.text.normalize_text`-style normalisation leaves); the vocabulary is a
+  :func:`multiattn.tasks.asr.sources.text.normalize_text`-style normalisation leaves); the vocabulary is a
   plain list of strings.
 * :class:`SentencePieceTokenizer`: BPE (Sennrich et al. 2016) or unigram (Kudo 2018) pieces from
   the ``sentencepiece`` library (Kudo and Richardson 2018), trained on the training transcripts

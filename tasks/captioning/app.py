@@ -1,6 +1,6 @@
 """``multiattn caption IMG... --ckpt C [--beam-size K] [--overlay-dir D] [--json]``.
 
-A thin layer over :class:`tasks.captioning.pipeline.CaptioningPipeline` (what ``multiattn.load``
+A thin layer over :class:`multiattn.tasks.captioning.pipeline.CaptioningPipeline` (what ``multiattn.load``
 returns for a captioning checkpoint). Prints one line per image (``<file>\\t<caption>``) or, with
 ``--json``, each result's ``to_dict()``: ``file``, ``caption``, ``words``, ``score``,
 ``attention_peaks`` and ``overlay`` (with ``--overlay-dir``: the image, then one panel per word
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from multiattn.apps import AppJob, app_parser, expand_inputs, run_app
-from tasks.captioning.images import IMAGE_EXTENSIONS
-from tasks.captioning.pipeline import CaptioningPipeline
+from multiattn.tasks.captioning.images import IMAGE_EXTENSIONS
+from multiattn.tasks.captioning.pipeline import CaptioningPipeline
 
 __all__ = ["main", "build_parser"]
 

@@ -1,9 +1,9 @@
 """Lightning data modules of the captioning task: embedded scenes, and real caption datasets.
 
-- :class:`SceneCaptionData` (default): generated scenes (:mod:`tasks.captioning.sources.scenes`),
+- :class:`SceneCaptionData` (default): generated scenes (:mod:`multiattn.tasks.captioning.sources.scenes`),
   cached under ``data_dir``; boxes and word -> object alignments let the system score attention.
 - :class:`CaptionData`: COCO captions JSON, Karpathy split JSON or Flickr8k, all through
-  :class:`~tasks.captioning.datasets.ImageCaptionDataset`.
+  :class:`~multiattn.tasks.captioning.datasets.ImageCaptionDataset`.
 
 Both build the vocabulary from the training split only (``min_count``), and expose it as
 ``.vocab``; the system stores it in its checkpoint. A system loaded from a checkpoint hands its
@@ -12,7 +12,7 @@ own vocabulary back through :meth:`set_vocab`, so ids always mean what the model
 Exact resume: training draws one of an image's references per access (augmentation over
 paraphrases). The draw is a function of ``(seed, epoch, index)`` (:func:`reference_choice`), not of
 the global RNG, and the training order comes from a :class:`~multiattn.resumable.ResumableSampler`,
-so a run resumed mid-epoch (``tasks.common.callbacks.ExactResume``) sees exactly the batches an
+so a run resumed mid-epoch (``multiattn.tasks.common.callbacks.ExactResume``) sees exactly the batches an
 uninterrupted run would. The epoch travels with each sampled index (:class:`EpochIndexSampler`
 yields ``(epoch, index)``), because DataLoader workers hold copies of the dataset: an epoch set
 on the main process's dataset would never reach them, while sampled indices always do.
@@ -31,17 +31,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from multiattn.io import UserError
 from multiattn.resumable import ResumableSampler
-from tasks.captioning.datasets import (
+from multiattn.tasks.captioning.datasets import (
     CaptionSample,
     ImageCaptionDataset,
     SceneCaptionDataset,
     collate_captions,
     filter_readable,
 )
-from tasks.captioning.sources.formats import CaptionRecord, load_coco, load_flickr8k, load_karpathy
-from tasks.captioning.sources.scenes import generate_scenes, load_scene_split
-from tasks.captioning.vocab import Vocabulary
-from tasks.common.data import SplitDataModule
+from multiattn.tasks.captioning.sources.formats import CaptionRecord, load_coco, load_flickr8k, load_karpathy
+from multiattn.tasks.captioning.sources.scenes import STYLES, generate_scenes, load_scene_split
+from multiattn.tasks.captioning.vocab import Vocabulary
+from multiattn.tasks.common.data import SplitDataModule
 
 __all__ = [
     "SceneCaptionData",
@@ -83,8 +83,8 @@ class EpochReferenceDataset(Dataset):
     """Training view of a caption dataset: item ``(epoch, index)`` is trained on a reference chosen
     by :func:`reference_choice`.
 
-    Works with :class:`~tasks.captioning.datasets.SceneCaptionDataset` and
-    :class:`~tasks.captioning.datasets.ImageCaptionDataset` (COCO, Karpathy, Flickr8k) alike: it
+    Works with :class:`~multiattn.tasks.captioning.datasets.SceneCaptionDataset` and
+    :class:`~multiattn.tasks.captioning.datasets.ImageCaptionDataset` (COCO, Karpathy, Flickr8k) alike: it
     takes the wrapped dataset's sample (which always encodes the first reference) and re-encodes the chosen reference with the wrapped dataset's current ``vocab`` and ``max_words``.
 
     Args:
@@ -161,6 +161,9 @@ class SceneCaptionData(_CaptionDataBase):
         num_workers: DataLoader worker processes.
         min_count: a word enters the vocabulary when seen this often in training captions.
         max_words: captions are cut to this many words.
+        style: ``plain`` (solid upright shapes on a flat background) or ``varied`` (the same
+            words drawn with varied rendering, colours, backgrounds, overlap and 1-4 objects:
+            :mod:`multiattn.tasks.captioning.sources.varied`).
     """
 
     has_boxes = True
@@ -178,8 +181,11 @@ class SceneCaptionData(_CaptionDataBase):
         num_workers: int = 0,
         min_count: int = 1,
         max_words: int = 30,
+        style: Literal["plain", "varied"] = "plain",
     ) -> None:
         super().__init__()
+        if style not in STYLES:
+            raise UserError(f"--data.style: expected one of {', '.join(STYLES)}, received {style!r}")
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.seed = seed
@@ -200,6 +206,7 @@ class SceneCaptionData(_CaptionDataBase):
             num_train=hp.num_train,
             num_val=hp.num_val,
             num_test=hp.num_test,
+            style=hp.style,
         )
 
     def setup(self, stage: str | None = None) -> None:

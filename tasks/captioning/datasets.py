@@ -1,7 +1,7 @@
 """Caption datasets (generated scenes and real image files) and the batch they collate into.
 
 One dataset class, :class:`ImageCaptionDataset`, serves every real format (the readers in
-:mod:`tasks.captioning.sources.formats` turn COCO, Karpathy and Flickr8k files into the same
+:mod:`multiattn.tasks.captioning.sources.formats` turn COCO, Karpathy and Flickr8k files into the same
 records). :class:`SceneCaptionDataset` serves the embedded scenes, which also carry object boxes
 and the word -> object alignment used to score attention.
 
@@ -26,9 +26,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from multiattn.io import UserError
-from tasks.captioning.images import array_to_tensor, load_image
-from tasks.captioning.sources.formats import CaptionRecord
-from tasks.captioning.vocab import Vocabulary
+from multiattn.tasks.captioning.images import array_to_tensor, load_image
+from multiattn.tasks.captioning.sources.formats import CaptionRecord
+from multiattn.tasks.captioning.vocab import Vocabulary
 
 __all__ = ["CaptionSample", "CaptionBatch", "collate_captions", "SceneCaptionDataset", "ImageCaptionDataset"]
 
@@ -108,7 +108,7 @@ class SceneCaptionDataset(Dataset):
 
     Args:
         images: the (memory-mapped) image array.
-        annotations: one dict per image (see :func:`tasks.captioning.sources.scenes.generate_split`).
+        annotations: one dict per image (see :func:`multiattn.tasks.captioning.sources.scenes.generate_split`).
         vocab: encodes the training caption.
         max_words: longer captions are cut (the scenes' grammar stays far below the default).
     """

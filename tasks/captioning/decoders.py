@@ -14,7 +14,7 @@ searches. Per-word attention is ``(.., H, W)`` over the grid (transformer: the c
 ``alignment_layer``, averaged over heads).
 
 Decoding (``step`` without autograd) runs the LSTM decoder on weights folded once per weight
-version (:mod:`tasks.captioning.fused_step`): what depends only on the previous word comes from a table,
+version (:mod:`multiattn.tasks.captioning.fused_step`): what depends only on the previous word comes from a table,
 and projections of the same input are one matmul. Training (``forward``) keeps ``nn.LSTMCell``.
 
 Shape legend: ``B`` batch (or hypotheses), ``T`` target steps, ``C`` feature channels,
@@ -34,8 +34,8 @@ from multiattn.attention.spatial import SoftSpatialAttention, flatten_grid
 from multiattn.decoding import ItemMemory
 from multiattn.positional import sinusoidal_2d
 from multiattn.recurrent import teacher_force
+from multiattn.tasks.captioning.fused_step import FoldedStepWeights, fold, folded_advance
 from multiattn.token_decoder import TokenDecoder
-from tasks.captioning.fused_step import FoldedStepWeights, fold, folded_advance
 
 __all__ = [
     "GridMemory",

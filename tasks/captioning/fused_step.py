@@ -1,6 +1,6 @@
 """The Show, Attend and Tell decoder's decoding step on folded weights: a speed-up, nothing else.
 
-:class:`~tasks.captioning.decoders.ShowAttendTellDecoder` states the algorithm (``nn.LSTMCell``,
+:class:`~multiattn.tasks.captioning.decoders.ShowAttendTellDecoder` states the algorithm (``nn.LSTMCell``,
 separate projections); in eval mode without autograd its ``step`` runs :func:`folded_advance`
 instead, which gives the same values up to float rounding (tests/tasks/captioning/
 test_decoders_fast_step.py) with fewer, larger matmuls:
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from tasks.captioning.decoders import ShowAttendTellDecoder
+    from multiattn.tasks.captioning.decoders import ShowAttendTellDecoder
 
 __all__ = ["TOKEN_TABLE_MAX_VOCAB", "FoldedStepWeights", "fold", "folded_advance"]
 

@@ -24,8 +24,8 @@ from multiattn.attention.additive import compiled_energy
 from multiattn.attention.spatial import doubly_stochastic_penalty
 from multiattn.builders import pick
 from multiattn.decoding import Hypothesis, StepOutput, beam_search, greedy_search
-from tasks.captioning.decoders import ShowAttendTellDecoder, TransformerCaptionDecoder
-from tasks.captioning.encoders import ConvEncoder, TimmEncoder
+from multiattn.tasks.captioning.decoders import ShowAttendTellDecoder, TransformerCaptionDecoder
+from multiattn.tasks.captioning.encoders import ConvEncoder, TimmEncoder
 
 __all__ = [
     "CaptionModelConfig",

@@ -2,7 +2,7 @@
 
 No config is needed: the vocabulary, image size and model settings travel inside the checkpoint,
 and the backbone's weights too (nothing is downloaded). Each image is read as RGB and resized to
-the model's square input exactly as in training (:mod:`tasks.captioning.images`).
+the model's square input exactly as in training (:mod:`multiattn.tasks.captioning.images`).
 
 A result's record (``to_dict()``, the ``--json`` line of ``caption``):
 
@@ -51,7 +51,7 @@ class CaptionResult(Result):
         self.picture = picture  # (S, S, 3) uint8: the model's input as drawn
 
     def overlay(self):
-        from tasks.captioning.overlay import caption_figure
+        from multiattn.tasks.captioning.overlay import caption_figure
 
         return caption_figure(self.picture, self.attention["words"], self.attention["maps"])
 
@@ -66,7 +66,7 @@ class _Encode(torch.nn.Module):
 
 
 class CaptioningPipeline(Pipeline):
-    """Image captioning with per-word attention (:class:`tasks.captioning.system.CaptioningSystem`)."""
+    """Image captioning with per-word attention (:class:`multiattn.tasks.captioning.system.CaptioningSystem`)."""
 
     task = "captioning"
     options = {
@@ -78,7 +78,7 @@ class CaptioningPipeline(Pipeline):
 
     @classmethod
     def build_system(cls, path: Path, device: torch.device):
-        from tasks.captioning.system import CaptioningSystem
+        from multiattn.tasks.captioning.system import CaptioningSystem
 
         # The backbone's weights are in the checkpoint: never download or read a weights file again.
         return load_system(
@@ -108,7 +108,7 @@ class CaptioningPipeline(Pipeline):
         )
 
     def prepare(self, item: Any, name: str | None, settings: dict[str, Any]) -> Any:
-        from tasks.captioning.images import image_to_input, load_image
+        from multiattn.tasks.captioning.images import image_to_input, load_image
 
         image = image_input(item)
         if isinstance(image, Path):

@@ -5,7 +5,7 @@ Split mode: the first ``limit`` images of the split of the data the checkpoint w
 (rebuilt from its stored datamodule hyper-parameters; the embedded scenes by default), with all
 their reference captions. Per image: BLEU-1 / BLEU-4 / ROUGE-L against its references and, on the
 scenes (objects with boxes), whether every named colour-shape pair is in the image and the
-attention scores of :class:`tasks.captioning.scoring.SceneScorer`. The section's metrics are the
+attention scores of :class:`multiattn.tasks.captioning.scoring.SceneScorer`. The section's metrics are the
 corpus scores over the report's images (:func:`multiattn.metrics.captioning.caption_metrics`:
 BLEU-1..4, METEOR when Java is present, ROUGE-L, CIDEr-D) plus the scene scores. Inputs mode:
 the user's images, read and resized exactly as ``multiattn caption`` reads them.
@@ -30,10 +30,10 @@ import torch
 from multiattn.checkpoint import load_system
 from multiattn.io import UserError
 from multiattn.metrics.captioning import caption_metrics
-from tasks.captioning.data import SceneCaptionData
-from tasks.captioning.images import denormalize, load_image
-from tasks.captioning.system import CaptioningSystem
-from tasks.common.report import (
+from multiattn.tasks.captioning.data import SceneCaptionData
+from multiattn.tasks.captioning.images import denormalize, load_image
+from multiattn.tasks.captioning.system import CaptioningSystem
+from multiattn.tasks.common.report import (
     SectionRequest,
     build_from,
     datamodule_from_checkpoint,
@@ -81,7 +81,7 @@ def attention_rows(attention: torch.Tensor | None, count: int) -> tuple[list[int
 
 def _item_scores(references: list[str], words: list[str], objects: list[dict] | None, attention, size: int):
     """Per-image scores: BLEU-1/4 and ROUGE-L (simple tokenizer: no JVM per image), scene scores."""
-    from tasks.captioning.scoring import SceneScorer
+    from multiattn.tasks.captioning.scoring import SceneScorer
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -119,8 +119,8 @@ def _item(
 
 
 def _split_section(request: SectionRequest, system: CaptioningSystem):
-    from tasks.captioning.datasets import collate_captions
-    from tasks.captioning.scoring import SceneScorer
+    from multiattn.tasks.captioning.datasets import collate_captions
+    from multiattn.tasks.captioning.scoring import SceneScorer
 
     datamodule, where = datamodule_from_checkpoint(
         request.checkpoint, __package__, SceneCaptionData, request.data_dir

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from multiattn.metrics.captioning import attention_box_scores
-from tasks.captioning.sources.scenes import COLOURS, SHAPES, SIZES, colour_shape_pairs
+from multiattn.tasks.captioning.sources.scenes import COLOURS, SHAPES, SIZES, colour_shape_pairs
 
 __all__ = ["align_words_to_objects", "SceneScorer"]
 
@@ -96,7 +96,7 @@ class SceneScorer:
         self, words: Sequence[str], attention: Tensor | None, objects: Sequence[dict[str, Any]]
     ) -> dict[str, float]:
         """One image's counts (the :attr:`FIELDS`), without adding them: records that travel
-        between processes carry these (:mod:`tasks.common.distributed`)."""
+        between processes carry these (:mod:`multiattn.tasks.common.distributed`)."""
         named = colour_shape_pairs(list(words))
         truth = {(o["colour"], o["shape"]) for o in objects}
         owners, unmatched = align_words_to_objects(words, objects)

@@ -5,7 +5,7 @@ times the doubly stochastic attention penalty of Show, Attend and Tell (Xu et al
 Validation and test decode free-running with the core's batched beam search and score the
 captions with pycocoevalcap (BLEU-1..4, METEOR when Java is present, ROUGE-L, CIDEr-D; corpus
 level, all references); on the embedded scenes also the object-naming accuracy and the attention
-scores of :class:`~tasks.captioning.scoring.SceneScorer`. ``val/loss`` is teacher-forced and
+scores of :class:`~multiattn.tasks.captioning.scoring.SceneScorer`. ``val/loss`` is teacher-forced and
 only a loss; no language metric ever comes from teacher forcing.
 
 The model is built as soon as the vocabulary is known: from the ``vocab`` argument (a checkpoint)
@@ -26,12 +26,12 @@ import torch
 from multiattn.configs import from_plain, nest, to_plain
 from multiattn.metrics.captioning import caption_metrics
 from multiattn.schedules import warmup_cosine
-from tasks.captioning.datasets import CaptionBatch
-from tasks.captioning.images import denormalize
-from tasks.captioning.model import Caption, CaptionModel, CaptionModelConfig, build_model
-from tasks.captioning.scoring import SceneScorer
-from tasks.captioning.vocab import Vocabulary
-from tasks.common.distributed import gather_records
+from multiattn.tasks.captioning.datasets import CaptionBatch
+from multiattn.tasks.captioning.images import denormalize
+from multiattn.tasks.captioning.model import Caption, CaptionModel, CaptionModelConfig, build_model
+from multiattn.tasks.captioning.scoring import SceneScorer
+from multiattn.tasks.captioning.vocab import Vocabulary
+from multiattn.tasks.common.distributed import gather_records
 
 __all__ = ["CaptioningSystem", "CaptionOptimConfig", "CaptionDecodingConfig"]
 
@@ -106,7 +106,7 @@ class CaptioningSystem(pl.LightningModule):
     :attr:`optim` and :attr:`decoding`.
 
     Args:
-        model: the network (:func:`tasks.captioning.model.build_model`).
+        model: the network (:func:`multiattn.tasks.captioning.model.build_model`).
         optim: optimiser and schedule.
         decoding: free-running decoding.
         attention_penalty: lambda of the doubly stochastic penalty (show_attend_tell only).
@@ -284,8 +284,8 @@ class CaptioningSystem(pl.LightningModule):
             return
         self._epoch_metrics("val")
         if self.hparams.log_overlays and self._overlay_items:
-            from tasks.captioning.overlay import caption_figure
-            from tasks.common.overlay_logging import log_overlay
+            from multiattn.tasks.captioning.overlay import caption_figure
+            from multiattn.tasks.common.overlay_logging import log_overlay
 
             for k, (picture, words, attention) in enumerate(self._overlay_items):
                 log_overlay(self.trainer, f"val/overlay_{k}", caption_figure(picture, words, attention))

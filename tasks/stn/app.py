@@ -1,7 +1,7 @@
 """``multiattn classify IMG... --ckpt C [--overlay-dir D] [--json]``: classify images and show
 where the spatial transformer looked.
 
-A thin layer over :class:`tasks.stn.pipeline.ClassifierPipeline` (what ``multiattn.load`` returns
+A thin layer over :class:`multiattn.tasks.stn.pipeline.ClassifierPipeline` (what ``multiattn.load`` returns
 for a classifier checkpoint): ``--json`` prints each result's ``to_dict()``:
 ``{"file", "label", "probabilities": {class: p}, "corners": [[x, y] x4] | null, "theta"}`` (+
 ``"overlay"`` when ``--overlay-dir`` wrote ``<stem>_stn.png``). A file that is not an image is
@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from multiattn.apps import AppJob, app_parser, expand_inputs, run_app
-from tasks.stn.pipeline import ClassifierPipeline
-from tasks.stn.sources.images import IMAGE_EXTENSIONS
+from multiattn.tasks.stn.pipeline import ClassifierPipeline
+from multiattn.tasks.stn.sources.images import IMAGE_EXTENSIONS
 
 __all__ = ["main", "classify_files", "format_text"]
 
@@ -32,7 +32,7 @@ def classify_files(
     device: torch.device | str = "cpu",
     invert: bool | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Records of image files classified by a loaded :class:`~tasks.stn.system.STNSystem`
+    """Records of image files classified by a loaded :class:`~multiattn.tasks.stn.system.STNSystem`
     (``{"file", "error"}`` for a file that could not be read); the pipeline with a model in hand."""
     pipeline = ClassifierPipeline(system, torch.device(device), invert=invert)
     for result in pipeline.run(files, batch_size=batch_size):

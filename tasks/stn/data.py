@@ -3,7 +3,7 @@
 One module serves every data source, chosen by ``source``:
 
 - ``embedded`` (default): distorted / cluttered digits generated offline
-  (:mod:`tasks.stn.sources.embedded`), with each digit's true box;
+  (:mod:`multiattn.tasks.stn.sources.embedded`), with each digit's true box;
 - ``mnist`` / ``fashion_mnist``: torchvision's files under ``root``, optionally distorted or
   cluttered with the same generator (``variant``), boxes measured on the digit's ink;
 - ``cifar10``: torchvision's python batches under ``root`` (no boxes);
@@ -30,12 +30,18 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from multiattn.io import UserError
 from multiattn.resumable import ResumableSampler
-from tasks.common.data import SplitDataModule
-from tasks.stn.sources.distort import VARIANTS, DistortionSpec, broad_spec, distort_digits, ink_boxes
-from tasks.stn.sources.embedded import generate_embedded, load_split
-from tasks.stn.sources.glyphs import VARIETIES
-from tasks.stn.sources.images import prepare_image, read_image
-from tasks.stn.sources.real import MNIST_LIKE, ArraySplit, load_cifar10, load_mnist_like
+from multiattn.tasks.common.data import SplitDataModule
+from multiattn.tasks.stn.sources.distort import (
+    VARIANTS,
+    DistortionSpec,
+    broad_spec,
+    distort_digits,
+    ink_boxes,
+)
+from multiattn.tasks.stn.sources.embedded import generate_embedded, load_split
+from multiattn.tasks.stn.sources.glyphs import VARIETIES
+from multiattn.tasks.stn.sources.images import prepare_image, read_image
+from multiattn.tasks.stn.sources.real import MNIST_LIKE, ArraySplit, load_cifar10, load_mnist_like
 
 __all__ = ["STNBatch", "ArrayImageDataset", "collate_batch", "STNDataModule", "SOURCES"]
 

@@ -3,7 +3,7 @@
 Each example is a pair of panels: the input with the sampled region (the four output corners
 mapped through ``theta``, :func:`multiattn.stn.theta_to_corners`) drawn on it, and the warped
 image the classifier received, titled with the prediction. Used by validation logging
-(:mod:`tasks.common.overlay_logging`) and by ``multiattn classify --overlay-dir``.
+(:mod:`multiattn.tasks.common.overlay_logging`) and by ``multiattn classify --overlay-dir``.
 
 Shape legend: ``H, W`` input size, ``h, w`` warped size, ``C`` channels.
 """

@@ -1,6 +1,6 @@
 """The classifier's pipeline: ``multiattn.load(<stn checkpoint>)`` and ``multiattn classify``.
 
-Each image is converted exactly as in training (:func:`tasks.stn.sources.images.prepare_image`:
+Each image is converted exactly as in training (:func:`multiattn.tasks.stn.sources.images.prepare_image`:
 any mode and size, letterboxed to the model's input), classified, and the sampled region's four
 corners are mapped back through the letterbox into the *user's* pixel coordinates (pixel centres
 at integers, ``x`` right, ``y`` down).
@@ -10,7 +10,10 @@ A result's record (``to_dict()``, the ``--json`` line of ``classify``) is
 ``"overlay"`` once written); ``corners`` is ``null`` for a checkpoint trained without the
 transformer. ``result.attention`` holds ``corners`` (``(4, 2)`` tensor in the user's pixels, or
 ``None``), ``corners_decoded`` (the same on the decoded picture, which a large file is reduced to
-while decoding), ``theta`` (``(2, 3)``) and ``warped`` (the ``(C, H, W)`` region the classifier saw).
+while decoding), ``theta`` (``(2, 3)``; ``(16, 2)`` control points for a thin-plate spline) and
+``warped`` (the ``(C, H, W)`` region the classifier saw); for a thin-plate spline also
+``grid_decoded`` (``(10, 17, 2)``: the output's grid lines bent into the decoded picture, which the
+overlay draws).
 
 Options: ``invert`` (``None`` = automatic, ``True`` / ``False`` force or forbid inverting to
 light-on-dark).
@@ -25,7 +28,8 @@ import torch
 
 from multiattn.checkpoint import load_system
 from multiattn.pipeline import ChoiceOption, Pipeline, Result, image_input
-from tasks.stn.sources.images import image_to_array, prepare_image, read_image
+from multiattn.stn import region_grid_lines, theta_kind
+from multiattn.tasks.stn.sources.images import image_to_array, prepare_image, read_image
 
 __all__ = ["ClassifierPipeline", "ClassifierResult"]
 
@@ -40,9 +44,10 @@ class ClassifierResult(Result):
         self._image, self._channels, self._title = image, channels, title
 
     def overlay(self):
-        from tasks.stn.overlay import region_figure
+        from multiattn.tasks.stn.overlay import region_figure
 
         corners = self.attention["corners_decoded"]  # the picture may be reduced from the file's size
+        grid = self.attention.get("grid_decoded")  # a thin-plate spline's warped grid, else None
         return region_figure(
             [image_to_array(self._image, channels=self._channels)],  # (h, w, C) as the user gave it
             [None if corners is None else corners.numpy()],
@@ -50,6 +55,7 @@ class ClassifierResult(Result):
             [self._title],
             pairs_per_row=1,
             panel_inches=2.4,
+            grids=None if grid is None else [grid.numpy()],
         )
 
 
@@ -67,14 +73,14 @@ class _Classify(torch.nn.Module):
 
 
 class ClassifierPipeline(Pipeline):
-    """Spatial transformer classifier (:class:`tasks.stn.system.STNSystem`)."""
+    """Spatial transformer classifier (:class:`multiattn.tasks.stn.system.STNSystem`)."""
 
     task = "stn"
     options = {"invert": ChoiceOption((None, True, False))}
 
     @classmethod
     def build_system(cls, path: Path, device: torch.device):
-        from tasks.stn.system import STNSystem
+        from multiattn.tasks.stn.system import STNSystem
 
         return load_system(STNSystem, path, map_location=device, log_overlays=False)
 
@@ -140,6 +146,11 @@ class ClassifierPipeline(Pipeline):
                 record["theta"] = theta.tolist()
             attention = {"corners": corners, "theta": theta, "warped": outputs["warped"][position].cpu()}
             attention["corners_decoded"] = drawn
+            if theta is not None and theta_kind(theta[None]) == "tps_control":  # curved region: its grid
+                lines = region_grid_lines(
+                    theta[None], tuple(tensors[0].shape[-2:]), align_corners=hp.align_corners
+                )
+                attention["grid_decoded"] = letterbox.to_decoded(lines[0])  # (L, P, 2)
             title = f"{names[label]} ({float(probabilities[label]):.2f})"
             results.append(ClassifierResult(record, attention, image, hp.in_channels, title))
         return results

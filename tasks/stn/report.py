@@ -6,7 +6,7 @@ Split mode: the first ``limit`` images of the split of the data the checkpoint w
 default), their true labels and, where the data has them, the digits' true boxes, so each item
 gets the IoU of the sampled region with the box and the section gets accuracy, mean IoU and the
 share of images with IoU > 0.5. Inputs mode: the user's images through
-:func:`tasks.stn.app.classify_files` (converted exactly as ``multiattn classify`` converts them).
+:func:`multiattn.tasks.stn.app.classify_files` (converted exactly as ``multiattn classify`` converts them).
 
 Assets: ``<n>.png`` the input (small digits enlarged by an integer factor, big photos shrunk) and
 ``<n>_warped.png`` what the classifier saw. Corners are in the asset's pixels (pixel centres at
@@ -24,7 +24,7 @@ import torch
 
 from multiattn.checkpoint import load_system
 from multiattn.imageio import SCALE
-from tasks.common.report import (
+from multiattn.tasks.common.report import (
     SectionRequest,
     build_from,
     datamodule_from_checkpoint,
@@ -33,8 +33,8 @@ from tasks.common.report import (
     to_picture,
     write_png,
 )
-from tasks.stn.data import STNDataModule, collate_batch
-from tasks.stn.system import STNSystem
+from multiattn.tasks.stn.data import STNDataModule, collate_batch
+from multiattn.tasks.stn.system import STNSystem
 
 __all__ = ["build_section", "scale_corners"]
 
@@ -122,8 +122,8 @@ def _split_section(request: SectionRequest, system: STNSystem) -> tuple[list[dic
 
 
 def _inputs_section(request: SectionRequest, system: STNSystem) -> tuple[list[dict[str, Any]], dict, str]:
-    from tasks.stn.app import classify_files
-    from tasks.stn.sources.images import image_to_array, read_image
+    from multiattn.tasks.stn.app import classify_files
+    from multiattn.tasks.stn.sources.images import image_to_array, read_image
 
     items: list[dict[str, Any]] = []
     records = classify_files(system, request.inputs, batch_size=request.batch_size, device=request.device)
@@ -155,7 +155,7 @@ def _inputs_section(request: SectionRequest, system: STNSystem) -> tuple[list[di
 
 def _warped(system: STNSystem, file: str, request: SectionRequest) -> np.ndarray:
     """The warped image of one file, converted exactly as ``classify_files`` converts it."""
-    from tasks.stn.sources.images import prepare_image, read_image
+    from multiattn.tasks.stn.sources.images import prepare_image, read_image
 
     hp = system.hparams
     tensor, _ = prepare_image(

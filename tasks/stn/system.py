@@ -31,8 +31,8 @@ from multiattn.stn import (
     theta_kind,
     theta_to_corners,
 )
-from tasks.stn.data import STNBatch
-from tasks.stn.model import STNModelConfig, STNOutput, build_model
+from multiattn.tasks.stn.data import STNBatch
+from multiattn.tasks.stn.model import STNModelConfig, STNOutput, build_model
 
 __all__ = ["STNSystem", "STNOptimConfig", "BoxLossConfig"]
 
@@ -106,7 +106,7 @@ class STNSystem(pl.LightningModule):
     :attr:`optim` and :attr:`box_loss`.
 
     Args:
-        model: the network (:func:`tasks.stn.model.build_model`).
+        model: the network (:func:`multiattn.tasks.stn.model.build_model`).
         optim: optimiser and schedule.
         box_loss: the optional auxiliary box loss.
         in_channels: image channels (1 for digits).
@@ -281,8 +281,8 @@ class STNSystem(pl.LightningModule):
 
     # ---- overlays ----------------------------------------------------------------------------
     def overlay_figure(self, images: Tensor, warped: Tensor, probabilities: Tensor, theta: Tensor | None):
-        """Region overlay grid of a few examples (see :mod:`tasks.stn.overlay`)."""
-        from tasks.stn.overlay import region_figure
+        """Region overlay grid of a few examples (see :mod:`multiattn.tasks.stn.overlay`)."""
+        from multiattn.tasks.stn.overlay import region_figure
 
         corners = None if theta is None else self.corners(theta, tuple(images.shape[-2:]))
         names = self.class_names
@@ -302,7 +302,7 @@ class STNSystem(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self._overlay_batch is None or self._trainer is None:
             return
-        from tasks.common.overlay_logging import log_overlay
+        from multiattn.tasks.common.overlay_logging import log_overlay
 
         fig = self.overlay_figure(**self._overlay_batch)
         log_overlay(self.trainer, "stn/regions", fig)

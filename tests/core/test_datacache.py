@@ -171,7 +171,7 @@ def test_a_killed_generation_is_cleaned_by_the_next_run(tmp_path):
 
 
 def test_a_damaged_scene_cache_is_regenerated_not_a_numpy_error(tmp_path):
-    from tasks.captioning.sources.scenes import generate_scenes, load_scene_split
+    from multiattn.tasks.captioning.sources.scenes import generate_scenes, load_scene_split
 
     sizes = {"image_size": 96, "num_train": 3, "num_val": 2, "num_test": 2}
     generate_scenes(tmp_path / "scenes", **sizes)

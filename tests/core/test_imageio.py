@@ -9,9 +9,9 @@ from PIL import Image
 
 from multiattn.imageio import ORIGINAL_SIZE, SCALE, read_image
 from multiattn.io import UserError
-from tasks.captioning.images import load_image
-from tasks.stn.sources.images import prepare_image
-from tasks.stn.sources.images import read_image as stn_read_image
+from multiattn.tasks.captioning.images import load_image
+from multiattn.tasks.stn.sources.images import prepare_image
+from multiattn.tasks.stn.sources.images import read_image as stn_read_image
 
 # EXIF orientation -> the transpose that makes the stored pixels upright.
 ORIENTATIONS = {
@@ -127,7 +127,7 @@ def test_over_the_bomb_limit_is_one_line_and_the_batch_goes_on(tmp_path, monkeyp
 
 def test_caption_app_reports_a_too_large_image_and_captions_the_rest(tmp_path, monkeypatch):
     """Captioning batches: the bad file's record carries an error, the good one a caption."""
-    from tasks.captioning.datasets import ImageCaptionDataset
+    from multiattn.tasks.captioning.datasets import ImageCaptionDataset
 
     _scene(64, 40).save(tmp_path / "good.png")
     _scene(400, 300).save(tmp_path / "huge.png")

@@ -16,10 +16,10 @@ from PIL import Image
 
 from multiattn.imageio import read_image
 from multiattn.io import UserError
-from tasks.asr.audio import load_audio
-from tasks.captioning.images import load_image
-from tasks.stn.sources.images import prepare_image
-from tasks.stn.sources.images import read_image as stn_read_image
+from multiattn.tasks.asr.audio import load_audio
+from multiattn.tasks.captioning.images import load_image
+from multiattn.tasks.stn.sources.images import prepare_image
+from multiattn.tasks.stn.sources.images import read_image as stn_read_image
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -17,10 +17,10 @@ from multiattn.attention.spatial import flatten_grid
 from multiattn.masks import lengths_to_mask
 from multiattn.positional import SinusoidalPositionalEncoding, sinusoidal_2d
 from multiattn.recording import record_attention
+from multiattn.tasks.asr.decoders import TransformerAttentionDecoder
+from multiattn.tasks.captioning.decoders import TransformerCaptionDecoder
 from multiattn.token_decoder import TokenDecoder
 from multiattn.transformer import TransformerDecoder
-from tasks.asr.decoders import TransformerAttentionDecoder
-from tasks.captioning.decoders import TransformerCaptionDecoder
 
 VOCAB, DIM, HEADS, LAYERS, FF = 13, 16, 2, 2, 24
 

@@ -117,7 +117,7 @@ def test_ctc_prefix_scorer_matches_cpu(device) -> None:
 
 
 def test_forced_alignment_matches_cpu(device) -> None:
-    from tasks.asr.alignment import ctc_token_spans
+    from multiattn.tasks.asr.alignment import ctc_token_spans
 
     log_probs = _random_ctc(1, 40, 9)[0].float()  # (S, V)
     tokens = [3, 4, 4, 7, 2, 8]
@@ -176,7 +176,7 @@ def test_batched_beam_search_gives_the_cpu_hypotheses(device, ctc_weight: float)
 
 def test_spec_augment_and_length_checks_never_wait_for_the_gpu(device) -> None:
     from multiattn.masks import check_lengths
-    from tasks.asr.features import SpecAugment
+    from multiattn.tasks.asr.features import SpecAugment
 
     if device.type != "cuda":
         pytest.skip("synchronisation debug mode is a CUDA setting")

@@ -60,9 +60,9 @@ def trained(tmp_path_factory, device) -> dict[str, Path]:
 
 
 def _system_class(task: str):
-    from tasks.asr.system import ASRSystem
-    from tasks.captioning.system import CaptioningSystem
-    from tasks.stn.system import STNSystem
+    from multiattn.tasks.asr.system import ASRSystem
+    from multiattn.tasks.captioning.system import CaptioningSystem
+    from multiattn.tasks.stn.system import STNSystem
 
     return {"stn": STNSystem, "captioning": CaptioningSystem, "asr": ASRSystem}[task]
 

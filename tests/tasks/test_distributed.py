@@ -1,4 +1,4 @@
-"""tasks.common.distributed.gather_records across two real (gloo, CPU) processes."""
+"""multiattn.tasks.common.distributed.gather_records across two real (gloo, CPU) processes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tasks.common.distributed import gather_records
+from multiattn.tasks.common.distributed import gather_records
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:

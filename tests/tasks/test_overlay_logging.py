@@ -1,4 +1,4 @@
-"""tasks.common.overlay_logging: where PNG overlays go, without collectives on rank 0 alone."""
+"""multiattn.tasks.common.overlay_logging: where PNG overlays go, without collectives on rank 0 alone."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 
-from tasks.common.overlay_logging import overlay_dir
+from multiattn.tasks.common.overlay_logging import overlay_dir
 
 
 class _Trainer(types.SimpleNamespace):

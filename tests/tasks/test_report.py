@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.report import main as report_main
+from multiattn.tasks.report import main as report_main
 from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,7 +118,7 @@ def test_split_report_files_and_fields(report):
 
 
 def test_word_statuses_from_the_alignment():
-    from tasks.asr.report import word_statuses
+    from multiattn.tasks.asr.report import word_statuses
 
     statuses, deleted = word_statuses("the cat sat on the mat", ["a", "cat", "sat", "sat", "the", "mat"])
     assert statuses == ["sub", "ok", "ok", "sub", "ok", "ok"] and deleted == []
@@ -144,7 +144,7 @@ def test_inputs_mode_skips_unreadable_files(checkpoints, tmp_path, capsys):
     assert [item["file"] for item in section["items"]] == list(map(str, good))
     # The same corners as `multiattn classify` gives in the file's pixels, mapped onto the shown
     # image (70x50 enlarged x3, pixel centres at integers).
-    from tasks.stn.app import main as classify_main
+    from multiattn.tasks.stn.app import main as classify_main
 
     assert (
         classify_main([*map(str, good), "--ckpt", str(checkpoints["stn"]), "--json", "--device", "cpu"]) == 0
@@ -328,7 +328,7 @@ _KILL_SCRIPT = """
 import json, os, shutil, signal, sys
 from pathlib import Path
 import multiattn.io as io
-from tasks.report import main
+from multiattn.tasks.report import main
 
 ckpt, image, out, log = sys.argv[1:5]
 argv = ["--ckpt", ckpt, "--inputs", image, "--out", out, "--device", "cpu"]

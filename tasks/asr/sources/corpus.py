@@ -42,9 +42,9 @@ import numpy as np
 
 from multiattn.datacache import cached_generate
 from multiattn.io import UserError
-from tasks.asr.sources.grammar import generate_sentences
-from tasks.asr.sources.manifest import AudioEntry, WordTiming, write_manifest
-from tasks.asr.sources.piper_voice import PIPER_VOICE, piper_available
+from multiattn.tasks.asr.sources.grammar import generate_sentences
+from multiattn.tasks.asr.sources.manifest import AudioEntry, WordTiming, write_manifest
+from multiattn.tasks.asr.sources.piper_voice import PIPER_VOICE, piper_available
 
 __all__ = [
     "SPLITS",
@@ -130,13 +130,13 @@ def _speak(job: _Job, engines: dict[str, Any]) -> tuple[np.ndarray, int, list[in
     """int16 samples, their rate and the word start samples (``None``: engine gives no timings)."""
     if job.engine == "piper":
         if "piper" not in engines:
-            from tasks.asr.sources.piper_voice import PiperSynthesizer
+            from multiattn.tasks.asr.sources.piper_voice import PiperSynthesizer
 
             engines["piper"] = PiperSynthesizer()
         samples = engines["piper"].synthesize(job.text, rate=job.rate)
         return samples, engines["piper"].sample_rate, None
     if "espeak" not in engines:
-        from tasks.asr.sources.synth import EspeakSynthesizer
+        from multiattn.tasks.asr.sources.synth import EspeakSynthesizer
 
         engines["espeak"] = EspeakSynthesizer()
     result = engines["espeak"].synthesize(
@@ -238,7 +238,9 @@ def _generate(root: Path, params: dict[str, Any], num_workers: int, progress: bo
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":  # import once in the server, not once per chunk
-        context.set_forkserver_preload(["tasks.asr.sources.corpus", "torch", "torchaudio", "soundfile"])
+        context.set_forkserver_preload(
+            ["multiattn.tasks.asr.sources.corpus", "torch", "torchaudio", "soundfile"]
+        )
     bar = tqdm(total=len(jobs), desc=f"speech corpus {root.name}", unit="utt", disable=not progress)
     # maxtasksperchild=1: every chunk starts in a fresh process, so bytes do not depend on num_workers
     with context.Pool(processes=max(1, num_workers), maxtasksperchild=1) as pool:

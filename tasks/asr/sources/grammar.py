@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tasks.asr.sources import lexicon
+from multiattn.tasks.asr.sources import lexicon
 
 __all__ = ["SentenceGrammar", "generate_sentences", "number_words"]
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from multiattn.io import UserError
-from tasks.asr.sources.manifest import AudioEntry
-from tasks.asr.sources.text import normalize_text
+from multiattn.tasks.asr.sources.manifest import AudioEntry
+from multiattn.tasks.asr.sources.text import normalize_text
 
 __all__ = ["read_librispeech"]
 

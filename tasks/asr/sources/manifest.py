@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from multiattn.io import UserError, atomic_open
-from tasks.asr.sources.text import normalize_text
+from multiattn.tasks.asr.sources.text import normalize_text
 
 __all__ = ["WordTiming", "AudioEntry", "entry_to_record", "read_manifest", "write_manifest"]
 
@@ -42,7 +42,7 @@ class AudioEntry:
 
     Attributes:
         path: the audio file.
-        text: normalised transcript (see :func:`tasks.asr.sources.text.normalize_text`).
+        text: normalised transcript (see :func:`multiattn.tasks.asr.sources.text.normalize_text`).
         duration: seconds (``None`` when unknown; filled from the file header by the dataset).
         words: per-word timings, or ``None`` when the source has none.
         offset: seconds to skip in the file (several utterances in one long file).

@@ -95,7 +95,9 @@ class EspeakSynthesizer:
     """
 
     def __init__(self, *, library_path: str | None = None, data_path: str | None = None) -> None:
-        import espeakng_loader
+        from multiattn.extras import require
+
+        espeakng_loader = require("espeakng_loader", "the embedded speech corpus (espeak-ng)")
 
         self._lib = ctypes.CDLL(library_path or espeakng_loader.get_library_path())
         # the process's own symbols include libc's srand on POSIX (no ldconfig subprocess)

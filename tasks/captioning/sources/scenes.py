@@ -11,6 +11,9 @@ Nothing is downloaded: a split is a uint8 ``(N, S, S, 3)`` ``.npy`` array plus a
 annotations, generated deterministically from a seed and cached through
 :func:`multiattn.datacache.cached_generate` (regenerated when missing or corrupt).
 
+The ``varied`` style (:mod:`multiattn.tasks.captioning.sources.varied`) draws the same vocabulary with far
+more variety; :func:`generate_scenes` caches either style.
+
 Shape legend: ``N`` images, ``S`` image side in pixels.
 """
 
@@ -31,6 +34,7 @@ __all__ = [
     "SIZES",
     "RELATIONS",
     "GENERATOR_VERSION",
+    "STYLES",
     "generate_split",
     "generate_scenes",
     "load_scene_split",
@@ -50,6 +54,7 @@ RELATIONS = ("left of", "right of", "above", "below")
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 _LONG = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+STYLES = ("plain", "varied")
 
 
 def _half_extent(size: str, rng: np.random.Generator, image_size: int) -> int:
@@ -218,19 +223,31 @@ def generate_scenes(
     num_train: int = 10_000,
     num_val: int = 500,
     num_test: int = 1_000,
+    style: str = "plain",
 ) -> dict[str, Any]:
     """Generate (or reuse from the cache in ``root``) the train / val / test scene splits.
+
+    ``style``: ``plain`` (this module's scenes) or ``varied`` (the broader scenes of
+    :mod:`multiattn.tasks.captioning.sources.varied`).
 
     Returns:
         The cache manifest (``params``, ``files``, ``splits`` with each split's size).
     """
+    if style not in STYLES:
+        raise ValueError(f"style: expected one of {', '.join(STYLES)}, received {style!r}")
     sizes = {"train": num_train, "val": num_val, "test": num_test}
-    params = {"generator": "captioning-scenes", "version": GENERATOR_VERSION, "seed": seed}
+    params: dict[str, Any] = {"generator": "captioning-scenes", "version": GENERATOR_VERSION, "seed": seed}
     params.update({"image_size": image_size, "sizes": sizes})
+    if style != "plain":  # plain caches made before styles existed stay valid
+        # imported here: the varied module imports this one's vocabulary
+        from multiattn.tasks.captioning.sources.varied import VARIED_VERSION, generate_varied_split
+
+        params.update({"style": style, "style_version": VARIED_VERSION})
+    draw = generate_split if style == "plain" else generate_varied_split
 
     def generate(out: Path) -> dict[str, Any]:
         for split, count in sizes.items():
-            images, annotations = generate_split(
+            images, annotations = draw(
                 count, seed=seed * 1000 + SPLIT_SEEDS[split], image_size=image_size, desc=f"scenes/{split}"
             )
             np.save(out / f"{split}_images.npy", images)

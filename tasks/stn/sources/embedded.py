@@ -24,15 +24,15 @@ from typing import Any
 import numpy as np
 
 from multiattn.datacache import cached_generate
-from tasks.stn.sources.distort import DistortionSpec, distort_digits
-from tasks.stn.sources.fonts import (
+from multiattn.tasks.stn.sources.distort import DistortionSpec, distort_digits
+from multiattn.tasks.stn.sources.fonts import (
     FONT_PACKAGES,
     FontFace,
     discover_fonts,
     faces_fingerprint,
     missing_packages,
 )
-from tasks.stn.sources.glyphs import VARIETIES, load_source_glyphs, split_groups
+from multiattn.tasks.stn.sources.glyphs import VARIETIES, load_source_glyphs, split_groups
 
 log = logging.getLogger(__name__)
 

@@ -4,13 +4,13 @@ install more.
 The broad digit set (``variety: broad``) renders the digits 0-9 in every usable font face it
 finds: the TrueType fonts matplotlib bundles, the system's fonts (found by matplotlib's
 ``font_manager.findSystemFonts``: ``/usr/share/fonts``, ``~/.fonts`` ...), and any extra folders
-given. On Debian / Ubuntu ``make fonts`` (``python -m tasks.stn.sources.fonts install``) installs
+given. On Debian / Ubuntu ``make fonts`` (``python -m multiattn.tasks.stn.sources.fonts install``) installs
 the packages in :data:`FONT_PACKAGES`: about sixty families of serif, sans, monospaced, display and
 handwriting styles. Missing packages are skipped with one message; matplotlib's fonts alone are
 enough to run (and to test) everything.
 
 **Held-out families.** Liberation and GNU FreeFont are never used for training: the
-out-of-generator evaluation split (:mod:`tasks.stn.sources.outside`) draws from them, so it must
+out-of-generator evaluation split (:mod:`multiattn.tasks.stn.sources.outside`) draws from them, so it must
 see digit shapes the model never saw. Their outlines also live on under other names, which are
 refused too: FreeSans / FreeSerif / FreeMono derive from URW's Nimbus Sans / Roman / Mono (as do
 all TeX Gyre families and URW's base-35 fonts), and Arimo / Tinos / Cousine are Liberation 2's
@@ -135,7 +135,7 @@ def font_face(path: str) -> FontFace | None:
 def _bundled_font_paths() -> list[str]:
     from matplotlib import get_data_path
 
-    from tasks.stn.sources.glyphs import FONT_FILES
+    from multiattn.tasks.stn.sources.glyphs import FONT_FILES
 
     folder = os.path.join(get_data_path(), "fonts", "ttf")
     return [os.path.join(folder, name) for name in FONT_FILES]
@@ -243,7 +243,7 @@ def _main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m tasks.stn.sources.fonts", description="Fonts of the broad embedded digits."
+        prog="python -m multiattn.tasks.stn.sources.fonts", description="Fonts of the broad embedded digits."
     )
     parser.add_argument(
         "command", choices=("install", "list"), help="install the Debian packages, or list faces"

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.stn.sources.fonts import FontFace, is_excluded
+from multiattn.tasks.stn.sources.fonts import FontFace, is_excluded
 
 __all__ = [
     "GLYPH_SIZE",
@@ -176,9 +176,9 @@ def load_handwritten_digits(*, upsample: int = 32) -> SourceGlyphs:
     Returns:
         ``SourceGlyphs`` of 1,797 images; group = the sample's index.
     """
-    from sklearn.datasets import load_digits
+    from multiattn.extras import require
 
-    digits = load_digits()
+    digits = require("sklearn.datasets", "the embedded handwritten digits").load_digits()
     small = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8)
     # Pad one dark pixel around so bicubic does not smear ink into the border.
     small = F.pad(small, (1, 1, 1, 1))  # (N, 1, 10, 10)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.stn.sources.distort import DistortedDigits
-from tasks.stn.sources.fonts import HELD_OUT_FAMILIES, FontFace, discover_fonts, is_excluded
+from multiattn.tasks.stn.sources.distort import DistortedDigits
+from multiattn.tasks.stn.sources.fonts import HELD_OUT_FAMILIES, FontFace, discover_fonts, is_excluded
 
 __all__ = ["held_out_fonts", "outside_digits"]
 

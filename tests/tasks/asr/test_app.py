@@ -11,7 +11,7 @@ import pytest
 import soundfile
 import torch
 
-from tasks.asr.app import main
+from multiattn.tasks.asr.app import main
 from tests.helpers.asr import fit_asr_tiny
 from tests.helpers.processes import metrics_by_process_count
 
@@ -157,8 +157,8 @@ VALIDATE = """
 import sys, warnings
 import yaml
 from multiattn.checkpoint import load_system
-from tasks.asr.data import ASRDataModule
-from tasks.asr.system import ASRSystem
+from multiattn.tasks.asr.data import ASRDataModule
+from multiattn.tasks.asr.system import ASRSystem
 from tests.helpers.processes import validate_metrics
 
 warnings.filterwarnings("ignore")

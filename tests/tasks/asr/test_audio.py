@@ -10,7 +10,7 @@ import soundfile
 import torch
 
 from multiattn.io import UserError
-from tasks.asr.audio import SAMPLE_RATE, load_audio, segment_audio
+from multiattn.tasks.asr.audio import SAMPLE_RATE, load_audio, segment_audio
 
 
 def _tone(sample_rate: int, seconds: float, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from tasks.asr.audio import load_audio
-from tasks.asr.sources.corpus import (
+from multiattn.tasks.asr.audio import load_audio
+from multiattn.tasks.asr.sources.corpus import (
     CORPUS_SIZES,
     SPLITS,
     TRAIN_VOICES,
@@ -17,11 +17,11 @@ from tasks.asr.sources.corpus import (
     _plan,
     embedded_corpus,
 )
-from tasks.asr.sources.grammar import generate_sentences, number_words
-from tasks.asr.sources.manifest import read_manifest
-from tasks.asr.sources.piper_voice import PIPER_VOICE, piper_available
-from tasks.asr.sources.synth import EspeakSynthesizer
-from tasks.asr.sources.text import normalize_text
+from multiattn.tasks.asr.sources.grammar import generate_sentences, number_words
+from multiattn.tasks.asr.sources.manifest import read_manifest
+from multiattn.tasks.asr.sources.piper_voice import PIPER_VOICE, piper_available
+from multiattn.tasks.asr.sources.synth import EspeakSynthesizer
+from multiattn.tasks.asr.sources.text import normalize_text
 
 # ---- grammar --------------------------------------------------------------------------------
 

@@ -11,10 +11,10 @@ import soundfile
 import torch
 
 from multiattn.io import UserError
-from tasks.asr.dataset import SpeechDataset, SpeechItem
-from tasks.asr.sources.librispeech import read_librispeech
-from tasks.asr.sources.manifest import AudioEntry, WordTiming, read_manifest, write_manifest
-from tasks.asr.sources.text import normalize_text
+from multiattn.tasks.asr.dataset import SpeechDataset, SpeechItem
+from multiattn.tasks.asr.sources.librispeech import read_librispeech
+from multiattn.tasks.asr.sources.manifest import AudioEntry, WordTiming, read_manifest, write_manifest
+from multiattn.tasks.asr.sources.text import normalize_text
 
 
 def _write_tone(path, seconds: float, sample_rate: int = 16000, channels: int = 1) -> None:

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from multiattn.subsampling import subsampled_length
-from tasks.asr.decode import decode_batch
-from tasks.asr.features import LogMelFeatures, feature_lengths
-from tasks.asr.model import ASRModel
-from tasks.asr.tokenizer import CharTokenizer
+from multiattn.tasks.asr.decode import decode_batch
+from multiattn.tasks.asr.features import LogMelFeatures, feature_lengths
+from multiattn.tasks.asr.model import ASRModel
+from multiattn.tasks.asr.tokenizer import CharTokenizer
 
 TOK = CharTokenizer()
 
@@ -196,7 +196,7 @@ def test_beam_shared_cache_equals_reordering_everything() -> None:
 
 
 def test_speed_perturbation_changes_length_in_training_only() -> None:
-    from tasks.asr.features import LogMelFeatures
+    from multiattn.tasks.asr.features import LogMelFeatures
 
     torch.manual_seed(0)
     features = LogMelFeatures(num_mels=20, spec_augment=False, speed_perturb=(0.9, 1.1))

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from multiattn.checkpoint import load_system
-from tasks.asr.system import FLAT_LAYOUT, ASRSystem
+from multiattn.tasks.asr.system import FLAT_LAYOUT, ASRSystem
 from tests.helpers.configs import override
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torchaudio
 
-from tasks.asr.features import SpecAugment
+from multiattn.tasks.asr.features import SpecAugment
 
 
 def _runs(row: torch.Tensor) -> list[int]:

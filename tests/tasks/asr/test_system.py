@@ -12,8 +12,8 @@ import yaml
 
 from multiattn.checkpoint import load_system
 from multiattn.io import UserError
-from tasks.asr.data import ASRDataModule, BucketBatchSampler, collate_speech
-from tasks.asr.system import ASRSystem
+from multiattn.tasks.asr.data import ASRDataModule, BucketBatchSampler, collate_speech
+from multiattn.tasks.asr.system import ASRSystem
 from tests.helpers.configs import override
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")

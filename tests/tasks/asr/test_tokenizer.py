@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.asr.tokenizer import CharTokenizer
+from multiattn.tasks.asr.tokenizer import CharTokenizer
 
 
 def test_round_trip_and_specials() -> None:

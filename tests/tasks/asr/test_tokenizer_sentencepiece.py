@@ -18,12 +18,12 @@ import yaml
 
 from multiattn.checkpoint import load_system
 from multiattn.io import UserError
-from tasks.asr import tokenizer as tokenizer_module
-from tasks.asr.alignment import attention_word_starts, ctc_word_spans
-from tasks.asr.decode import DecodeResult
-from tasks.asr.model import FRAME_SECONDS, frame_time
-from tasks.asr.system import ASRSystem
-from tasks.asr.tokenizer import WORD_START, SentencePieceTokenizer, train_sentencepiece
+from multiattn.tasks.asr import tokenizer as tokenizer_module
+from multiattn.tasks.asr.alignment import attention_word_starts, ctc_word_spans
+from multiattn.tasks.asr.decode import DecodeResult
+from multiattn.tasks.asr.model import FRAME_SECONDS, frame_time
+from multiattn.tasks.asr.system import ASRSystem
+from multiattn.tasks.asr.tokenizer import WORD_START, SentencePieceTokenizer, train_sentencepiece
 from tests.helpers.asr import fit_asr_tiny
 from tests.helpers.configs import override
 
@@ -160,7 +160,7 @@ def _write_manifest(root: Path, name: str, texts: list[str]) -> Path:
 
 
 def test_setup_trains_on_the_training_transcripts_only(tmp_path: Path) -> None:
-    from tasks.asr.data import ASRDataModule
+    from multiattn.tasks.asr.data import ASRDataModule
 
     train = ["the cat sat on the mat", "a dog on a log", "the mat is flat"]
     held_out = ["quiz the jazzy vixen", "zebu quiz"]  # q, z, j, v, x, u, b occur only here
@@ -254,7 +254,7 @@ def test_cli_test_rebuilds_the_tokenizer_from_the_checkpoint(fitted) -> None:
 
 
 def test_transcribe_gives_text_and_words_split_on_pieces(fitted, capsys, one_thread) -> None:
-    from tasks.asr.app import main
+    from multiattn.tasks.asr.app import main
 
     audio = sorted((fitted.root / "data" / "tiny-seed0" / "test").glob("*.flac"))[:1]
     assert main([str(audio[0]), "--ckpt", str(fitted.ckpt), "--json", "--beam-size", "2"]) == 0

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from multiattn.io import UserError
-from tasks.captioning.data import CaptionData
-from tasks.captioning.datasets import CaptionBatch
-from tasks.captioning.sources.formats import load_coco, load_flickr8k, load_karpathy
+from multiattn.tasks.captioning.data import CaptionData
+from multiattn.tasks.captioning.datasets import CaptionBatch
+from multiattn.tasks.captioning.sources.formats import load_coco, load_flickr8k, load_karpathy
 
 TRAIN = {
     "t1.jpg": ["A dog runs on grass.", "a dog running"],

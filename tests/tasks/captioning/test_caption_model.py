@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from multiattn.attention.additive import _Compiled
-from tasks.captioning.decoders import TransformerCaptionDecoder
-from tasks.captioning.encoders import TimmEncoder
-from tasks.captioning.model import CaptionModelConfig, DecoderConfig, EncoderConfig, build_model
+from multiattn.tasks.captioning.decoders import TransformerCaptionDecoder
+from multiattn.tasks.captioning.encoders import TimmEncoder
+from multiattn.tasks.captioning.model import CaptionModelConfig, DecoderConfig, EncoderConfig, build_model
 
 VOCAB = 17
 ENCODER = EncoderConfig(channels=(8, 16, 16), strides=(2, 2, 2))
@@ -165,7 +165,7 @@ def test_timm_encoder_loads_local_weights_file(tmp_path):
 
 
 def test_grid_memory_reorders_like_a_tensor():
-    from tasks.captioning.decoders import GridMemory
+    from multiattn.tasks.captioning.decoders import GridMemory
 
     features = torch.randn(3, 5, 4)
     projected = torch.randn(3, 5, 2)

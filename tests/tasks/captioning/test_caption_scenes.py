@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tasks.captioning.sources.scenes import (
+from multiattn.tasks.captioning.sources.scenes import (
     COLOURS,
     SHAPES,
     SIZES,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.captioning.scoring import SceneScorer, align_words_to_objects
+from multiattn.tasks.captioning.scoring import SceneScorer, align_words_to_objects
 
 OBJECTS = [
     {"shape": "circle", "colour": "red", "size": "small", "box": [0, 0, 32, 32]},

@@ -14,10 +14,10 @@ from PIL import Image
 from multiattn.attention.additive import _Compiled, _fused_energy
 from multiattn.checkpoint import load_checkpoint, load_system
 from multiattn.lightning_cli import build_cli
-from tasks.captioning.app import main as caption_main
-from tasks.captioning.data import SceneCaptionData
-from tasks.captioning.model import CaptionModelConfig, DecoderConfig, EncoderConfig
-from tasks.captioning.system import CaptionDecodingConfig, CaptioningSystem
+from multiattn.tasks.captioning.app import main as caption_main
+from multiattn.tasks.captioning.data import SceneCaptionData
+from multiattn.tasks.captioning.model import CaptionModelConfig, DecoderConfig, EncoderConfig
+from multiattn.tasks.captioning.system import CaptionDecodingConfig, CaptioningSystem
 from tests.helpers.processes import metrics_by_process_count
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -96,8 +96,8 @@ VALIDATE = """
 import sys, warnings
 import yaml
 from multiattn.checkpoint import load_system
-from tasks.captioning.data import SceneCaptionData
-from tasks.captioning.system import CaptioningSystem
+from multiattn.tasks.captioning.data import SceneCaptionData
+from multiattn.tasks.captioning.system import CaptioningSystem
 from tests.helpers.processes import validate_metrics
 
 warnings.filterwarnings("ignore")
@@ -121,7 +121,7 @@ def test_validation_metrics_over_two_processes_equal_one_process(trained, tmp_pa
 
 
 def _scene_pngs(folder: Path, count: int = 2) -> list[Path]:
-    from tasks.captioning.sources.scenes import generate_split
+    from multiattn.tasks.captioning.sources.scenes import generate_split
 
     images, _ = generate_split(count, seed=11)
     folder.mkdir(parents=True, exist_ok=True)

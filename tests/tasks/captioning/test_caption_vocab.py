@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.captioning.vocab import SPECIALS, Vocabulary, tokenize
+from multiattn.tasks.captioning.vocab import SPECIALS, Vocabulary, tokenize
 
 
 def test_tokenize_lowercases_and_drops_punctuation():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.captioning.data import (
+from multiattn.tasks.captioning.data import (
     CaptionData,
     EpochIndexSampler,
     EpochReferenceDataset,

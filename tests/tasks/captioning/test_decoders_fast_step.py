@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tasks.captioning.fused_step as fused_step
+import multiattn.tasks.captioning.fused_step as fused_step
 from multiattn.attention.spatial import SoftSpatialAttention
-from tasks.captioning.decoders import ShowAttendTellDecoder
+from multiattn.tasks.captioning.decoders import ShowAttendTellDecoder
 from tests.tasks.captioning.test_caption_model import _model as tiny_caption_model
 
 FEATURES, EMBED, HIDDEN, ATTN = 8, 16, 24, 12

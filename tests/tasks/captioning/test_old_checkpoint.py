@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from multiattn.checkpoint import load_system
-from tasks.captioning.system import FLAT_LAYOUT, CaptioningSystem
+from multiattn.tasks.captioning.system import FLAT_LAYOUT, CaptioningSystem
 
 TINY = Path(__file__).resolve().parents[3] / "configs" / "captioning_tiny.yaml"
 VOCAB = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "circle"]

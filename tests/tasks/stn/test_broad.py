@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.stn.data import STNDataModule
-from tasks.stn.sources import embedded, fonts
-from tasks.stn.sources.distort import STYLE_FIELDS, DistortionSpec, broad_spec, distort_digits
-from tasks.stn.sources.fonts import FontFace, discover_fonts, font_face, is_excluded
-from tasks.stn.sources.glyphs import FONT_FILES, load_handwritten_digits, render_face_digits
-from tasks.stn.sources.outside import held_out_fonts, outside_digits
+from multiattn.tasks.stn.data import STNDataModule
+from multiattn.tasks.stn.sources import embedded, fonts
+from multiattn.tasks.stn.sources.distort import STYLE_FIELDS, DistortionSpec, broad_spec, distort_digits
+from multiattn.tasks.stn.sources.fonts import FontFace, discover_fonts, font_face, is_excluded
+from multiattn.tasks.stn.sources.glyphs import FONT_FILES, load_handwritten_digits, render_face_digits
+from multiattn.tasks.stn.sources.outside import held_out_fonts, outside_digits
 
 
 def _bundled(name: str) -> str:
@@ -240,3 +240,13 @@ def test_missing_font_packages_one_message(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger=embedded.log.name):
         embedded._report_missing_fonts(faces)
     assert not caplog.records
+
+
+def test_install_fonts_without_root_lists_the_packages(monkeypatch, capsys):
+    monkeypatch.setattr(fonts.os, "geteuid", lambda: 1000)
+    assert fonts.install_fonts() == 1
+    message = capsys.readouterr().err
+    assert "fonts-dkg-handwriting" in message and "fonts-liberation" in message
+    assert not any(
+        is_excluded(name.removeprefix("fonts-")) for ps in fonts.FONT_PACKAGES.values() for name in ps
+    )

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from multiattn.io import UserError
-from tasks.stn.sources.images import image_to_array, prepare_image, read_image
+from multiattn.tasks.stn.sources.images import image_to_array, prepare_image, read_image
 
 
 def _digit(size: int = 40) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from multiattn.stn import tps_control_points
-from tasks.stn.model import (
+from multiattn.tasks.stn.model import (
     TRANSFORMS,
     ClassifierConfig,
     LocalizationConfig,

@@ -9,7 +9,7 @@ import yaml
 
 from multiattn.checkpoint import load_checkpoint, load_system
 from multiattn.configs import to_plain
-from tasks.stn.system import FLAT_LAYOUT, STNSystem
+from multiattn.tasks.stn.system import FLAT_LAYOUT, STNSystem
 
 TINY = Path(__file__).resolve().parents[3] / "configs" / "stn_tiny.yaml"
 FLAT_ROOTS = ("model", "optim", "box_loss")  # the nested groups the former layout did not have

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from multiattn.io import UserError
-from tasks.stn.data import STNBatch, STNDataModule
-from tasks.stn.sources.real import load_cifar10, load_mnist_like, read_cifar_batch
+from multiattn.tasks.stn.data import STNBatch, STNDataModule
+from multiattn.tasks.stn.sources.real import load_cifar10, load_mnist_like, read_cifar_batch
 
 
 def write_idx(path: Path, array: np.ndarray, *, compress: bool = False) -> None:

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from tasks.stn.sources.distort import VARIANTS, DistortionSpec, distort_digits, ink_boxes
-from tasks.stn.sources.embedded import generate_embedded, load_split
-from tasks.stn.sources.glyphs import (
+from multiattn.tasks.stn.sources.distort import VARIANTS, DistortionSpec, distort_digits, ink_boxes
+from multiattn.tasks.stn.sources.embedded import generate_embedded, load_split
+from multiattn.tasks.stn.sources.glyphs import (
     FONT_FILES,
     load_handwritten_digits,
     load_source_glyphs,

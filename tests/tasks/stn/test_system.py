@@ -16,11 +16,11 @@ from PIL import Image
 from multiattn.checkpoint import load_system
 from multiattn.lightning_cli import build_cli
 from multiattn.stn import region_iou
-from tasks.stn.app import main as classify_main
-from tasks.stn.data import STNBatch, STNDataModule
-from tasks.stn.sources.distort import DistortionSpec, distort_digits
-from tasks.stn.sources.glyphs import load_handwritten_digits
-from tasks.stn.system import STNSystem
+from multiattn.tasks.stn.app import main as classify_main
+from multiattn.tasks.stn.data import STNBatch, STNDataModule
+from multiattn.tasks.stn.sources.distort import DistortionSpec, distort_digits
+from multiattn.tasks.stn.sources.glyphs import load_handwritten_digits
+from multiattn.tasks.stn.system import STNSystem
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
@@ -199,3 +199,19 @@ def test_fit_checkpoint_and_classify_app(tmp_path, monkeypatch, capsys):
     assert code == 0 and capsys.readouterr().out.startswith("digit.png: ")
     assert classify_main(["digit.png", "--ckpt", "missing.ckpt"]) == 2
     assert "missing.ckpt" in capsys.readouterr().err
+
+
+def test_classify_pipeline_draws_a_tps_region_as_its_warped_grid():
+    from multiattn.tasks.stn.pipeline import ClassifierPipeline
+
+    torch.manual_seed(0)
+    system = STNSystem(**{**_tiny_model_args(), "transform": "tps", "input_size": (42, 42)}).eval()
+    with torch.no_grad():  # bend the spline: the centre control points move right
+        system.model.transformer.head.linear.bias.view(16, 2)[[5, 6, 9, 10], 0] += 0.2
+    digit = (_batch(1).images[0, 0].numpy() * 255).astype(np.uint8)
+    result = ClassifierPipeline(system, torch.device("cpu"))(Image.fromarray(digit))
+    grid = result.attention["grid_decoded"]
+    assert tuple(grid.shape) == (10, 17, 2)
+    assert float(grid[2, 8, 0]) > float(grid[2, 0, 0] + grid[2, -1, 0]) / 2 + 1.0  # the middle row bends
+    figure = result.overlay()
+    assert len(figure.axes[0].get_lines()) == 10
