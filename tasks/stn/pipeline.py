@@ -148,7 +148,9 @@ class ClassifierPipeline(Pipeline):
             attention["corners_decoded"] = drawn
             if theta is not None and theta_kind(theta[None]) == "tps_control":  # curved region: its grid
                 lines = region_grid_lines(
-                    theta[None], tuple(tensors[0].shape[-2:]), align_corners=hp.align_corners
+                    theta[None],
+                    tuple(tensors[0].shape[-2:]),
+                    align_corners=self.system.model_config.transformer.align_corners,
                 )
                 attention["grid_decoded"] = letterbox.to_decoded(lines[0])  # (L, P, 2)
             title = f"{names[label]} ({float(probabilities[label]):.2f})"

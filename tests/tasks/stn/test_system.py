@@ -205,7 +205,9 @@ def test_classify_pipeline_draws_a_tps_region_as_its_warped_grid():
     from multiattn.tasks.stn.pipeline import ClassifierPipeline
 
     torch.manual_seed(0)
-    system = STNSystem(**{**_tiny_model_args(), "transform": "tps", "input_size": (42, 42)}).eval()
+    args = _tiny_model_args()
+    args["model"]["transformer"]["transform"] = "tps"
+    system = STNSystem(**{**args, "input_size": (42, 42)}).eval()
     with torch.no_grad():  # bend the spline: the centre control points move right
         system.model.transformer.head.linear.bias.view(16, 2)[[5, 6, 9, 10], 0] += 0.2
     digit = (_batch(1).images[0, 0].numpy() * 255).astype(np.uint8)
