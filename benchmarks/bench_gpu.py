@@ -786,7 +786,12 @@ def run_parts(args: argparse.Namespace) -> dict[str, Any]:
     args.run_dir.mkdir(parents=True, exist_ok=True)
     (args.work / "data").mkdir(exist_ok=True)
     (args.run_dir / "data").symlink_to(args.work / "data", target_is_directory=True)
-    result["run_dir"] = str(args.run_dir)
+    # Relative to the checkout where it lies inside it: results name no machine's paths.
+    result["run_dir"] = str(
+        args.run_dir.resolve().relative_to(ROOT)
+        if args.run_dir.resolve().is_relative_to(ROOT)
+        else args.run_dir
+    )
     for part in args.parts:
         left = args.budget - (time.perf_counter() - start)
         later = [p for p in args.parts[args.parts.index(part) + 1 :]]
