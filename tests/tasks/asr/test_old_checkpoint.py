@@ -11,6 +11,7 @@ import yaml
 from multiattn.checkpoint import load_system
 from multiattn.tasks.asr.system import FLAT_LAYOUT, ASRSystem
 from tests.helpers.configs import override
+from tests.helpers.old_checkpoint import flat_hyperparameters
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 TINY = yaml.safe_load((CONFIGS / "asr_tiny.yaml").read_text())["model"]["init_args"]
@@ -32,25 +33,12 @@ def test_checkpoint_with_the_former_embedding_name_loads(decoder, tmp_path: Path
         torch.testing.assert_close(loaded.state_dict()[key], value)
 
 
-def _flatten(nested: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in nested.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def test_flat_layout_checkpoint_loads(tmp_path: Path, one_thread) -> None:
     """Hyper-parameters written as one flat list of arguments rebuild the same system."""
     torch.manual_seed(0)
     system = ASRSystem(**override(TINY, model__encoder__name="transformer", decoding__beam_size=3))
-    places = {place: flat for flat, place in FLAT_LAYOUT.items()}
-    stored = dict(system.hparams)
     groups = ("model", "tokenizer", "language_model", "loss", "optim", "decoding")
-    flat = {places[key]: value for key, value in _flatten({g: stored.pop(g) for g in groups}).items()}
-    old = {"_class_path": "tasks.asr.system.ASRSystem", **stored, **flat}
+    old = flat_hyperparameters(system.hparams, FLAT_LAYOUT, groups, "tasks.asr.system.ASRSystem")
     old["num_overlays"] = old.pop("overlay_count")
     assert old["tokenizer"] == "char" and old["encoder"] == "transformer" and "model" not in old
     path = tmp_path / "old.ckpt"

@@ -10,20 +10,11 @@ import yaml
 
 from multiattn.checkpoint import load_system
 from multiattn.tasks.captioning.system import FLAT_LAYOUT, CaptioningSystem
+from tests.helpers.old_checkpoint import flat_hyperparameters
 
 TINY = Path(__file__).resolve().parents[3] / "configs" / "captioning_tiny.yaml"
 VOCAB = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "circle"]
 NESTED = ("model", "optim", "decoding")  # the groups the former layout did not have
-
-
-def _flatten(nested: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in nested.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def test_flat_layout_checkpoint_loads(tmp_path: Path, one_thread) -> None:
@@ -32,10 +23,9 @@ def test_flat_layout_checkpoint_loads(tmp_path: Path, one_thread) -> None:
     args["model"]["decoder"]["name"] = "transformer"  # not the default: must survive the move
     args["decoding"]["beam_size"] = 4
     system = CaptioningSystem(**{**args, "vocab": VOCAB, "input_size": 64, "overlay_count": 3})
-    places = {place: flat for flat, place in FLAT_LAYOUT.items()}
-    stored = dict(system.hparams)
-    flat = {places[k]: v for k, v in _flatten({k: stored.pop(k) for k in NESTED}).items()}
-    old = {"_class_path": "tasks.captioning.system.CaptioningSystem", **stored, **flat}
+    old = flat_hyperparameters(
+        system.hparams, FLAT_LAYOUT, NESTED, "tasks.captioning.system.CaptioningSystem"
+    )
     old["num_overlays"] = old.pop("overlay_count")
     assert "decoder" in old and "model" not in old  # the former layout
     path = tmp_path / "old.ckpt"

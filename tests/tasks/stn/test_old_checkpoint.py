@@ -10,19 +10,10 @@ import yaml
 from multiattn.checkpoint import load_checkpoint, load_system
 from multiattn.configs import to_plain
 from multiattn.tasks.stn.system import FLAT_LAYOUT, STNSystem
+from tests.helpers.old_checkpoint import flat_hyperparameters
 
 TINY = Path(__file__).resolve().parents[3] / "configs" / "stn_tiny.yaml"
 FLAT_ROOTS = ("model", "optim", "box_loss")  # the nested groups the former layout did not have
-
-
-def _flatten(nested: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in nested.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def test_flat_layout_checkpoint_loads(tmp_path: Path, one_thread) -> None:
@@ -31,10 +22,7 @@ def test_flat_layout_checkpoint_loads(tmp_path: Path, one_thread) -> None:
     args["model"]["transformer"]["transform"] = "projective"  # not the default: must survive the move
     args["optim"]["learning_rate"] = 0.0123
     system = STNSystem(**args)
-    places = {place: flat for flat, place in FLAT_LAYOUT.items()}
-    nested = dict(system.hparams)
-    flat = {places[key]: value for key, value in _flatten({k: nested.pop(k) for k in FLAT_ROOTS}).items()}
-    old = {"_class_path": "tasks.stn.system.STNSystem", **nested, **flat}
+    old = flat_hyperparameters(system.hparams, FLAT_LAYOUT, FLAT_ROOTS, "tasks.stn.system.STNSystem")
     assert "transform" in old and "model" not in old  # the former layout
     path = tmp_path / "old.ckpt"
     torch.save({"state_dict": system.state_dict(), "hyper_parameters": old}, path)
