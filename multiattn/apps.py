@@ -12,7 +12,13 @@ pipeline, the input files, the options). :func:`run_app` then, in this order:
 3. prints one line of text or one JSON object (``--json``) per input; a file that could not be used
    is reported on stderr as one line and the others go on; overlays go to ``--overlay-dir`` under a
    name unique within the run (``x.png``, then ``x_2.png`` for a second ``x``), named in the
-   record's ``overlay`` key.
+   record's ``overlay`` key;
+4. puts the files in place (:func:`_commit`). Every file goes first into a hidden staging folder
+   beside its output folder (:func:`multiattn.io.staging_folder`); when the run ends, an output
+   folder that is empty or holds only files this run wrote again is exchanged whole with the
+   staged one (:func:`multiattn.io.swap_folders`: a run killed at any point leaves the previous
+   complete result or the new one); a folder holding other files too gets each new file by
+   ``os.replace`` (each file whole). A run stopped by an error puts nothing in place.
 
 Exit status: 0 when every input succeeded, 1 when some input file failed, 2 on a usage / user
 error (one line, no traceback).
@@ -21,7 +27,9 @@ error (one line, no traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +39,7 @@ from typing import Any
 
 import torch
 
-from multiattn.io import UserError
+from multiattn.io import UserError, staging_folder, swap_folders
 from multiattn.pipeline import InputError, OptionError, Pipeline, Result
 from multiattn.pipeline import resolve_device as _resolve_device
 
@@ -184,7 +192,8 @@ class AppJob:
         overlay_suffix: appended to each overlay's name (``x_stn.png``).
         output_dir: a folder the job writes its own files in (checked like ``--overlay-dir``).
         output_names: ``stem -> [file names]`` the job writes for an input (checked for overwrites).
-        write_outputs: ``(result, stem)`` -> write the job's own files for one result.
+        write_outputs: ``(result, stem, folder)`` -> write the job's own files for one result
+            into ``folder`` (a staging folder that :func:`run_app` puts in place of ``output_dir``).
     """
 
     pipeline: Pipeline
@@ -193,7 +202,7 @@ class AppJob:
     overlay_suffix: str = ""
     output_dir: tuple[str, Path] | None = None  # (flag, folder)
     output_names: Callable[[str], list[str]] | None = None
-    write_outputs: Callable[[Result, str], None] | None = None
+    write_outputs: Callable[[Result, str, Path], None] | None = None
 
 
 def run_app(
@@ -225,26 +234,39 @@ def run_app(
             for target in targets:
                 if target.exists():
                     raise UserError(f"{target}: exists (pass --overwrite to replace it)")
-        results = job.pipeline.run(job.files, batch_size=args.batch_size, **job.options)
-        bar = progress(results, len(job.files), quiet=args.quiet, desc=prog.split()[-1])
-        for stem, result in zip(stems, bar):
-            if isinstance(result, InputError):
-                failed += 1
-                _stderr(f"{prog}: {result.file}: {result.error}")
-                continue
-            for warning in result.warnings:
-                _stderr(f"{prog}: {result.file}: warning: {warning}")
-            if args.overlay_dir is not None:
-                result.save_overlay(
-                    Path(args.overlay_dir) / f"{stem}{job.overlay_suffix}.png", overwrite=args.overwrite
-                )
-            if job.write_outputs is not None:
-                job.write_outputs(result, stem)
-            record = result.to_dict()
-            if args.json:
-                print(json.dumps(record, ensure_ascii=False), flush=True)
-            else:
-                print(format_text(record), flush=True)
+        with contextlib.ExitStack() as stack:
+            staged: dict[Path, Path] = {}  # output folder -> its staging folder
+
+            def staging(folder: Path) -> Path:
+                key = Path(os.path.abspath(folder))
+                if key not in staged:
+                    staged[key] = stack.enter_context(staging_folder(key, "run"))
+                return staged[key]
+
+            overlay_stage = staging(args.overlay_dir) if args.overlay_dir is not None else None
+            output_stage = staging(job.output_dir[1]) if job.output_dir is not None else None
+            results = job.pipeline.run(job.files, batch_size=args.batch_size, **job.options)
+            bar = progress(results, len(job.files), quiet=args.quiet, desc=prog.split()[-1])
+            for stem, result in zip(stems, bar):
+                if isinstance(result, InputError):
+                    failed += 1
+                    _stderr(f"{prog}: {result.file}: {result.error}")
+                    continue
+                for warning in result.warnings:
+                    _stderr(f"{prog}: {result.file}: warning: {warning}")
+                if overlay_stage is not None:
+                    name = f"{stem}{job.overlay_suffix}.png"
+                    result.save_overlay(overlay_stage / name)
+                    _name_final_paths(result.record, overlay_stage, Path(args.overlay_dir))
+                if job.write_outputs is not None and output_stage is not None:
+                    job.write_outputs(result, stem, output_stage)
+                record = result.to_dict()
+                if args.json:
+                    print(json.dumps(record, ensure_ascii=False), flush=True)
+                else:
+                    print(format_text(record), flush=True)
+            for folder, stage in staged.items():
+                _commit(stage, folder)
     except UserError as err:
         _stderr(f"{prog}: error: {err}")
         return 2
@@ -253,6 +275,39 @@ def run_app(
         _stderr(f"{prog}: error: {where}{err.strerror or err}")
         return 2
     return 1 if failed else 0
+
+
+def _name_final_paths(record: dict[str, Any], stage: Path, folder: Path) -> None:
+    """Make the record name the overlays where they will be (``overlay``, ``overlay_pieces``)."""
+
+    def final(path: Any) -> Any:
+        return str(folder / Path(path).name) if Path(path).parent == stage else path
+
+    for key in ("overlay", "overlay_pieces"):
+        if isinstance(record.get(key), str):
+            record[key] = final(record[key])
+        elif isinstance(record.get(key), list):
+            record[key] = [final(path) for path in record[key]]
+
+
+def _commit(stage: Path, folder: Path) -> None:
+    """Put the files staged in ``stage`` into ``folder`` (see the module docstring, step 4)."""
+    new = {p.name for p in stage.iterdir()}
+    if not new:
+        return  # every input failed: leave the folder as it is
+    old = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    cwd = Path.cwd().resolve()
+    holds_cwd = folder.resolve() == cwd or folder.resolve() in cwd.parents
+    if old <= new and not holds_cwd:
+        # One atomic exchange; the previous folder (only files this run rewrote) ends up at
+        # ``stage``, which its staging_folder removes. Never done to the working directory, which
+        # the shell would be left inside of after the exchange.
+        swap_folders(stage, folder)
+        return
+    # Other files are there: move each new file in whole (a kill in this loop can leave some new
+    # files beside the old ones).
+    for name in sorted(new):
+        os.replace(stage / name, folder / name)
 
 
 def _planned_outputs(args: argparse.Namespace, job: AppJob, stems: list[str]) -> list[Path]:
