@@ -96,17 +96,16 @@ def _setup(args: argparse.Namespace) -> AppJob:
         folder = args.output_dir if args.output_dir is not None else Path(".")
         job.output_dir = ("--output-dir", folder)
         job.output_names = lambda stem: [f"{stem}.{fmt}" for fmt in formats]
-        job.write_outputs = lambda result, stem: _write_outputs(result, folder, stem, formats, args.overwrite)
+        job.write_outputs = lambda result, stem, into: _write_outputs(result, into, stem, formats)
     return job
 
 
-def _write_outputs(result: Result, folder: Path, stem: str, formats: Sequence[str], overwrite: bool) -> None:
+def _write_outputs(result: Result, folder: Path, stem: str, formats: Sequence[str]) -> None:
+    """Write one result's files into ``folder`` (a fresh staging folder; existing targets were
+    checked against ``--overwrite`` before inference)."""
     record = result.to_dict()
     for fmt in formats:
-        target = folder / f"{stem}.{fmt}"
-        if target.exists() and not overwrite:
-            raise UserError(f"{target}: exists (pass --overwrite to replace it)")
-        with atomic_open(target, "w", encoding="utf-8") as handle:
+        with atomic_open(folder / f"{stem}.{fmt}", "w", encoding="utf-8") as handle:
             handle.write(render(record, fmt))
 
 
