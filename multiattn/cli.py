@@ -88,6 +88,17 @@ def run_lightning(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _dispatch(argv)
+    except BrokenPipeError:
+        # The reader of our output went away (`multiattn configs | head`): stop quietly, as Unix
+        # tools do, instead of a traceback (Python's documented recipe: stdout onto /dev/null so the
+        # interpreter's final flush cannot raise again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     _quiet_known_noise()
     keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -79,6 +79,22 @@ def test_unknown_command_fails(capsys):
     assert "unknown command" in capsys.readouterr().err
 
 
+def test_closed_output_pipe_ends_quietly():
+    """`multiattn configs | head -1`: the reader leaves early; no traceback, no error line."""
+    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)  # a reader gone before the first line
+    reader.wait()
+    writer = subprocess.run(
+        [sys.executable, "-c", "import sys; from multiattn.cli import main; sys.exit(main(['configs']))"],
+        stdout=reader.stdin,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    reader.stdin.close()
+    assert writer.returncode == 1
+    assert "Traceback" not in writer.stderr and "BrokenPipe" not in writer.stderr, writer.stderr
+
+
 def test_fit_writes_checkpoints_and_resumes(tmp_path):
     cfg = write_config(tmp_path, "run", max_epochs=1)
     result = run_cli("fit", "-c", str(cfg))
