@@ -84,8 +84,7 @@ class SectionRequest:
         """
         from multiattn.apps import progress
 
-        bar = progress(None, total, quiet=self.quiet, desc=self.label)
-        bar.unit = "example"  # the app commands' bar counts files; a section counts examples
+        bar = progress(None, total, quiet=self.quiet, desc=self.label, unit="example")
         try:
             for item in iterable:
                 yield item

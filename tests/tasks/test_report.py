@@ -456,6 +456,7 @@ def test_every_section_counts_its_examples_on_a_terminal_progress_bar(checkpoint
     assert [(bar.n, bar.total) for bar in bars] == [(3, 3)] * len(TASKS)  # batches of 2 and 1
     for index, task in enumerate(TASKS):
         assert f"{task} {index + 1}/{len(TASKS)}" in stream.getvalue()
+    assert "example/s" in stream.getvalue() and "file/s" not in stream.getvalue()
     bars.clear()
     stn = ["--ckpt", str(checkpoints["stn"]), "--device", "cpu", "--out", str(tmp_path / "inputs")]
     assert report_main(stn + ["--inputs", *_stn_inputs(tmp_path, ("a.png", "b.png", "c.png"))]) == 0
