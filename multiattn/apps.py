@@ -150,15 +150,18 @@ def unique_stems(files: Sequence[Path | str | None]) -> list[str]:
     return stems
 
 
-def progress(iterable: Iterable[Any], total: int, *, quiet: bool, desc: str) -> Iterable[Any]:
-    """``tqdm`` on stderr, shown only when stderr is a terminal and not ``quiet``."""
+def progress(
+    iterable: Iterable[Any] | None, total: int, *, quiet: bool, desc: str, unit: str = "file"
+) -> Any:
+    """``tqdm`` on stderr, shown only when stderr is a terminal and not ``quiet`` (``iterable=None``:
+    a bar advanced by ``update(n)``)."""
     from tqdm import tqdm
 
     return tqdm(
         iterable,
         total=total,
         desc=desc,
-        unit="file",
+        unit=unit,
         file=sys.stderr,
         disable=quiet or not sys.stderr.isatty(),
         leave=False,

@@ -1,7 +1,7 @@
 """``multiattn report``: the HTML attention explorer for one or more checkpoints.
 
     multiattn report --ckpt C [--ckpt C2 ...] (--inputs FILE... | --split test --limit N) --out DIR
-                     [--data-dir D] [--device auto] [--batch-size 16] [--title T]
+                     [--data-dir D] [--device auto] [--batch-size 16] [--title T] [--quiet]
 
 Each checkpoint becomes one section of the report written by :func:`multiattn.explorer.write_report`
 (``DIR/index.html`` with ``explorer.js``, ``explorer.css``, ``data.js`` and ``DIR/assets/``; no
@@ -18,6 +18,9 @@ The task's report adapter (its ``report`` piece, given a
 - ``--inputs FILE...``: the user's files, each given to the sections whose task reads its type
   (the task's ``input_extensions``); a file that cannot be read is reported on stderr as one line
   and skipped.
+
+While a section is built, a progress bar counts its examples on stderr (only when stderr is a
+terminal; ``--quiet`` turns it off): every adapter wraps its loop in ``SectionRequest.progress``.
 
 ``--data-dir D`` puts every task's data under ``D/<task>`` instead of the folder recorded in the
 checkpoint. Exit status: 0, 1 when some input file was skipped, 2 on a user error (one line).
@@ -114,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (default 16)")
     parser.add_argument("--title", default="multiattn attention explorer", help="page title")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar (it is shown only when stderr is a terminal)"
+    )
     return parser
 
 
@@ -198,6 +204,8 @@ def _build_sections(
             data_dir=None if args.data_dir is None else Path(args.data_dir) / task.name,
             device=device,
             batch_size=args.batch_size,
+            label=f"{task.name} {index + 1}/{len(loaded)}",
+            quiet=getattr(args, "quiet", False),
         )
         if request.inputs is not None and not request.inputs:
             log(f"{ckpt}: no {task.input_kind} files among --inputs; section left out")

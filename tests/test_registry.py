@@ -7,6 +7,7 @@ folder on ``sys.path``; ``importlib.metadata`` finds it like any installed packa
 
 from __future__ import annotations
 
+import io
 import json
 from importlib import metadata
 from pathlib import Path
@@ -132,3 +133,35 @@ def test_missing_task_module_says_not_available(monkeypatch, capsys):
 def test_task_names_are_checked():
     with pytest.raises(ValueError, match="task name"):
         registry.Task(**{**TALLY.__dict__, "name": "Two Words"})
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_toy_task_report_shows_a_progress_bar_only_on_a_terminal(
+    tally_installed, texts, tmp_path, monkeypatch, capsys
+):
+    from multiattn import apps
+
+    ckpt = tally_checkpoint(tmp_path / "tally.ckpt")
+    bars = []
+
+    def recording(*args, **kwargs):
+        bars.append(real(*args, **kwargs))
+        return bars[-1]
+
+    real = apps.progress
+    monkeypatch.setattr(apps, "progress", recording)
+    for run, (stream, extra, shown) in enumerate(
+        ((_Terminal(), [], True), (_Terminal(), ["--quiet"], False), (io.StringIO(), [], False))
+    ):
+        monkeypatch.setattr("sys.stderr", stream)
+        out = tmp_path / f"report{run}"
+        argv = ["report", "--ckpt", str(ckpt), "--inputs", *map(str, texts), "--out", str(out), *extra]
+        assert cli.main(argv) == 0
+        assert ("tally 1/1" in stream.getvalue()) == shown, (extra, shown)
+        assert bars[-1].total == len(texts)
+        if shown:  # a bar that is off counts nothing
+            assert bars[-1].n == len(texts)

@@ -186,7 +186,7 @@ def _split_section(request: SectionRequest, system: ASRSystem):
     items: list[dict[str, Any]] = []
     totals = _Accumulator()
     pending: list = []
-    for index in range(count):
+    for index in request.progress(range(count), count):
         try:
             utterance = dataset.load(index)
         except UserError as err:
@@ -209,7 +209,8 @@ def _inputs_section(request: SectionRequest, system: ASRSystem):
     items: list[dict[str, Any]] = []
     totals = _Accumulator()
     pending: list = []
-    for path in request.inputs or []:
+    files = list(request.inputs or [])
+    for path in request.progress(files, len(files)):
         try:
             wave = load_audio(path, SAMPLE_RATE)
         except UserError as err:

@@ -132,7 +132,8 @@ def _split_section(request: SectionRequest, system: CaptioningSystem):
     size = int(system.hparams.input_size or 96)
     scene = SceneScorer((size, size))
     items, references, hypotheses = [], [], []
-    for start in range(0, count, request.batch_size):
+    step = request.batch_size
+    for start in request.progress(range(0, count, step), count, size=lambda s: min(step, count - s)):
         batch = collate_captions([dataset[i] for i in range(start, min(count, start + request.batch_size))])
         if batch is None:
             continue
@@ -172,7 +173,10 @@ def _inputs_section(request: SectionRequest, system: CaptioningSystem):
     size = int(system.hparams.input_size or 96)
     items: list[dict[str, Any]] = []
     files: list[Path] = list(request.inputs or [])
-    for start in range(0, len(files), request.batch_size):
+    step = request.batch_size
+    for start in request.progress(
+        range(0, len(files), step), len(files), size=lambda s: min(step, len(files) - s)
+    ):
         loaded = []
         for path in files[start : start + request.batch_size]:
             try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,8 @@ class SectionRequest:
         device: where the model runs.
         batch_size: examples per forward pass.
         errors: the adapter appends ``(file, message)`` for every input it skipped.
+        label: names the section on its progress bar (e.g. ``s0-stn``).
+        quiet: no progress bar (``--quiet``); the bar is also off when stderr is not a terminal.
     """
 
     ckpt: Path
@@ -68,6 +70,27 @@ class SectionRequest:
     device: Any
     batch_size: int
     errors: list[tuple[str, str]] = field(default_factory=list)
+    label: str = ""
+    quiet: bool = True
+
+    def progress(
+        self, iterable: Iterable[Any], total: int, *, size: Callable[[Any], int] | None = None
+    ) -> Iterator[Any]:
+        """``iterable`` with a progress bar of ``total`` examples on stderr (``multiattn.apps.progress``).
+
+        Every adapter wraps the loop it already runs over examples (or batches: ``size(item)`` says
+        how many examples an item holds) in this, so every section shows the same bar. An item
+        counts as done when the adapter asks for the next one.
+        """
+        from multiattn.apps import progress
+
+        bar = progress(None, total, quiet=self.quiet, desc=self.label, unit="example")
+        try:
+            for item in iterable:
+                yield item
+                bar.update(1 if size is None else size(item))
+        finally:
+            bar.close()
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the report folder, with ``/`` (what the page references)."""

@@ -88,7 +88,8 @@ def _split_section(request: SectionRequest, system: STNSystem) -> tuple[list[dic
     names = system.class_names
     items: list[dict[str, Any]] = []
     correct, ious = 0, []
-    for start in range(0, count, request.batch_size):
+    step = request.batch_size
+    for start in request.progress(range(0, count, step), count, size=lambda s: min(step, count - s)):
         batch = collate_batch([dataset[i] for i in range(start, min(count, start + request.batch_size))])
         outputs = system.predict_step(batch.images.to(request.device))
         iou = None
@@ -127,7 +128,7 @@ def _inputs_section(request: SectionRequest, system: STNSystem) -> tuple[list[di
 
     items: list[dict[str, Any]] = []
     records = classify_files(system, request.inputs, batch_size=request.batch_size, device=request.device)
-    for record in records:
+    for record in request.progress(records, len(request.inputs or [])):
         if "error" in record:
             request.errors.append((record["file"], record["error"]))
             continue

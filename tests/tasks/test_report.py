@@ -435,3 +435,32 @@ def test_report_killed_at_any_write_leaves_the_old_or_the_new_report(checkpoints
     assert any(entry["state"] == old for entry in kills) and any(is_new(entry["state"]) for entry in kills)
     assert final["final"] == head["total"] and is_new(final["state"])
     assert [n for n in final["beside"] if n.startswith(".report.")] == []
+
+
+def test_every_section_counts_its_examples_on_a_terminal_progress_bar(checkpoints, tmp_path, monkeypatch):
+    import io
+
+    from multiattn import apps
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    bars = []
+    real = apps.progress
+    monkeypatch.setattr(apps, "progress", lambda *a, **k: bars.append(real(*a, **k)) or bars[-1])
+    stream = Terminal()
+    monkeypatch.setattr("sys.stderr", stream)
+    argv = [f"--ckpt={checkpoints[t]}" for t in TASKS] + ["--device", "cpu", "--batch-size", "2"]
+    assert report_main(argv + ["--split", "test", "--limit", "3", "--out", str(tmp_path / "split")]) == 0
+    assert [(bar.n, bar.total) for bar in bars] == [(3, 3)] * len(TASKS)  # batches of 2 and 1
+    for index, task in enumerate(TASKS):
+        assert f"{task} {index + 1}/{len(TASKS)}" in stream.getvalue()
+    assert "example/s" in stream.getvalue() and "file/s" not in stream.getvalue()
+    bars.clear()
+    stn = ["--ckpt", str(checkpoints["stn"]), "--device", "cpu", "--out", str(tmp_path / "inputs")]
+    assert report_main(stn + ["--inputs", *_stn_inputs(tmp_path, ("a.png", "b.png", "c.png"))]) == 0
+    assert [(bar.n, bar.total) for bar in bars] == [(3, 3)]
+    monkeypatch.setattr("sys.stderr", stream := Terminal())
+    assert report_main(stn + ["--inputs", *_stn_inputs(tmp_path), "--quiet"]) == 0
+    assert "stn 1/1" not in stream.getvalue()

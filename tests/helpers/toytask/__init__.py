@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_section(request: Any) -> dict[str, Any]:
-    items = [{"file": str(path), "words": count_words(path)} for path in request.inputs or []]
+    files = list(request.inputs or [])
+    items = [{"file": str(path), "words": count_words(path)} for path in request.progress(files, len(files))]
     metrics = {"words": sum(item["words"] for item in items)}
     return {"data": f"{len(items)} text file(s)", "metrics": metrics, "items": items}
 
