@@ -19,6 +19,7 @@ from PIL import Image
 
 from multiattn.tasks.report import main as report_main
 from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.helpers.kill_at_rename import kill_at_every_rename
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("captioning", "stn", "asr")
@@ -324,77 +325,6 @@ def test_unwritable_out_is_one_line(checkpoints, tmp_path, capsys):
     assert (tmp_path / "file").read_text() == "mine"
 
 
-_KILL_SCRIPT = """
-import json, os, shutil, signal, sys
-from pathlib import Path
-import multiattn.io as io
-from multiattn.tasks.report import main
-
-ckpt, image, out, log = sys.argv[1:5]
-argv = ["--ckpt", ckpt, "--inputs", image, "--out", out, "--device", "cpu"]
-
-
-def fingerprint():
-    folder = Path(out)
-    return {p.relative_to(folder).as_posix(): p.read_bytes().hex() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-calls = [0]
-kill_at = [0]
-
-
-def counted(function):
-    def wrapper(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == kill_at[0]:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return function(*args, **kwargs)
-    return wrapper
-
-
-# Every file of the report and the final swap go through one of these: a run is killed just before
-# its n-th call, for every n.
-os.replace, os.rename, io._exchange = counted(os.replace), counted(os.rename), counted(io._exchange)
-
-
-def run(at):
-    # In this process (also warms the lazy imports), or in a forked child killed at its at-th call.
-    calls[0], kill_at[0] = 0, at
-    if at == 0:
-        assert main(argv) == 0
-        return calls[0]
-    pid = os.fork()
-    if pid == 0:
-        code = main(argv)
-        os._exit(0 if code == 0 else 1)
-    status = os.waitpid(pid, 0)[1]
-    kill_at[0] = 0
-    return status
-
-
-sys.stderr = open(os.devnull, "w")
-backup = out + ".backup"
-shutil.copytree(out, backup)
-
-
-def restore():
-    shutil.rmtree(out)
-    shutil.copytree(backup, out)
-
-
-with open(log, "w") as handle:
-    total = run(0)  # an uninterrupted run: how many renames it makes
-    handle.write(json.dumps({"total": total, "new": fingerprint()}) + "\\n")
-    for n in range(1, total + 1):
-        restore()
-        status = run(n)
-        handle.write(json.dumps({"kill_at": n, "killed": os.WIFSIGNALED(status), "state": fingerprint()}) + "\\n")
-    final = run(0)  # a run after the killed ones removes the staging folders they left
-    handle.write(json.dumps({"final": final, "state": fingerprint(),
-                             "beside": sorted(p.name for p in Path(out).parent.iterdir())}) + "\\n")
-"""
-
-
 def test_report_killed_at_any_write_leaves_the_old_or_the_new_report(checkpoints, tmp_path):
     out = tmp_path / "report"
     first = _stn_inputs(tmp_path, ("first.png",))
@@ -406,20 +336,18 @@ def test_report_killed_at_any_write_leaves_the_old_or_the_new_report(checkpoints
     )
     old = {k: v.hex() for k, v in _fingerprint(out).items()}
     second = _stn_inputs(tmp_path, ("second.png",))[0]
-    script = tmp_path / "kill.py"
-    script.write_text(_KILL_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    log = tmp_path / "kill.jsonl"
-    run = subprocess.run(
-        [sys.executable, str(script), str(checkpoints["stn"]), second, str(out), str(log)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    lines = [json.loads(line) for line in log.read_text().splitlines()]
-    head, kills, final = lines[0], lines[1:-1], lines[-1]
+    argv = [
+        "report",
+        "--ckpt",
+        str(checkpoints["stn"]),
+        "--inputs",
+        second,
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    head, kills, final = kill_at_every_rename(out, argv, tmp_path / "kill.jsonl")
     new = head["new"]
 
     def is_new(state: dict) -> bool:  # data.js differs only by its creation time
