@@ -318,6 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     parser.add_argument("--skip-baseline", action="store_true", help="train only the transformer model")
     parser.add_argument(
+        "--box-loss",
+        type=float,
+        default=0.0,
+        metavar="WEIGHT",
+        help="also train the transformer with the auxiliary box loss at this weight (run stn_box_loss)",
+    )
+    parser.add_argument(
         "--variety",
         choices=("standard", "broad"),
         default=None,
@@ -381,13 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     # margin for validation and for the two runs competing.
     precision = spec["trainer"].get("precision", "32-true")
     rate = throughput["bf16_mixed" if "bf16" in str(precision) else "fp32"]
-    runs_at_once = 1 if args.skip_baseline else 2
-    epochs = max(1, int(minutes * 60 * rate * 0.7 / runs_at_once / train_size))
-    names = (
-        {"stn": variety_args}
-        if args.skip_baseline
-        else {"stn": variety_args, "baseline": [*variety_args, "--model.model.transformer.enabled", "false"]}
-    )
+    names = {"stn": variety_args}
+    if not args.skip_baseline:
+        names["baseline"] = [*variety_args, "--model.model.transformer.enabled", "false"]
+    if args.box_loss > 0:
+        names["stn_box_loss"] = [*variety_args, "--model.box_loss.weight", str(args.box_loss)]
+    epochs = max(1, int(minutes * 60 * rate * 0.7 / len(names) / train_size))
     processes = {}
     for name, extra in names.items():
         copy = _config_copy(config, name)
@@ -419,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         best = checkpoint_dir / "best.ckpt"
         checkpoint = best if best.exists() else checkpoint_dir / "last.ckpt"
         runs[name] = {
-            "use_transformer": name == "stn",
+            "use_transformer": name != "baseline",
             "epochs": epochs,
             "train_minutes": round(train_minutes, 2),
             "checkpoint": str(checkpoint.relative_to(ROOT)),
