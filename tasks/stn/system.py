@@ -231,16 +231,9 @@ class STNSystem(pl.LightningModule):
         self.log(f"{prefix}/acc", accuracy, prog_bar=True, batch_size=size, on_step=on_step, on_epoch=True)
         if prefix == "test":
             self.log("test/error", 1.0 - accuracy, batch_size=size)
-        prior = self.localization_loss
-        if output.localization_logits is not None and prior.class_map_weight > 0:
-            map_loss = F.cross_entropy(output.localization_logits.float(), batch.labels)
-            self.log(f"{prefix}/class_map_loss", map_loss, batch_size=size, on_step=on_step, on_epoch=True)
-            loss = loss + prior.class_map_weight * map_loss
-        if output.theta is not None and theta_kind(output.theta) == "affine_theta" and prior.area_weight > 0:
-            linear = output.theta.float()[:, :, :2]  # (B, 2, 2)
-            area = torch.linalg.det(linear).abs().mean()
-            self.log(f"{prefix}/region_area", area, batch_size=size, on_step=on_step, on_epoch=True)
-            loss = loss + prior.area_weight * area
+        for name, (weight, value) in self.localization_losses(output, batch.labels).items():
+            self.log(f"{prefix}/{name}", value, batch_size=size, on_step=on_step, on_epoch=True)
+            loss = loss + weight * value
         if output.theta is not None and batch.boxes is not None:
             input_hw = tuple(batch.images.shape[-2:])
             if self.box_loss.weight > 0:
@@ -254,6 +247,23 @@ class STNSystem(pl.LightningModule):
                 f"{prefix}/iou50", (iou > 0.5).float().mean(), batch_size=size, on_step=False, on_epoch=True
             )
         return loss, output
+
+    def localization_losses(self, output: STNOutput, labels: Tensor) -> dict[str, tuple[float, Tensor]]:
+        """The label-only localisation losses in use, ``{name: (weight, value)}`` (:class:`LocalizationLossConfig`).
+
+        ``class_map_loss``: cross-entropy of the localisation net's class logits; ``region_area``:
+        mean ``|det|`` of the affine part of ``theta`` (the region's area, 1 = the whole input).
+        """
+        prior, losses = self.localization_loss, {}
+        if output.localization_logits is not None and prior.class_map_weight > 0:
+            losses["class_map_loss"] = (
+                prior.class_map_weight,
+                F.cross_entropy(output.localization_logits.float(), labels),
+            )
+        if output.theta is not None and theta_kind(output.theta) == "affine_theta" and prior.area_weight > 0:
+            linear = output.theta.float()[:, :, :2]  # (B, 2, 2)
+            losses["region_area"] = (prior.area_weight, torch.linalg.det(linear).abs().mean())
+        return losses
 
     def _box_loss(self, theta: Tensor, boxes: Tensor, input_hw: tuple[int, int]) -> Tensor:
         """Smooth L1 between the region's corners and the (widened) box's, relative to the box size.
