@@ -156,6 +156,21 @@ def _conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Seq
     )
 
 
+def _conv_stages(
+    in_channels: int, channels: tuple[int, ...], downsample: int, *, pool_last: bool
+) -> tuple[list[nn.Module], int]:
+    """A max pool by ``downsample``, then per width a 5x5 conv stage and a 2x2 max pool (the last
+    one only with ``pool_last``); returns the layers and the last width."""
+    layers: list[nn.Module] = [nn.MaxPool2d(downsample)] if downsample > 1 else []
+    previous = in_channels
+    for index, width in enumerate(channels):
+        layers.append(_conv_block(previous, width, 5))
+        if pool_last or index < len(channels) - 1:
+            layers.append(nn.MaxPool2d(2))
+        previous = width
+    return layers, previous
+
+
 class LocalizationNet(nn.Module):
     """Coarse CNN predicting transform features: ``(B, C, H, W) -> (B, F)``.
 
@@ -181,11 +196,7 @@ class LocalizationNet(nn.Module):
         pool_size: int = 7,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.MaxPool2d(downsample)] if downsample > 1 else []
-        previous = in_channels
-        for width in channels:
-            layers += [_conv_block(previous, width, 5), nn.MaxPool2d(2)]
-            previous = width
+        layers, previous = _conv_stages(in_channels, channels, downsample, pool_last=True)
         layers += [
             nn.AdaptiveAvgPool2d(pool_size),
             nn.Flatten(),  # (B, c, p, p) -> (B, c * p * p)
@@ -217,13 +228,8 @@ class HeatmapLocalizationNet(nn.Module):
         self, *, in_channels: int, channels: tuple[int, ...] = (20, 20), downsample: int = 2
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.MaxPool2d(downsample)] if downsample > 1 else []
-        previous = in_channels
-        for index, width in enumerate(channels):
-            layers.append(_conv_block(previous, width, 5))
-            if index < len(channels) - 1:  # no pool after the last stage: a finer map to place the region on
-                layers.append(nn.MaxPool2d(2))
-            previous = width
+        # no pool after the last stage: a finer map to place the region on
+        layers, previous = _conv_stages(in_channels, channels, downsample, pool_last=False)
         self.net = nn.Sequential(*layers)
         self.out_features = previous
 
