@@ -45,12 +45,16 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "outputs" / "bench_stn"
 
 
-def _config_copy(config: Path, name: str) -> Path:
-    """The config with its output paths moved under outputs/bench_stn/<name>."""
+def _config_copy(config: Path, name: str, folder: Path) -> Path:
+    """The config with its output paths moved under ``folder/<name>``.
+
+    ``folder`` is new for every benchmark run: Lightning names a checkpoint ``best-v1.ckpt``
+    when ``best.ckpt`` exists already, so a reused folder would score an earlier run's model.
+    """
     text = config.read_text()
-    out = f"outputs/bench_stn/{name}"
+    out = (folder / name).relative_to(ROOT).as_posix()
     text = text.replace("outputs/stn_tiny", out).replace("outputs/stn", out)
-    path = WORK / f"{name}.yaml"
+    path = folder / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
@@ -341,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=CKPT",
         help="score existing checkpoints instead of training (repeatable); writes stn_eval.{json,md}",
     )
+    parser.add_argument(
+        "--results-name",
+        default=None,
+        metavar="STEM",
+        help="file stem of the results under benchmarks/results (default stn, stn_eval with --evaluate)",
+    )
     args = parser.parse_args(argv)
     keep_freed_memory()  # as the multiattn command does (multiattn/runtime.py)
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
@@ -376,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             "out_of_generator_images": len(splits.get("out_of_generator", {}).get("labels", [])),
             "runs": runs,
         }
-        _write(result, "stn_eval")
+        _write(result, args.results_name or "stn_eval")
         return 0
 
     throughput = training_throughput(
@@ -395,9 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.box_loss > 0:
         names["stn_box_loss"] = [*variety_args, "--model.box_loss.weight", str(args.box_loss)]
     epochs = max(1, int(minutes * 60 * rate * 0.7 / len(names) / train_size))
+    folder = WORK / time.strftime("%Y%m%d-%H%M%S")  # a new folder per run (see _config_copy)
     processes = {}
     for name, extra in names.items():
-        copy = _config_copy(config, name)
+        copy = _config_copy(config, name, folder)
         processes[name] = (
             *_launch(
                 copy,
@@ -405,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                 minutes=minutes,
                 threads=args.threads,
                 extra=extra,
-                log=WORK / f"{name}.log",
+                log=folder / f"{name}.log",
             ),
             time.time(),
         )
@@ -417,12 +428,12 @@ def main(argv: list[str] | None = None) -> int:
         handle.close()
         if code != 0:
             print(
-                f"bench_stn: training {name} failed (exit {code}); see {WORK / f'{name}.log'}",
+                f"bench_stn: training {name} failed (exit {code}); see {folder / f'{name}.log'}",
                 file=sys.stderr,
             )
             return 1
         train_minutes = (time.time() - start) / 60
-        checkpoint_dir = ROOT / "outputs" / "bench_stn" / name / "checkpoints"
+        checkpoint_dir = folder / name / "checkpoints"
         best = checkpoint_dir / "best.ckpt"
         checkpoint = best if best.exists() else checkpoint_dir / "last.ckpt"
         runs[name] = {
@@ -453,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     stem = "stn_quick" if args.quick else "stn"
-    _write(result, stem if variety == "standard" else f"{stem}_{variety}")
+    _write(result, args.results_name or (stem if variety == "standard" else f"{stem}_{variety}"))
     return 0
 
 
