@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multiattn.attention.additive import compiled_energy
+from multiattn.attention.compiled_energy import CompiledEnergy
 from multiattn.attention.spatial import doubly_stochastic_penalty
 from multiattn.builders import pick
 from multiattn.decoding import Hypothesis, StepOutput, beam_search, greedy_search
@@ -76,6 +76,7 @@ class CaptionModel(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.compiled_energy = CompiledEnergy()  # the attention score kernel of compile_attention
 
     def forward(
         self, images: Tensor, tokens: Tensor, lengths: Tensor, *, with_attention: bool = True
@@ -138,7 +139,7 @@ class CaptionModel(nn.Module):
         """Free-running decoding of ``images (B, 3, S, S)``; ``beam_size == 1`` is greedy search.
 
         ``compile_attention`` scores the soft attention with one compiled kernel
-        (:func:`multiattn.attention.additive.compiled_energy`): faster for many images at once,
+        (:attr:`compiled_energy`, :mod:`multiattn.attention.compiled_energy`): faster for many images at once,
         after a one-off compilation.
 
         Returns:
@@ -169,7 +170,7 @@ class CaptionModel(nn.Module):
         state = self.decoder.init_state(features)
         batch = features.shape[0]
         common = dict(batch_size=batch, bos_id=self.bos_id, eos_id=self.eos_id, max_len=max_len)
-        with compiled_energy(compile_attention):
+        with self.compiled_energy.active(compile_attention):
             if beam_size == 1:
                 hyps: Sequence[Hypothesis] = greedy_search(self._step, state, **common)
             else:

@@ -167,7 +167,7 @@ def test_beam_shared_cache_equals_reordering_everything() -> None:
     enc = model.encode(wave, lengths)
     shared = model.init_decoder_state(enc.memory, enc.lengths)
     plain = model.decoder.decoder.init_cache(enc.memory, shared.memory_mask)
-    plain.items = None  # the reference reorders every tensor at every step
+    plain.memory = None  # the reference reorders every tensor at every step
     expand = torch.tensor([0, 0, 0, 1, 1, 1])  # B = 2 items -> K = 3 beams each: memory rows change
     within = [torch.tensor([2, 0, 0, 5, 3, 4]), torch.tensor([1, 1, 2, 3, 3, 3])]
     swap = torch.tensor([3, 4, 5, 0, 1, 2])  # rows change item: the memory must follow
