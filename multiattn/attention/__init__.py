@@ -10,8 +10,8 @@ from __future__ import annotations
 from torch import nn
 
 from multiattn.attention.additive import AdditiveAttention
-from multiattn.attention.compiled_energy import CompiledEnergy
 from multiattn.attention.cache import KVCache, LinearAttentionState
+from multiattn.attention.compiled_energy import CompiledEnergy
 from multiattn.attention.linear import LinearAttention
 from multiattn.attention.location import LocationAwareAttention
 from multiattn.attention.multihead import MultiHeadAttention
