@@ -32,6 +32,7 @@ Shape legend: ``B`` batch items, ``K`` beam size, ``N = B * K`` hypotheses (row 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,50 +115,57 @@ class _Candidates(NamedTuple):
     is_eos: Tensor
 
 
+class _JointScore:
+    """Joint CTC/attention scores of one step: ``(1 - w) * attention + w * delta`` (Watanabe et al. 2017).
+
+    The prefix scorer scores each row's ``pre_beam`` best tokens by the attention log-probs (all
+    ``V`` at ``w == 1``, where the attention ranking says nothing); the other tokens get ``-inf``.
+    """
+
+    def __init__(self, scorer: PrefixScorer, *, weight: float, pre_beam: int, device: torch.device) -> None:
+        self.scorer, self.weight, self.pre_beam, self.device = scorer, weight, pre_beam, device
+
+    def __call__(self, log_probs: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """``log_probs (N, V)`` -> ``(joint scores (N, V), the scorer's candidate state)``."""
+        rows, vocab = log_probs.shape
+        if self.weight >= 1.0 or self.pre_beam >= vocab:
+            candidates = torch.arange(vocab, device=self.device).expand(rows, vocab)  # (N, V)
+        else:
+            candidates = log_probs.topk(self.pre_beam, dim=1).indices  # (N, P)
+        delta, candidate_state = self.scorer.score(state, candidates)
+        attention_part = log_probs.gather(1, candidates)  # (N, P)
+        # 0 * -inf is NaN, so the attention term is left out entirely at ctc_weight == 1.
+        w = self.weight
+        joint = delta if w >= 1.0 else (1.0 - w) * attention_part + w * delta
+        return torch.full_like(log_probs, float("-inf")).scatter(1, candidates, joint), candidate_state
+
+
 class _Search:
-    """The bookkeeping of one :func:`beam_search`: its settings, finished hypotheses and back-pointers."""
+    """The bookkeeping of one :func:`beam_search`: its settings, finished hypotheses and back-pointers.
+
+    Args:
+        limits: ``(B,)`` CPU, each item's step limit.
+        joint: the joint CTC/attention scores, or ``None`` (attention only).
+        (the rest as :func:`beam_search`'s).
+    """
 
     def __init__(
         self,
+        limits: Tensor,
         *,
-        batch_size: int,
         beam_size: int,
         eos_id: int,
-        max_len: int | Tensor,
-        length_penalty: float,
-        length_norm: str,
         min_len: int,
-        ctc_scorer: PrefixScorer | None,
-        ctc_weight: float,
-        pre_beam: int | None,
         n_best: int,
+        length: Callable[[Tensor | float], Tensor | float],
+        joint: _JointScore | None,
         device: torch.device,
     ) -> None:
-        if beam_size < 1 or n_best < 1 or n_best > beam_size:
-            raise ValueError(
-                f"need 1 <= n_best <= beam_size, received n_best={n_best}, beam_size={beam_size}"
-            )
-        if not 0.0 <= ctc_weight <= 1.0:
-            raise ValueError(f"ctc_weight must be in [0, 1], received {ctc_weight}")
-        if ctc_weight > 0.0 and ctc_scorer is None:
-            raise ValueError(
-                f"ctc_weight={ctc_weight} needs a ctc_scorer (pass ctc_scorer=CTCPrefixScorer(...))"
-            )
-        length_normaliser(1.0, length_penalty=length_penalty, length_norm=length_norm)  # validates the name
-        self.K, self.eos_id, self.min_len, self.n_best, self.device = (
-            beam_size,
-            eos_id,
-            min_len,
-            n_best,
-            device,
-        )
-        self.length_penalty, self.length_norm = length_penalty, length_norm
-        self.scorer = ctc_scorer if ctc_scorer is not None and ctc_weight > 0.0 else None
-        self.ctc_weight = ctc_weight
-        self.pre_beam = pre_beam if pre_beam is not None else math.ceil(1.5 * beam_size)
-        self.limits = resolve_max_len(max_len, batch_size)  # (B,) on the CPU
-        self.best_bound_lp = self.lp(self.limits.double())  # (B,)
+        self.K, self.eos_id, self.min_len, self.n_best = beam_size, eos_id, min_len, n_best
+        self.lp, self.joint, self.device, self.limits = length, joint, device, limits
+        self.best_bound_lp = self.lp(limits.double())  # (B,)
         self.rank = torch.arange(2 * beam_size, device=device)[None, :]  # (1, 2K)
+        batch_size = limits.numel()
         self.ended: list[list[_Ended]] = [[] for _ in range(batch_size)]
         self.fallback: list[_Ended | None] = [None] * batch_size
         self.nth_best = [
@@ -166,9 +174,6 @@ class _Search:
         self.attention_steps: list[Tensor] = []
         self.backpointers: list[Tensor] = []  # per step, (N,) CPU: the row each next-step row came from
 
-    def lp(self, length: Tensor | float) -> Tensor | float:
-        return length_normaliser(length, length_penalty=self.length_penalty, length_norm=self.length_norm)
-
     def start(self, state: Any, *, batch_size: int, bos_id: int) -> _Beams:
         """One row per item: its empty prefix (the first step's ``K`` best extensions become its beams)."""
         return _Beams(
@@ -176,7 +181,7 @@ class _Search:
             scores=torch.zeros((batch_size, 1), device=self.device),  # (B, 1)
             active=torch.arange(batch_size),  # (B,) CPU
             state=state,
-            scorer_state=self.scorer.initial_state() if self.scorer is not None else None,
+            scorer_state=None if self.joint is None else self.joint.scorer.initial_state(),
         )
 
     def score(self, beams: _Beams, out: StepOutput, step: int) -> tuple[Tensor, Any]:
@@ -190,20 +195,8 @@ class _Search:
         if out.attention is not None:
             self.attention_steps.append(out.attention.detach())
         step_scores, scorer_candidates = log_probs, None
-        if self.scorer is not None:
-            vocab = log_probs.shape[1]
-            if self.ctc_weight >= 1.0 or self.pre_beam >= vocab:
-                candidates = torch.arange(vocab, device=self.device).expand(
-                    log_probs.shape[0], vocab
-                )  # (N, V)
-            else:
-                candidates = log_probs.topk(self.pre_beam, dim=1).indices  # (N, P)
-            delta, scorer_candidates = self.scorer.score(beams.scorer_state, candidates)
-            attention_part = log_probs.gather(1, candidates)  # (N, P)
-            # 0 * -inf is NaN, so the attention term is left out entirely at ctc_weight == 1.
-            w = self.ctc_weight
-            joint = delta if w >= 1.0 else (1.0 - w) * attention_part + w * delta
-            step_scores = torch.full_like(log_probs, float("-inf")).scatter(1, candidates, joint)
+        if self.joint is not None:
+            step_scores, scorer_candidates = self.joint(log_probs, beams.scorer_state)
         if step - 1 < self.min_len:
             step_scores = step_scores.clone()
             step_scores[:, self.eos_id] = float("-inf")
@@ -261,8 +254,8 @@ class _Search:
             active=beams.active,
             state=reorder_state(state, kept_rows),
             scorer_state=None
-            if self.scorer is None
-            else self.scorer.select(scorer_candidates, kept_rows, kept_tokens),
+            if self.joint is None
+            else self.joint.scorer.select(scorer_candidates, kept_rows, kept_tokens),
             came_from=kept_rows.cpu(),
         )
 
@@ -307,7 +300,7 @@ class _Search:
                 scores=beams.scores.index_select(0, running.to(self.device)),
                 active=beams.active.index_select(0, running),
                 state=reorder_state(beams.state, rows_device),
-                scorer_state=None if self.scorer is None else reorder_state(beams.scorer_state, rows_device),
+                scorer_state=None if self.joint is None else reorder_state(beams.scorer_state, rows_device),
                 came_from=beams.came_from.index_select(0, rows),
             )
         self.backpointers.append(beams.came_from)
@@ -396,19 +389,27 @@ def beam_search(
     Returns:
         One :class:`Hypothesis` per item (or a list of up to ``n_best`` per item).
     """
+    if beam_size < 1 or n_best < 1 or n_best > beam_size:
+        raise ValueError(f"need 1 <= n_best <= beam_size, received n_best={n_best}, beam_size={beam_size}")
+    if not 0.0 <= ctc_weight <= 1.0:
+        raise ValueError(f"ctc_weight must be in [0, 1], received {ctc_weight}")
+    if ctc_weight > 0.0 and ctc_scorer is None:
+        raise ValueError(f"ctc_weight={ctc_weight} needs a ctc_scorer (pass ctc_scorer=CTCPrefixScorer(...))")
+    length_normaliser(1.0, length_penalty=length_penalty, length_norm=length_norm)  # validates the name
+    device = infer_device(state, device)
+    joint = None
+    if ctc_scorer is not None and ctc_weight > 0.0:
+        pre_beam = pre_beam if pre_beam is not None else math.ceil(1.5 * beam_size)
+        joint = _JointScore(ctc_scorer, weight=ctc_weight, pre_beam=pre_beam, device=device)
     search = _Search(
-        batch_size=batch_size,
+        resolve_max_len(max_len, batch_size),  # (B,) on the CPU
         beam_size=beam_size,
         eos_id=eos_id,
-        max_len=max_len,
-        length_penalty=length_penalty,
-        length_norm=length_norm,
         min_len=min_len,
-        ctc_scorer=ctc_scorer,
-        ctc_weight=ctc_weight,
-        pre_beam=pre_beam,
         n_best=n_best,
-        device=infer_device(state, device),
+        length=functools.partial(length_normaliser, length_penalty=length_penalty, length_norm=length_norm),
+        joint=joint,
+        device=device,
     )
     beams = search.start(state, batch_size=batch_size, bos_id=bos_id)
     for step in range(1, int(search.limits.max()) + 1):
