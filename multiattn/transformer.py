@@ -17,6 +17,7 @@ Shape legend: ``B`` batch, ``T`` target length, ``S`` source (memory) length, ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -79,34 +80,21 @@ class TransformerEncoderLayer(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """A stack of pre-norm encoder layers and a final LayerNorm; ``(x, lengths) -> (y, lengths)``.
+    """A stack of ``num_layers`` :class:`TransformerEncoderLayer` s and a final LayerNorm;
+    ``(x, lengths) -> (y, lengths)``.
 
     Args:
         embed_dim: ``D``.
-        num_heads: attention heads.
         num_layers: number of layers.
-        ff_dim: ``F``.
-        dropout: dropout.
-        attention: ``"softmax"`` or ``"linear"``.
+        **layer: the other arguments of every layer (``num_heads``, ``ff_dim``, ``dropout``,
+            ``attention``; see :class:`TransformerEncoderLayer`).
     """
 
-    def __init__(
-        self,
-        *,
-        embed_dim: int,
-        num_heads: int,
-        num_layers: int,
-        ff_dim: int,
-        dropout: float = 0.1,
-        attention: str = "softmax",
-    ) -> None:
+    def __init__(self, *, embed_dim: int, num_layers: int, **layer: Any) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.layers = nn.ModuleList(
-            TransformerEncoderLayer(
-                embed_dim=embed_dim, num_heads=num_heads, ff_dim=ff_dim, dropout=dropout, attention=attention
-            )
-            for _ in range(num_layers)
+            TransformerEncoderLayer(embed_dim=embed_dim, **layer) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(embed_dim)
 
@@ -228,41 +216,24 @@ class TransformerDecoderLayer(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    """A stack of pre-norm decoder layers and a final LayerNorm.
+    """A stack of ``num_layers`` :class:`TransformerDecoderLayer` s and a final LayerNorm.
 
     Args:
         embed_dim: ``D``.
-        num_heads: attention heads.
         num_layers: number of layers.
-        ff_dim: ``F``.
-        dropout: dropout.
         memory_dim: ``Dm`` (default ``embed_dim``).
-        attention: self-attention kind, ``"softmax"`` or ``"linear"``.
+        **layer: the other arguments of every layer (``num_heads``, ``ff_dim``, ``dropout``,
+            ``attention``; see :class:`TransformerDecoderLayer`).
     """
 
     def __init__(
-        self,
-        *,
-        embed_dim: int,
-        num_heads: int,
-        num_layers: int,
-        ff_dim: int,
-        dropout: float = 0.1,
-        memory_dim: int | None = None,
-        attention: str = "softmax",
+        self, *, embed_dim: int, num_layers: int, memory_dim: int | None = None, **layer: Any
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.memory_dim = embed_dim if memory_dim is None else memory_dim
         self.layers = nn.ModuleList(
-            TransformerDecoderLayer(
-                embed_dim=embed_dim,
-                num_heads=num_heads,
-                ff_dim=ff_dim,
-                dropout=dropout,
-                memory_dim=memory_dim,
-                attention=attention,
-            )
+            TransformerDecoderLayer(embed_dim=embed_dim, memory_dim=memory_dim, **layer)
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(embed_dim)
