@@ -39,7 +39,14 @@ from multiattn.decoding.grouping import QueryGroups
 from multiattn.masks import build_attention_mask, check_shape
 from multiattn.recording import emit, is_recording
 
-__all__ = ["MultiHeadAttention", "fast_path_kernel", "resolve_source", "split_heads", "merge_heads"]
+__all__ = [
+    "MultiHeadAttention",
+    "ProjectedAttention",
+    "fast_path_kernel",
+    "resolve_source",
+    "split_heads",
+    "merge_heads",
+]
 
 AXES = ("batch", "head", "query", "key")
 KERNELS = ("auto", "sdpa", "matmul")
@@ -101,27 +108,43 @@ def resolve_source(
     return x
 
 
-def init_projections(
-    module: nn.Module, *, embed_dim: int, num_heads: int, context_dim: int | None, dropout: float, bias: bool
-) -> None:
-    """Set the sizes and the q/k/v/out projections every dot-product attention module shares.
+class ProjectedAttention(nn.Module):
+    """The constructor the dot-product attention modules share: sizes and q/k/v/out projections.
 
     Keys and values are projected from ``context_dim`` (``embed_dim`` for self-attention).
+
+    Args:
+        embed_dim: ``D``, query (and output) dimension.
+        num_heads: ``nh``; must divide ``embed_dim``.
+        context_dim: ``Dc``, dimension of ``context`` (default ``embed_dim``).
+        dropout: dropout on the attention (training only).
+        bias: bias in the projections.
     """
-    if embed_dim % num_heads:
-        raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
-    module.embed_dim = embed_dim
-    module.num_heads = num_heads
-    module.head_dim = embed_dim // num_heads
-    module.context_dim = embed_dim if context_dim is None else context_dim
-    module.dropout = dropout
-    module.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-    module.k_proj = nn.Linear(module.context_dim, embed_dim, bias=bias)
-    module.v_proj = nn.Linear(module.context_dim, embed_dim, bias=bias)
-    module.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        context_dim: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.context_dim = embed_dim if context_dim is None else context_dim
+        self.dropout = dropout
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(self.context_dim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(self.context_dim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 
 
-class MultiHeadAttention(nn.Module):
+class MultiHeadAttention(ProjectedAttention):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017).
 
     Self-attention when ``context is None``, cross-attention otherwise. Separate ``q_proj``,
@@ -141,25 +164,6 @@ class MultiHeadAttention(nn.Module):
     """
 
     kernel: str = "auto"
-
-    def __init__(
-        self,
-        embed_dim: int,
-        num_heads: int,
-        *,
-        context_dim: int | None = None,
-        dropout: float = 0.0,
-        bias: bool = True,
-    ) -> None:
-        super().__init__()
-        init_projections(
-            self,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            context_dim=context_dim,
-            dropout=dropout,
-            bias=bias,
-        )
 
     def forward(
         self,
