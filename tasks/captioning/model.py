@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -126,34 +126,14 @@ class CaptionModel(nn.Module):
         return StepOutput(log_probs, state, attention)
 
     @torch.no_grad()
-    def generate(
-        self,
-        images: Tensor,
-        *,
-        beam_size: int = 3,
-        max_len: int = 30,
-        length_penalty: float = 1.0,
-        length_norm: str = "gnmt",
-        compile_attention: bool = False,
-    ) -> list[Caption]:
-        """Free-running decoding of ``images (B, 3, S, S)``; ``beam_size == 1`` is greedy search.
-
-        ``compile_attention`` scores the soft attention with one compiled kernel
-        (:attr:`compiled_energy`, :mod:`multiattn.attention.compiled_energy`): faster for many images at once,
-        after a one-off compilation.
+    def generate(self, images: Tensor, **search: Any) -> list[Caption]:
+        """Free-running decoding of ``images (B, 3, S, S)``: the encoder, then :meth:`decode` with
+        the ``search`` keyword arguments (``beam_size``, ...).
 
         Returns:
             One :class:`Caption` per image with ``attention (len(tokens), H, W)``.
         """
-        features = self.encoder(images)  # (B, C, H, W)
-        return self.decode(
-            features,
-            beam_size=beam_size,
-            max_len=max_len,
-            length_penalty=length_penalty,
-            length_norm=length_norm,
-            compile_attention=compile_attention,
-        )
+        return self.decode(self.encoder(images), **search)  # (B, C, H, W) features
 
     @torch.no_grad()
     def decode(
@@ -166,7 +146,15 @@ class CaptionModel(nn.Module):
         length_norm: str = "gnmt",
         compile_attention: bool = False,
     ) -> list[Caption]:
-        """The search alone, on encoder ``features (B, C, H, W)`` (:meth:`generate` without the encoder)."""
+        """Free-running decoding of encoder ``features (B, C, H, W)``; ``beam_size == 1`` is greedy search.
+
+        ``compile_attention`` scores the soft attention with one compiled kernel
+        (:attr:`compiled_energy`, :mod:`multiattn.attention.compiled_energy`): faster for many
+        images at once, after a one-off compilation.
+
+        Returns:
+            One :class:`Caption` per image with ``attention (len(tokens), H, W)``.
+        """
         state = self.decoder.init_state(features)
         batch = features.shape[0]
         common = dict(batch_size=batch, bos_id=self.bos_id, eos_id=self.eos_id, max_len=max_len)
