@@ -330,7 +330,9 @@ def case_real_captioning(device, dry: bool, seconds: float) -> None:
             batch=batch,
             repeats=30,
             seconds=per_mode * 0.5,
-            epoch_minutes=lambda steps_per_s: {"coco_epoch_minutes": COCO_SAMPLES / (steps_per_s * batch) / 60},
+            epoch_minutes=lambda steps_per_s: {
+                "coco_epoch_minutes": COCO_SAMPLES / (steps_per_s * batch) / 60
+            },
         )
 
 
