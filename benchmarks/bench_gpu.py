@@ -323,17 +323,10 @@ def case_real_captioning(device, dry: bool, seconds: float) -> None:
             loss, _ = model.loss(CaptionOutput(logits, attention), tokens, lengths, attention_penalty=penalty)
             _optimizer_step(optimizer, loss)
 
-        _emit_training_speed(
-            name,
-            step,
-            device,
-            batch=batch,
-            repeats=30,
-            seconds=per_mode * 0.5,
-            epoch_minutes=lambda steps_per_s: {
-                "coco_epoch_minutes": COCO_SAMPLES / (steps_per_s * batch) / 60
-            },
-        )
+        def rates(steps_per_s: float) -> dict[str, float]:
+            return {"coco_epoch_minutes": COCO_SAMPLES / (steps_per_s * batch) / 60}
+
+        _emit_training_speed(name, step, device, batch=batch, repeats=30, seconds=per_mode * 0.5, rates=rates)
 
 
 def _optimizer_step(optimizer: Any, loss: Any) -> None:
@@ -350,10 +343,10 @@ def _emit_training_speed(
     batch: int,
     repeats: int,
     seconds: float,
-    epoch_minutes: Callable[[float], dict[str, float]],
+    rates: Callable[[float], dict[str, float]],
 ) -> None:
     """Time training ``step`` (median of up to ``repeats``, at least a second) and emit its row;
-    ``epoch_minutes(steps_per_s)`` adds the case's own rates."""
+    ``rates(steps_per_s)`` adds the case's own rates."""
     start = time.perf_counter()
     timing = measure(step, device, warmup=3, repeats=repeats, max_seconds=max(1.0, seconds), busy=True)
     steps_per_s = 1.0 / timing["median_s"]
@@ -366,7 +359,7 @@ def _emit_training_speed(
             "seconds_with_warmup": time.perf_counter() - start,
             "peak_memory_mib": _peak_mib(device),
             "gpu_busy_share": timing.get("gpu_busy_share"),
-            **epoch_minutes(steps_per_s),
+            **rates(steps_per_s),
         }
     )
 
@@ -450,18 +443,13 @@ def case_real_asr(device, dry: bool, seconds: float) -> None:
                 loss = system.compute_loss(speech)["loss"]
             _optimizer_step(optimizer, loss)
 
-        _emit_training_speed(
-            name,
-            step,
-            device,
-            batch=batch,
-            repeats=20,
-            seconds=per_mode * 0.5,
-            epoch_minutes=lambda steps_per_s: {
+        def rates(steps_per_s: float) -> dict[str, float]:
+            return {
                 "audio_seconds_per_s": steps_per_s * batch * seconds_audio,
                 "librispeech_960_epoch_minutes": LIBRISPEECH_960_UTTERANCES / (steps_per_s * batch) / 60,
-            },
-        )
+            }
+
+        _emit_training_speed(name, step, device, batch=batch, repeats=20, seconds=per_mode * 0.5, rates=rates)
 
 
 # ----------------------------------------------------------------------------- case: decoding
