@@ -30,7 +30,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from multiattn.builders import pick
+from multiattn.builders import fields, pick
 from multiattn.configs import to_plain
 from multiattn.conformer import ConformerEncoder
 from multiattn.decoding.types import StepOutput
@@ -262,27 +262,14 @@ class ASRModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
 
-def _conformer(config: EncoderConfig, *, embed_dim: int, num_heads: int, dropout: float) -> nn.Module:
+def _conformer(config: EncoderConfig, **shared: Any) -> nn.Module:
     return ConformerEncoder(
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        num_layers=config.num_layers,
-        ff_dim=config.ff_dim,
-        kernel_size=config.conv_kernel_size,
-        dropout=dropout,
+        **shared, **fields(config, "num_layers", "ff_dim"), kernel_size=config.conv_kernel_size
     )
 
 
-def _transformer_encoder(
-    config: EncoderConfig, *, embed_dim: int, num_heads: int, dropout: float
-) -> nn.Module:
-    return TransformerEncoder(
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        num_layers=config.num_layers,
-        ff_dim=config.ff_dim,
-        dropout=dropout,
-    )
+def _transformer_encoder(config: EncoderConfig, **shared: Any) -> nn.Module:
+    return TransformerEncoder(**shared, **fields(config, "num_layers", "ff_dim"))
 
 
 def _bilstm(config: EncoderConfig, *, embed_dim: int, num_heads: int, dropout: float) -> nn.Module:
@@ -294,26 +281,18 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "transformer": _transformer_encoder,
     "bilstm": _bilstm,
 }
-"""Encoder name -> builder of the encoder from its config, ``embed_dim``, ``num_heads`` and ``dropout``."""
+"""Encoder name -> builder of the encoder from its config and the model's shared sizes
+(``embed_dim``, ``num_heads``, ``dropout``)."""
 
 
-def _transformer_decoder(
-    config: DecoderConfig, *, vocab_size: int, embed_dim: int, num_heads: int, dropout: float
-) -> nn.Module:
-    return TransformerAttentionDecoder(
-        vocab_size=vocab_size,
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        num_layers=config.num_layers,
-        ff_dim=config.ff_dim,
-        dropout=dropout,
-        alignment_layer=config.alignment_layer,
-    )
+def _transformer_decoder(config: DecoderConfig, **shared: Any) -> nn.Module:
+    return TransformerAttentionDecoder(**shared, **fields(config, "num_layers", "ff_dim", "alignment_layer"))
 
 
 def _location(
-    config: DecoderConfig, *, vocab_size: int, embed_dim: int, num_heads: int, dropout: float
+    config: DecoderConfig, *, vocab_size: int, embed_dim: int, dropout: float, **_: Any
 ) -> nn.Module:
+    # The LSTM's state size is the decoder's ff_dim; the attention is as wide as the encoder.
     return LocationLSTMDecoder(
         vocab_size=vocab_size,
         embed_dim=embed_dim,
@@ -324,8 +303,8 @@ def _location(
 
 
 DECODERS: dict[str, Callable[..., nn.Module]] = {"transformer": _transformer_decoder, "location": _location}
-"""Decoder name -> builder of the decoder from its config, the vocabulary size, ``embed_dim``,
-``num_heads`` and ``dropout``."""
+"""Decoder name -> builder of the decoder from its config, the vocabulary size and the model's
+shared sizes (``embed_dim``, ``num_heads``, ``dropout``)."""
 
 
 def build_model(config: ASRModelConfig, *, vocab_size: int) -> ASRModel:

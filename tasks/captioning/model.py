@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from multiattn.attention.compiled_energy import CompiledEnergy
 from multiattn.attention.spatial import doubly_stochastic_penalty
-from multiattn.builders import pick
+from multiattn.builders import fields, pick
 from multiattn.decoding import Hypothesis, StepOutput, beam_search, greedy_search
 from multiattn.tasks.captioning.decoders import ShowAttendTellDecoder, TransformerCaptionDecoder
 from multiattn.tasks.captioning.encoders import ConvEncoder, TimmEncoder
@@ -260,27 +260,14 @@ ENCODERS: dict[str, Callable[[EncoderConfig], ConvEncoder | TimmEncoder]] = {"cn
 
 
 def _show_attend_tell(config: DecoderConfig, *, vocab_size: int, feature_dim: int, max_len: int) -> nn.Module:
-    return ShowAttendTellDecoder(
-        vocab_size=vocab_size,
-        feature_dim=feature_dim,
-        embed_dim=config.embed_dim,
-        hidden_dim=config.hidden_dim,
-        attn_dim=config.attn_dim,
-        dropout=config.dropout,
-        gate=config.gate,
-    )
+    options = fields(config, "embed_dim", "hidden_dim", "attn_dim", "dropout", "gate")
+    return ShowAttendTellDecoder(vocab_size=vocab_size, feature_dim=feature_dim, **options)
 
 
 def _transformer(config: DecoderConfig, *, vocab_size: int, feature_dim: int, max_len: int) -> nn.Module:
+    options = fields(config, "embed_dim", "num_heads", "num_layers", "ff_dim", "dropout")
     return TransformerCaptionDecoder(
-        vocab_size=vocab_size,
-        feature_dim=feature_dim,
-        embed_dim=config.embed_dim,
-        num_heads=config.num_heads,
-        num_layers=config.num_layers,
-        ff_dim=config.ff_dim,
-        dropout=config.dropout,
-        max_len=max_len,
+        vocab_size=vocab_size, feature_dim=feature_dim, max_len=max_len, **options
     )
 
 
