@@ -168,9 +168,8 @@ class _Search:
         batch_size = limits.numel()
         self.ended: list[list[_Ended]] = [[] for _ in range(batch_size)]
         self.fallback: list[_Ended | None] = [None] * batch_size
-        self.nth_best = [
-            float("-inf")
-        ] * batch_size  # each item's n_best-th finished score, once it has n_best
+        # Each item's n_best-th finished score, once it has n_best.
+        self.nth_best = [float("-inf")] * batch_size
         self.attention_steps: list[Tensor] = []
         self.backpointers: list[Tensor] = []  # per step, (N,) CPU: the row each next-step row came from
 
@@ -206,9 +205,8 @@ class _Search:
         """Each item's ``2K`` best extensions over all its rows (one vectorised ``topk``)."""
         active, rows_per_item = beams.scores.shape
         vocab = step_scores.shape[1]
-        total = (beams.scores.reshape(-1, 1) + step_scores).reshape(
-            active, rows_per_item * vocab
-        )  # (A, beams*V)
+        total = beams.scores.reshape(-1, 1) + step_scores  # (N, V)
+        total = total.reshape(active, rows_per_item * vocab)  # (A, beams*V)
         scores, index = total.topk(min(2 * self.K, rows_per_item * vocab), dim=1)  # (A, 2K)
         source_beam = torch.div(index, vocab, rounding_mode="floor")  # (A, 2K)
         tokens = index % vocab  # (A, 2K)
@@ -236,9 +234,8 @@ class _Search:
         for item, raw, prefix, row in zip(items, raws, prefixes, rows.tolist()):
             self.ended[item].append(_Ended(raw / lp_now, raw, prefix, step, row, True))
             if len(self.ended[item]) >= self.n_best:
-                self.nth_best[item] = sorted((e.score for e in self.ended[item]), reverse=True)[
-                    self.n_best - 1
-                ]
+                ranked = sorted((e.score for e in self.ended[item]), reverse=True)
+                self.nth_best[item] = ranked[self.n_best - 1]
 
     def select(self, beams: _Beams, candidates: _Candidates, state: Any, scorer_candidates: Any) -> _Beams:
         """The first ``K`` non-EOS candidates of each item (in score order) stay alive; states follow their rows."""
@@ -246,18 +243,14 @@ class _Search:
         keep = (candidates.is_eos.long() * 2 * K + self.rank).argsort(dim=1)[:, :K]  # (A, K)
         kept_rows = candidates.rows.gather(1, keep).reshape(active * K)  # (A*K,) rows of this step's N
         kept_tokens = candidates.tokens.gather(1, keep).reshape(active * K)  # (A*K,)
-        return _Beams(
-            tokens=torch.cat(
-                [beams.tokens.index_select(0, kept_rows), kept_tokens[:, None]], dim=1
-            ),  # (A*K, t+1)
-            scores=candidates.scores.gather(1, keep),  # (A, K)
-            active=beams.active,
-            state=reorder_state(state, kept_rows),
-            scorer_state=None
-            if self.joint is None
-            else self.joint.scorer.select(scorer_candidates, kept_rows, kept_tokens),
-            came_from=kept_rows.cpu(),
-        )
+        prefixes = beams.tokens.index_select(0, kept_rows)  # (A*K, t)
+        tokens = torch.cat([prefixes, kept_tokens[:, None]], dim=1)  # (A*K, t+1)
+        scores = candidates.scores.gather(1, keep)  # (A, K)
+        state = reorder_state(state, kept_rows)
+        scorer_state = None
+        if self.joint is not None:
+            scorer_state = self.joint.scorer.select(scorer_candidates, kept_rows, kept_tokens)
+        return _Beams(tokens, scores, beams.active, state, scorer_state, came_from=kept_rows.cpu())
 
     def stop(self, beams: _Beams, step: int) -> Tensor:
         """``(A,)`` bool: the items that stop after ``step``.
@@ -283,9 +276,10 @@ class _Search:
         # "beat" a bound of -inf and stop an item that has nothing yet).
         best_alive = scores_cpu.max(dim=1).values.double()  # (A,)
         lp_next = self.lp(float(step + 1))
+        # (A,): the best normalised score an alive hypothesis could still reach
         bound = torch.where(
             best_alive <= 0, best_alive / self.best_bound_lp[beams.active], best_alive / lp_next
-        )  # (A,)
+        )
         nth = torch.tensor(self.nth_best, dtype=torch.float64)[beams.active]  # (A,)
         return at_limit | (torch.isfinite(nth) & (nth >= bound))
 
@@ -310,9 +304,8 @@ class _Search:
         """Each item's ``n_best`` finished hypotheses, best first (its fallback when none finished)."""
         results = []
         for item, ended in enumerate(self.ended):
-            chosen = sorted(ended, key=lambda e: e.score, reverse=True)[: self.n_best] or [
-                self.fallback[item]
-            ]
+            chosen = sorted(ended, key=lambda e: e.score, reverse=True)[: self.n_best]
+            chosen = chosen or [self.fallback[item]]
             results.append([self._hypothesis(e) for e in chosen])
         return results
 
