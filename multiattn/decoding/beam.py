@@ -85,7 +85,7 @@ class _Ended:
         self.step, self.row, self.finished = step, row, finished  # row: input row of that step
 
 
-@dataclass
+@dataclass(slots=True)
 class _Beams:
     """The alive hypotheses of the items still searched (rows ``i*beams .. i*beams+beams-1``: item ``active[i]``).
 
@@ -168,8 +168,9 @@ class _Search:
         batch_size = limits.numel()
         self.ended: list[list[_Ended]] = [[] for _ in range(batch_size)]
         self.fallback: list[_Ended | None] = [None] * batch_size
-        # Each item's n_best-th finished score, once it has n_best.
-        self.nth_best = [float("-inf")] * batch_size
+        # Each item's n_best-th finished score once it has n_best (-inf before); any_nth: some has.
+        self.nth_best = torch.full((batch_size,), float("-inf"), dtype=torch.float64)  # (B,) CPU
+        self.any_nth = False
         self.attention_steps: list[Tensor] = []
         self.backpointers: list[Tensor] = []  # per step, (N,) CPU: the row each next-step row came from
 
@@ -236,6 +237,7 @@ class _Search:
             if len(self.ended[item]) >= self.n_best:
                 ranked = sorted((e.score for e in self.ended[item]), reverse=True)
                 self.nth_best[item] = ranked[self.n_best - 1]
+                self.any_nth = True
 
     def select(self, beams: _Beams, candidates: _Candidates, state: Any, scorer_candidates: Any) -> _Beams:
         """The first ``K`` non-EOS candidates of each item (in score order) stay alive; states follow their rows."""
@@ -258,9 +260,10 @@ class _Search:
         An item at its length limit stops (its best unfinished hypothesis is kept as the fallback
         answer), and so does one whose ``n_best``-th finished hypothesis no alive one can beat.
         """
-        scores_cpu = beams.scores.cpu()
+        scores_cpu = None
         at_limit = self.limits[beams.active] == step  # (A,)
         if bool(at_limit.any()):
+            scores_cpu = beams.scores.cpu()
             lp_now = self.lp(float(step))
             position = at_limit.nonzero().flatten()  # (L,)
             rows = position * self.K  # each item's best alive hypothesis (kept in score order)
@@ -272,15 +275,18 @@ class _Search:
                 beams.came_from[rows].tolist(),
             ):
                 self.fallback[item] = _Ended(raw / lp_now, raw, prefix, step, row, False)
+        if not self.any_nth:  # no item has n_best finished hypotheses yet
+            return at_limit
         # Finished scores are finite, so a finite nth_best means n_best have finished (-inf would
         # "beat" a bound of -inf and stop an item that has nothing yet).
+        scores_cpu = beams.scores.cpu() if scores_cpu is None else scores_cpu
         best_alive = scores_cpu.max(dim=1).values.double()  # (A,)
         lp_next = self.lp(float(step + 1))
         # (A,): the best normalised score an alive hypothesis could still reach
         bound = torch.where(
             best_alive <= 0, best_alive / self.best_bound_lp[beams.active], best_alive / lp_next
         )
-        nth = torch.tensor(self.nth_best, dtype=torch.float64)[beams.active]  # (A,)
+        nth = self.nth_best[beams.active]  # (A,)
         return at_limit | (torch.isfinite(nth) & (nth >= bound))
 
     def drop(self, beams: _Beams, stopped: Tensor) -> _Beams:
