@@ -207,42 +207,15 @@ class TransformerCaptionDecoder(TokenDecoder):
     per-word attention is the token decoder's alignment reshaped to the grid.
 
     Args:
-        vocab_size: ``V``.
         feature_dim: ``C``.
-        embed_dim: ``D``.
-        num_heads: attention heads.
-        num_layers: decoder layers.
-        ff_dim: feed-forward size.
-        dropout: dropout.
-        max_len: longest caption (positions) it can decode.
-        alignment_layer: which layer's cross-attention is the per-word map (``-1`` = last).
+        **decoder: the token decoder's arguments (``vocab_size``, ``embed_dim``, ``num_heads``,
+            ``num_layers``, ``ff_dim``, ``dropout``, ``max_len`` = longest caption,
+            ``alignment_layer``); ``padding_idx`` is the vocabulary's ``<pad>``, 0.
     """
 
-    def __init__(
-        self,
-        *,
-        vocab_size: int,
-        feature_dim: int,
-        embed_dim: int = 256,
-        num_heads: int = 4,
-        num_layers: int = 3,
-        ff_dim: int = 1024,
-        dropout: float = 0.1,
-        max_len: int = 64,
-        alignment_layer: int = -1,
-    ) -> None:
-        super().__init__(
-            vocab_size=vocab_size,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            num_layers=num_layers,
-            ff_dim=ff_dim,
-            dropout=dropout,
-            max_len=max_len,
-            alignment_layer=alignment_layer,
-            padding_idx=0,
-        )
-        self.memory_proj = nn.Linear(feature_dim, embed_dim)
+    def __init__(self, *, feature_dim: int, **decoder: Any) -> None:
+        super().__init__(padding_idx=0, **decoder)
+        self.memory_proj = nn.Linear(feature_dim, self.embed_dim)
 
     def memory(self, features: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``(B, C, H, W)`` -> ``((B, N, D) memory with 2-d positions, (H, W))``."""

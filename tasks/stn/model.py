@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from multiattn.builders import pick
+from multiattn.builders import fields, pick
 from multiattn.stn import STN_HEADS, ScaleTranslateHead, SoftArgmaxHead, SpatialTransformer
 
 __all__ = [
@@ -282,13 +282,8 @@ class SmallCNN(nn.Module):
 
 
 def _small_cnn(*, in_channels: int, num_classes: int, config: ClassifierConfig) -> nn.Module:
-    return SmallCNN(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        channels=config.channels,
-        hidden_dim=config.hidden_dim,
-        dropout=config.dropout,
-    )
+    options = fields(config, "channels", "hidden_dim", "dropout")
+    return SmallCNN(in_channels=in_channels, num_classes=num_classes, **options)
 
 
 CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {"small_cnn": _small_cnn}

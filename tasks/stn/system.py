@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multiattn.configs import from_plain, nest, to_plain
+from multiattn.configs import from_plain
 from multiattn.stn import (
     output_corners,
     pixels_to_normalized,
@@ -31,6 +31,7 @@ from multiattn.stn import (
     theta_kind,
     theta_to_corners,
 )
+from multiattn.tasks.common.configured import ConfiguredSystem
 from multiattn.tasks.stn.data import STNBatch
 from multiattn.tasks.stn.model import STNModelConfig, STNOutput, build_model
 
@@ -115,11 +116,11 @@ FLAT_LAYOUT = {
 }
 
 
-class STNSystem(pl.LightningModule):
+class STNSystem(ConfiguredSystem, pl.LightningModule):
     """Spatial transformer classifier: training, metrics, prediction, overlays.
 
-    The configs are stored in the checkpoint as plain dictionaries (``hparams.model`` etc.) and
-    accepted as such (a checkpoint rebuilds the system); the typed ones are :attr:`model_config`,
+    Configs (:class:`~multiattn.tasks.common.configured.ConfiguredSystem`): the typed ones are
+    :attr:`model_config`,
     :attr:`optim` and :attr:`box_loss`.
 
     Args:
@@ -137,6 +138,8 @@ class STNSystem(pl.LightningModule):
         log_overlays: log a grid of sampled regions on the first validation batch each epoch.
         overlay_count: examples in that grid.
     """
+
+    FLAT_LAYOUT = FLAT_LAYOUT
 
     def __init__(
         self,
@@ -164,19 +167,14 @@ class STNSystem(pl.LightningModule):
             LocalizationLossConfig, localization_loss, name="localization_loss"
         )
         self.save_hyperparameters()
-        self.hparams.update(
-            model=to_plain(self.model_config),
-            optim=to_plain(self.optim),
-            box_loss=to_plain(self.box_loss),
-            localization_loss=to_plain(self.localization_loss),
+        self.store_configs(
+            model=self.model_config,
+            optim=self.optim,
+            box_loss=self.box_loss,
+            localization_loss=self.localization_loss,
         )
         self.model = build_model(self.model_config, in_channels=in_channels, num_classes=num_classes)
         self._overlay_batch: dict[str, Tensor] | None = None
-
-    @staticmethod
-    def upgrade_hyperparameters(hparams: dict[str, Any]) -> dict[str, Any]:
-        """Hyper-parameters of a checkpoint in the former flat layout, nested as the constructor takes them."""
-        return nest(hparams, FLAT_LAYOUT)
 
     # ---- set-up ------------------------------------------------------------------------------
     @property

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from multiattn.attention.additive import _Compiled
 from multiattn.tasks.captioning.decoders import TransformerCaptionDecoder
 from multiattn.tasks.captioning.encoders import TimmEncoder
 from multiattn.tasks.captioning.model import CaptionModelConfig, DecoderConfig, EncoderConfig, build_model
@@ -122,7 +121,7 @@ def test_compiled_attention_keeps_batched_equal_to_one_at_a_time_and_close_to_ea
         # Float rounding apart, the same search: the tiny model's captions do not change.
         assert together[i].tokens == eager[i].tokens
         assert abs(together[i].score - eager[i].score) < 1e-4
-    assert not _Compiled.broken, "torch.compile failed: the compiled path was not tested"
+    assert not model.compiled_energy.broken, "torch.compile failed: the compiled path was not tested"
 
 
 def test_transformer_step_attention_matches_full_decoding():
