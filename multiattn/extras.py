@@ -21,6 +21,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "pycocoevalcap": ("pycocoevalcap", "eval"),
     "sklearn": ("scikit-learn", "data"),
     "espeakng_loader": ("espeakng-loader", "data"),
+    "wordfreq": ("wordfreq", "data"),
     "tensorboard": ("tensorboard", "train"),
 }
 
