@@ -38,8 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from multiattn.io import UserError
-from multiattn.tasks.asr.sources import lexicon
-from multiattn.tasks.asr.sources.grammar import SentenceGrammar, _Noun, _plural, _Verb, _ing, _third_person
+from multiattn.tasks.asr.sources.grammar import SentenceGrammar, _ing, _Noun, _plural, _third_person, _Verb
 from multiattn.tasks.asr.sources.text import normalize_text
 
 __all__ = [
@@ -147,7 +146,9 @@ def wordnet_examples(wordnet_dir: str | Path = WORDNET_DIR) -> list[str]:
     return _unique(examples)
 
 
-def fortune_sentences(fortunes_dir: str | Path = FORTUNES_DIR, files: Iterable[str] = FORTUNE_FILES) -> list[str]:
+def fortune_sentences(
+    fortunes_dir: str | Path = FORTUNES_DIR, files: Iterable[str] = FORTUNE_FILES
+) -> list[str]:
     """The held-out text domain: fortune-file entries cut into sentences, spoken form, unique.
 
     Attribution lines (``-- Author``) are dropped; the other lines of an entry are joined and cut at
@@ -386,7 +387,9 @@ def open_vocabulary_texts(
         out[split] = pool[cursor : cursor + size]
         cursor += size
     if cursor >= len(pool):
-        raise ValueError(f"the text pool has {len(pool)} sentences, fewer than the {cursor} evaluation ones asked")
+        raise ValueError(
+            f"the text pool has {len(pool)} sentences, fewer than the {cursor} evaluation ones asked"
+        )
     excluded = set(heldout)
     out["train"] = [sentence for sentence in pool[cursor:] if sentence not in excluded]
     out["test_heldout_text"] = heldout
