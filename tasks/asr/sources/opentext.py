@@ -151,8 +151,8 @@ def fortune_sentences(
 ) -> list[str]:
     """The held-out text domain: fortune-file entries cut into sentences, spoken form, unique.
 
-    Attribution lines (``-- Author``) are dropped; the other lines of an entry are joined and cut at
-    sentence ends.
+    Attribution lines (``-- Author``) are dropped, and the ``Q:`` / ``A:`` labels of riddles; the
+    other lines of an entry are joined and cut at sentence ends.
     """
     folder = Path(fortunes_dir)
     paths = [folder / name for name in files]
@@ -165,7 +165,11 @@ def fortune_sentences(
     for path in paths:
         text = path.read_text(encoding="utf-8", errors="replace")
         for entry in re.split(r"^%\s*$", text, flags=re.MULTILINE):
-            lines = [line for line in entry.splitlines() if not line.strip().startswith("--")]
+            lines = [  # attributions out, riddles' "Q:" / "A:" labels off
+                re.sub(r"^\s*[QA]:\s*", "", line)
+                for line in entry.splitlines()
+                if not line.strip().startswith("--")
+            ]
             joined = " ".join(" ".join(lines).split())
             sentences.extend(spoken_sentence(part) for part in _SENTENCE_END.split(joined))
     return _unique(sentences)
