@@ -41,14 +41,12 @@ def test_whisper_transcribes_a_spoken_sentence(tmp_path):
     from multiattn.tasks.asr.augment import SAMPLE_RATE
     from multiattn.tasks.asr.sources.synth import EspeakSynthesizer
 
-    spoken = EspeakSynthesizer().synthesize("the weather is nice today", voice="en-us", rate=150)
+    spoken = EspeakSynthesizer().synthesize("please call me tomorrow morning", voice="en-us", rate=140)
     wave = torch.from_numpy(spoken.samples.astype("float32") / 32768.0)
     wave = torchaudio.functional.resample(wave, spoken.sample_rate, SAMPLE_RATE)
     comparator = whisper_base.WhisperBase(threads=1, cache=tmp_path)
     texts, seconds = comparator.transcribe_all([wave])
-    # espeak's robot voice is hard for Whisper too: most words, normalised (lower case, no punctuation)
-    assert len(set(texts[0].split()) & {"the", "weather", "is", "nice", "today"}) >= 3, texts
-    assert texts[0] == texts[0].lower() and "." not in texts[0] and seconds > 0
+    assert texts == ["please call me tomorrow morning"] and seconds > 0  # normalised: no capital, no stop
     # the joined model is reused, not rebuilt
     model = tmp_path / "whisper-base-ct2" / "model.bin"
     stamp = model.stat().st_mtime_ns
