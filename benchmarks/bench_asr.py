@@ -18,7 +18,7 @@ Run: ``.venv/bin/python -m benchmarks.bench_asr [--quick] [--ckpt C] [--threads 
    ``test_unseen_voices``, ``test_other_synth`` (flite / festival; skipped with one line when
    they are not installed), ``test+noise_10db``, ``test+reverb``, ``test+telephone``; for the
    grammar corpus ``test``, ``test_unseen_voices`` and the three conditions. ``--corpus-text``
-   / ``--corpus-size`` / ``--data-dir`` score a checkpoint on another corpus than its own.
+   / ``--corpus-size`` / ``--data-dir`` / ``--rate-range`` score a checkpoint on another corpus than its own.
 3. Alignment on ``test``: each correctly recognised word's start from the decoder attention
    (arg-max frame of its first character) and from the CTC forced alignment, against espeak-ng's
    word events: median absolute error (ms), share within 50 / 100 ms.
@@ -397,7 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         help="decoders scored on the test splits (default: all; a subset makes a partial run)",
     )
     parser.add_argument(
-        "--output", type=Path, default=None, help="write the JSON here instead of benchmarks/results/"
+        "--output",
+        type=Path,
+        default=None,
+        help="write the JSON (and its .md beside) here instead of benchmarks/results/",
     )
     parser.add_argument("--splits", nargs="+", default=None, help="SPLIT or SPLIT+CONDITION (default: all)")
     parser.add_argument(
@@ -408,6 +411,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--corpus-size", default=None, help="its size preset (default: the checkpoint's)")
     parser.add_argument("--data-dir", default=None, help="its cache folder (default: the checkpoint's)")
+    parser.add_argument(
+        "--rate-range",
+        type=int,
+        nargs=2,
+        default=None,
+        help="its speaking rates, wpm (default: the checkpoint's)",
+    )
     parser.add_argument("--no-whisper", action="store_true", help="leave Whisper base out")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as the multiattn command does (multiattn/runtime.py)
@@ -433,7 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     if not data_args or data_args.get("source") != "embedded":
         data_args = {"source": "embedded", "data_dir": "data/asr/embedded", "rate_range": (120, 170)}
     data_args.pop("augment", None)  # training augmentation never touches evaluation
-    overrides = {"corpus_text": args.corpus_text, "corpus_size": args.corpus_size, "data_dir": args.data_dir}
+    overrides = {
+        "corpus_text": args.corpus_text,
+        "corpus_size": args.corpus_size,
+        "data_dir": args.data_dir,
+        "rate_range": None if args.rate_range is None else tuple(args.rate_range),
+    }
     data_args.update({k: v for k, v in overrides.items() if v is not None})
     if args.corpus_text is not None or args.corpus_size is not None:
         data_args.pop("split_sizes", None)  # the checkpoint's counts belong to its own corpus
@@ -519,7 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.output, result, indent=1)
-        print(f"wrote {args.output}")
+        with atomic_open(args.output.with_suffix(".md"), "w", encoding="utf-8") as handle:
+            handle.write(_markdown(result))
+        print(f"wrote {args.output} and {args.output.with_suffix('.md')}")
         return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     # A partial run (--skip, --modes, --limit, --splits, another corpus) must not replace the full results.
