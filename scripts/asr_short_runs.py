@@ -42,7 +42,10 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
         "lr 3e-3, lambda 0.3, no SpecAugment",
         {"learning_rate": 0.003, "ctc_weight": 0.3, "spec_augment": False},
     ),
-    "D": ("lr 3e-3, lambda 0.5, SpecAugment (configs/asr_grammar.yaml)", {"learning_rate": 0.003, "ctc_weight": 0.5}),
+    "D": (
+        "lr 3e-3, lambda 0.5, SpecAugment (configs/asr_grammar.yaml)",
+        {"learning_rate": 0.003, "ctc_weight": 0.5},
+    ),
     "E": (
         "lr 3e-3, lambda 0.5, SpecAugment, speed perturbation 0.9/1.0/1.1",
         {"learning_rate": 0.003, "ctc_weight": 0.5, "speed_perturb": [0.9, 1.0, 1.1]},
