@@ -30,7 +30,7 @@ Run: ``.venv/bin/python -m benchmarks.bench_asr [--quick] [--ckpt C] [--threads 
 
 JSON keys: ``config``, ``checkpoint``, ``threads``, ``load_average``, ``train_minutes``,
 ``lm_weight``, ``corpus``, ``skipped`` (lines saying what was not run and why),
-``quality[split][decoder] = {wer, cer, utterances, seconds, rtf, wer_by_voice}``, ``alignment[source] = {median_abs_error_ms,
+``quality[split][decoder] = {wer, cer, utterances, seconds, rtf, wer_by_voice, wer_by_accent}``, ``alignment[source] = {median_abs_error_ms,
 mean_abs_error_ms, within_50ms, within_100ms, words}``, ``decoding = {batch_size, beam_size,
 ctc_weight, audio_seconds, batched_seconds, rtf_batched, single_seconds, rtf_single,
 batched_speedup, identical_transcripts}``, ``training_throughput = {fp32, bf16_mixed,
@@ -192,16 +192,16 @@ def _quality(
             "rtf": seconds[mode] / max(audio_seconds, 1e-9),
         }
         if voices:
-            per_voice: dict[str, tuple[list[str], list[str]]] = {}
-            for path, ref, hyp in zip(paths, refs, hyps[mode]):
-                pair = per_voice.setdefault(voices.get(path, "?"), ([], []))
-                pair[0].append(ref)
-                pair[1].append(hyp)
-            by_voice = {voice: error_counts(r, h, unit="word") for voice, (r, h) in sorted(per_voice.items())}
-            quality[mode]["wer_by_voice"] = {
-                voice: counts["errors"] / max(counts["reference_units"], 1)
-                for voice, counts in by_voice.items()
-            }
+            for key, group in (("wer_by_voice", lambda v: v), ("wer_by_accent", lambda v: v.split("+")[0])):
+                pairs: dict[str, tuple[list[str], list[str]]] = {}
+                for path, ref, hyp in zip(paths, refs, hyps[mode]):
+                    pair = pairs.setdefault(group(voices.get(path, "?")), ([], []))
+                    pair[0].append(ref)
+                    pair[1].append(hyp)
+                counts = {name: error_counts(r, h, unit="word") for name, (r, h) in sorted(pairs.items())}
+                quality[mode][key] = {
+                    name: c["errors"] / max(c["reference_units"], 1) for name, c in counts.items()
+                }
     alignment_stats = {}
     if align["attention"]:
         alignment_stats["attention"] = boundary_errors(align["attention"], align["true"])
@@ -317,15 +317,23 @@ def _markdown(result: dict) -> str:
                 f"| {split} | {mode} | {100 * q['wer']:.2f} | {100 * q['cer']:.2f} | {rtf} | {q['utterances']} |"
             )
     for split, decoders in result["quality"].items():
+        # many voices (every espeak variant): by accent; a few: by voice (the JSON has both)
         voices = sorted({v for q in decoders.values() for v in q.get("wer_by_voice", {})})
-        if len(voices) > 1:
-            lines += ["", f"WER % by voice on `{split}`:", "", "| voice | " + " | ".join(decoders) + " |"]
+        key, label = ("wer_by_voice", "voice") if len(voices) <= 20 else ("wer_by_accent", "accent")
+        names = sorted({v for q in decoders.values() for v in q.get(key, {})})
+        if len(names) > 1:
+            lines += [
+                "",
+                f"WER % by {label} on `{split}`:",
+                "",
+                f"| {label} | " + " | ".join(decoders) + " |",
+            ]
             lines.append("| --- |" + " ---: |" * len(decoders))
-            for voice in voices:
+            for name in names:
                 cells = " | ".join(
-                    f"{100 * q['wer_by_voice'].get(voice, float('nan')):.1f}" for q in decoders.values()
+                    f"{100 * q.get(key, {}).get(name, float('nan')):.1f}" for q in decoders.values()
                 )
-                lines.append(f"| {voice} | {cells} |")
+                lines.append(f"| {name} | {cells} |")
     lines += [
         "",
         "| word-start source | median abs error ms | mean ms | within 50 ms | within 100 ms | words |",
