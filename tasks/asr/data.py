@@ -275,15 +275,8 @@ class ASRDataModule(SplitDataModule):
     def _corpus(self) -> dict[str, Any]:
         """The embedded corpus's files (generated on first use)."""
         hp = self.hparams
-        if hp.corpus_text == "open":
-            return open_corpus(
-                hp.data_dir,
-                size=hp.corpus_size,
-                seed=hp.corpus_seed,
-                split_sizes=hp.split_sizes,
-                rate_range=tuple(hp.rate_range),
-            )
-        return embedded_corpus(
+        generate = open_corpus if hp.corpus_text == "open" else embedded_corpus
+        return generate(
             hp.data_dir,
             size=hp.corpus_size,
             seed=hp.corpus_seed,
