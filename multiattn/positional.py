@@ -16,7 +16,16 @@ from torch import Tensor, nn
 
 from multiattn.masks import check_shape
 
-__all__ = ["SinusoidalPositionalEncoding", "sinusoidal_table", "sinusoidal_2d"]
+__all__ = ["SinusoidalPositionalEncoding", "cell_centres", "sinusoidal_table", "sinusoidal_2d"]
+
+
+def cell_centres(size: int, *, device: torch.device | str | None = None) -> Tensor:
+    """``(size,)`` float32: the centres of ``size`` equal cells spanning ``[-1, 1]``.
+
+    Cell ``i`` is centred at ``(2 i + 1) / size - 1``: the normalised coordinate of pixel ``i``'s
+    centre in ``grid_sample`` / ``affine_grid`` with ``align_corners=False``.
+    """
+    return (torch.arange(size, device=device, dtype=torch.float32) * 2 + 1) / size - 1
 
 
 def sinusoidal_table(length: int, embed_dim: int) -> Tensor:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multiattn.masks import check_shape
+from multiattn.positional import cell_centres
 from multiattn.recording import emit, is_recording
 
 __all__ = [
@@ -135,8 +136,7 @@ def soft_argmax(logits: Tensor) -> tuple[Tensor, Tensor]:
     """
     batch, height, width = logits.shape
     weights = logits.float().reshape(batch, -1).softmax(dim=1).view(batch, height, width)
-    ys = (torch.arange(height, device=logits.device, dtype=torch.float32) * 2 + 1) / height - 1
-    xs = (torch.arange(width, device=logits.device, dtype=torch.float32) * 2 + 1) / width - 1
+    ys, xs = cell_centres(height, device=logits.device), cell_centres(width, device=logits.device)
     x = (weights.sum(dim=1) * xs).sum(dim=1)  # (B,) marginal over rows, then columns
     y = (weights.sum(dim=2) * ys).sum(dim=1)
     return torch.stack([x, y], dim=1), weights

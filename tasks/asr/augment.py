@@ -134,6 +134,13 @@ def _choice(generator: torch.Generator, options: tuple | list):
     return options[int(torch.randint(len(options), (), generator=generator))]
 
 
+def _same_length(signal: Tensor, like: Tensor) -> Tensor:
+    """``signal`` cut or zero-padded at the end to ``like``'s length (and dtype)."""
+    out = torch.zeros_like(like)
+    out[: min(len(like), len(signal))] = signal[: len(like)]
+    return out
+
+
 def coloured_noise(length: int, alpha: float, generator: torch.Generator) -> Tensor:
     """``(length,)`` noise whose power falls as ``f^-alpha`` (0 white, 1 pink, 2 brown, -1 blue), unit RMS."""
     white = torch.randn(length, generator=generator)
@@ -168,9 +175,7 @@ def pitch_shift(wave: Tensor, up: int, down: int) -> Tensor:
     stretched = F.phase_vocoder(spec, down / up, phase_advance)  # longer by up / down
     longer = torch.istft(stretched, n_fft, hop, window=window)
     shifted = F.resample(longer, up, down)  # play it faster: back to the length, pitch up
-    out = torch.zeros_like(wave)
-    out[: min(len(wave), len(shifted))] = shifted[: len(wave)]
-    return out
+    return _same_length(shifted, wave)
 
 
 def telephone(wave: Tensor) -> Tensor:
@@ -199,9 +204,7 @@ def codec_round_trip(wave: Tensor, codec: str) -> Tensor:
         import torchaudio.functional as F
 
         out = F.resample(out, rate, SAMPLE_RATE)
-    result = torch.zeros_like(wave)
-    result[: min(len(wave), len(out))] = out[: len(wave)]
-    return result
+    return _same_length(out, wave)
 
 
 class Augmenter:

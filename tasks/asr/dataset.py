@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from multiattn.io import UserError
 from multiattn.tasks.asr.audio import SAMPLE_RATE, load_audio
+from multiattn.tasks.asr.augment import AugmentConfig, Augmenter, item_generator
 from multiattn.tasks.asr.sources.librispeech import read_librispeech
 from multiattn.tasks.asr.sources.manifest import AudioEntry, WordTiming, read_manifest
 
@@ -179,9 +180,7 @@ class AugmentedSpeechDataset(Dataset):
         seed: base seed of the draws.
     """
 
-    def __init__(self, dataset: SpeechDataset, config, *, seed: int = 0) -> None:
-        from multiattn.tasks.asr.augment import Augmenter
-
+    def __init__(self, dataset: SpeechDataset, config: AugmentConfig, *, seed: int = 0) -> None:
         self.dataset = dataset
         self.seed = seed
         self.augmenter = Augmenter(config, babble_source=self._babble)
@@ -202,8 +201,6 @@ class AugmentedSpeechDataset(Dataset):
         return [self.dataset[i].waveform for i in picks]
 
     def __getitem__(self, key: int | tuple[int, int]) -> SpeechItem:
-        from multiattn.tasks.asr.augment import item_generator
-
         epoch, index = key if isinstance(key, tuple) else (0, key)
         item = self.dataset[index]
         waveform, scale = self.augmenter(item.waveform, item_generator(self.seed, epoch, index))

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
+from multiattn.builders import fields
 from multiattn.configs import from_plain
 from multiattn.io import UserError
 from multiattn.language_model import LSTMLanguageModel
@@ -272,16 +273,14 @@ class ASRSystem(ConfiguredSystem, LightningModule):
         self.language_model = (
             LSTMLanguageModel(
                 vocab_size=len(self.tokenizer),
-                embed_dim=lm.embed_dim,
-                hidden_dim=lm.hidden_dim,
-                num_layers=lm.num_layers,
-                dropout=lm.dropout,
                 pad_id=self.tokenizer.pad_id,
+                **fields(lm, "embed_dim", "hidden_dim", "num_layers", "dropout"),
             )
             if lm.hidden_dim > 0
             else None
         )
         self._outputs: dict[str, list[Any]] = {}
+        self._lm_text: list[str] = []  # the wider training text (setup, with text_batch_size)
 
     # ------------------------------------------------------------------ tokenizer
     def setup(self, stage: str) -> None:
@@ -347,7 +346,7 @@ class ASRSystem(ConfiguredSystem, LightningModule):
 
     def _extra_lm_texts(self) -> list[str]:
         """This training step's sentences of the wider text (``language_model.text_batch_size``)."""
-        texts = getattr(self, "_lm_text", None)
+        texts = self._lm_text
         if not self.training or not texts:
             return []
         generator = torch.Generator().manual_seed(1_000_003 + int(self.global_step))

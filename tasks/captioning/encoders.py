@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from multiattn.io import UserError
 from multiattn.masks import check_shape
+from multiattn.positional import cell_centres
 
 __all__ = ["ConvEncoder", "TimmEncoder", "WithCoordinates"]
 
@@ -145,7 +146,9 @@ class WithCoordinates(nn.Module):
         """``(B, 3, S, S)`` -> ``(B, C + 2, H, W)``."""
         grid = self.encoder(images)  # (B, C, H, W)
         batch, _, height, width = grid.shape
-        ys = (torch.arange(height, device=grid.device, dtype=grid.dtype) + 0.5) * (2 / height) - 1  # (H,)
-        xs = (torch.arange(width, device=grid.device, dtype=grid.dtype) + 0.5) * (2 / width) - 1  # (W,)
-        coords = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, H, W): x, then y
+        ys, xs = (
+            cell_centres(height, device=grid.device),
+            cell_centres(width, device=grid.device),
+        )  # (H,), (W,)
+        coords = torch.stack(torch.meshgrid(xs, ys, indexing="xy")).to(grid.dtype)  # (2, H, W): x, then y
         return torch.cat([grid, coords.expand(batch, -1, -1, -1)], dim=1)

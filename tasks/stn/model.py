@@ -326,6 +326,49 @@ HEATMAP_TRANSFORMS = ("scale_translate", "scale_translate_anisotropic")
 """The transforms a heatmap localisation net predicts (translation by soft-argmax, scale)."""
 
 
+def _fc_localization(
+    stn: TransformerConfig, *, in_channels: int, num_classes: int
+) -> tuple[nn.Module, nn.Module]:
+    loc = stn.localization
+    localization = LocalizationNet(
+        in_channels=in_channels,
+        channels=tuple(loc.channels),
+        hidden_dim=loc.hidden_dim,
+        downsample=loc.downsample,
+    )
+    head = pick(HEADS, stn.transform, what="transform")(in_features=localization.out_features)
+    return localization, head
+
+
+def _heatmap_localization(
+    stn: TransformerConfig, *, in_channels: int, num_classes: int
+) -> tuple[nn.Module, nn.Module]:
+    if stn.transform not in HEATMAP_TRANSFORMS:
+        raise ValueError(
+            f"localization.kind heatmap predicts {' or '.join(HEATMAP_TRANSFORMS)}, "
+            f"not transform {stn.transform!r}"
+        )
+    loc = stn.localization
+    localization = HeatmapLocalizationNet(
+        in_channels=in_channels, channels=tuple(loc.channels), downsample=loc.downsample
+    )
+    head = SoftArgmaxHead(
+        in_features=localization.out_features,
+        anisotropic=stn.transform == "scale_translate_anisotropic",
+        init_scale=loc.init_scale,
+        min_scale=loc.min_scale,
+        num_classes=num_classes if loc.class_maps else 0,
+    )
+    return localization, head
+
+
+LOCALIZATIONS: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {
+    "fc": _fc_localization,
+    "heatmap": _heatmap_localization,
+}
+"""``localization.kind`` -> builder of the localisation net and its transform head."""
+
+
 class STNClassifier(nn.Module):
     """Spatial transformer (or none) -> normalisation -> classifier (Jaderberg et al. 2015).
 
@@ -386,33 +429,8 @@ def build_model(config: STNModelConfig, *, in_channels: int = 1, num_classes: in
     stn = config.transformer
     transformer = None
     if stn.enabled:
-        loc = stn.localization
-        if loc.kind == "heatmap":
-            if stn.transform not in HEATMAP_TRANSFORMS:
-                raise ValueError(
-                    f"localization.kind heatmap predicts {' or '.join(HEATMAP_TRANSFORMS)}, "
-                    f"not transform {stn.transform!r}"
-                )
-            localization = HeatmapLocalizationNet(
-                in_channels=in_channels, channels=tuple(loc.channels), downsample=loc.downsample
-            )
-            head = SoftArgmaxHead(
-                in_features=localization.out_features,
-                anisotropic=stn.transform == "scale_translate_anisotropic",
-                init_scale=loc.init_scale,
-                min_scale=loc.min_scale,
-                num_classes=num_classes if loc.class_maps else 0,
-            )
-        elif loc.kind == "fc":
-            localization = LocalizationNet(
-                in_channels=in_channels,
-                channels=tuple(loc.channels),
-                hidden_dim=loc.hidden_dim,
-                downsample=loc.downsample,
-            )
-            head = pick(HEADS, stn.transform, what="transform")(in_features=localization.out_features)
-        else:
-            raise ValueError(f"localization.kind: expected 'fc' or 'heatmap', received {loc.kind!r}")
+        build = pick(LOCALIZATIONS, stn.localization.kind, what="localization.kind")
+        localization, head = build(stn, in_channels=in_channels, num_classes=num_classes)
         transformer = SpatialTransformer(
             localization=localization,
             head=head,

@@ -53,6 +53,9 @@ __all__ = [
     "UNSEEN_VOICES",
     "CHUNK_SIZE",
     "embedded_corpus",
+    "store_utterance",
+    "synthesize_jobs",
+    "corpus_summary",
 ]
 
 SPLITS = ("train", "validation", "test", "test_unseen_voices")
@@ -126,6 +129,31 @@ def _trim_words(words: list[str], starts: list[int], samples: np.ndarray) -> tup
     return timings, speech_end
 
 
+def store_utterance(
+    path: Path, wave: np.ndarray, text: str, starts: list[int] | None, meta: dict[str, Any]
+) -> AudioEntry:
+    """Write one synthesised utterance as 16-bit FLAC at ``path``; its manifest entry.
+
+    ``wave`` is float audio at ``SAMPLE_RATE``; ``starts`` each word's start sample, or ``None``
+    where the engine gives no timings (``words: null``). 150 ms of trailing silence are kept and
+    the rest dropped (synthesisers pad the end of an utterance).
+    """
+    import soundfile
+
+    timings: list[WordTiming] | None = None
+    if starts is not None:
+        timings, speech_end = _trim_words(text.split(), starts, wave)
+    else:
+        _, speech_end = _trim_words(text.split()[:1], [0], wave)
+    wave = wave[: min(len(wave), speech_end + int(0.15 * SAMPLE_RATE))]
+    pcm = np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), pcm, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return AudioEntry(
+        path=path, text=text, duration=round(len(pcm) / SAMPLE_RATE, 4), words=timings, meta=meta
+    )
+
+
 def _speak(job: _Job, engines: dict[str, Any]) -> tuple[np.ndarray, int, list[int | None] | None]:
     """int16 samples, their rate and the word start samples (``None``: engine gives no timings)."""
     if job.engine == "piper":
@@ -147,7 +175,6 @@ def _speak(job: _Job, engines: dict[str, Any]) -> tuple[np.ndarray, int, list[in
 
 def _synthesize_chunk(args: tuple[str, list[_Job]]) -> list[dict[str, Any]]:
     """Worker: synthesise, time, resample and write one chunk of utterances (fresh process)."""
-    import soundfile
     import torch
     import torchaudio
 
@@ -162,26 +189,16 @@ def _synthesize_chunk(args: tuple[str, list[_Job]]) -> list[dict[str, Any]]:
         if sample_rate not in resamplers:
             resamplers[sample_rate] = torchaudio.transforms.Resample(sample_rate, SAMPLE_RATE)
         wave = resamplers[sample_rate](wave).numpy()
-        words = job.text.split()
         scale = SAMPLE_RATE / sample_rate
-        timings: list[WordTiming] | None = None
+        starts = None  # no timings from this engine / for some word: keep the audio, words = null
         if word_starts is not None and all(s is not None for s in word_starts):
             starts = [int(round(s * scale)) for s in word_starts]  # type: ignore[operator]
-            timings, speech_end = _trim_words(words, starts, wave)
-        else:  # no timings from this engine / for some word: keep the audio, words = null
-            _, speech_end = _trim_words(words[:1], [0], wave)
-        # keep 150 ms of trailing silence, drop the rest (both engines pad the end of an utterance)
-        wave = wave[: min(len(wave), speech_end + int(0.15 * SAMPLE_RATE))]
-        pcm = np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16)
-        relative = Path(job.split) / f"{job.split}_{job.index:05d}.flac"
-        (root / job.split).mkdir(parents=True, exist_ok=True)
-        soundfile.write(str(root / relative), pcm, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-        entry = AudioEntry(
-            path=root / relative,
-            text=job.text,
-            duration=round(len(pcm) / SAMPLE_RATE, 4),
-            words=timings,
-            meta={"voice": job.voice, "rate": job.rate, "pitch": job.pitch},
+        entry = store_utterance(
+            root / job.split / f"{job.split}_{job.index:05d}.flac",
+            wave,
+            job.text,
+            starts,
+            {"voice": job.voice, "rate": job.rate, "pitch": job.pitch},
         )
         records.append({"split": job.split, "index": job.index, "entry": entry})
     return records

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from multiattn.tasks.asr.sources import lexicon
 from multiattn.tasks.asr.sources.text import number_words  # one spelling for corpus and scoring
 
-__all__ = ["SentenceGrammar", "generate_sentences", "number_words"]
+__all__ = ["SentenceGrammar", "distinct_sentences", "generate_sentences", "number_words"]
 
 _VOWELS = set("aeiou")
 
@@ -367,18 +367,32 @@ class SentenceGrammar:
         return " ".join(maker().split())
 
 
+def distinct_sentences(
+    draw: Callable[[], str], count: int, *, accept: Callable[[str], bool], max_attempts: int
+) -> list[str]:
+    """Up to ``count`` distinct accepted results of ``draw()``, in the order drawn, from at most
+    ``max_attempts`` draws (fewer sentences when the draws run out)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for _ in range(max_attempts):
+        if len(out) >= count:
+            break
+        text = draw()
+        if text not in seen and accept(text):
+            seen.add(text)
+            out.append(text)
+    return out
+
+
 def generate_sentences(count: int, *, seed: int = 0, max_words: int = 20) -> list[str]:
     """``count`` distinct sentences, deterministic from ``seed`` (longer than ``max_words`` are skipped)."""
     grammar = SentenceGrammar(seed=seed)
-    seen: set[str] = set()
-    out: list[str] = []
-    attempts = 0
-    while len(out) < count:
-        attempts += 1
-        if attempts > 50 * count + 1000:
-            raise RuntimeError(f"grammar produced only {len(out)} distinct sentences of {count} asked")
-        text = grammar.sentence()
-        if text not in seen and len(text.split()) <= max_words:
-            seen.add(text)
-            out.append(text)
+    out = distinct_sentences(
+        grammar.sentence,
+        count,
+        accept=lambda text: len(text.split()) <= max_words,
+        max_attempts=50 * count + 1000,
+    )
+    if len(out) < count:
+        raise RuntimeError(f"grammar produced only {len(out)} distinct sentences of {count} asked")
     return out

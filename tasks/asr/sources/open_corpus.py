@@ -95,6 +95,11 @@ def read_lines(path: str | Path) -> list[str]:
     return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
 
 
+def write_lines(path: Path, lines: list[str]) -> None:
+    """One line per item (``train_text.txt``; read back by :func:`read_lines`)."""
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def _voice(rng: random.Random, variants: list[str], plain: bool) -> str:
     accent = rng.choice(ACCENTS)
     return accent if plain and rng.random() < 0.1 else f"{accent}+{rng.choice(variants)}"
@@ -102,7 +107,7 @@ def _voice(rng: random.Random, variants: list[str], plain: bool) -> str:
 
 def _generate(root: Path, params: dict[str, Any], num_workers: int, progress: bool) -> dict[str, Any]:
     sizes = params["split_sizes"]
-    eval_splits = [s for s in ("validation", "test", "test_unseen_voices", "test_other_synth")]
+    eval_splits = ("validation", "test", "test_unseen_voices", "test_other_synth")
     texts = open_vocabulary_texts(
         {split: sizes[split] for split in eval_splits},
         heldout_size=sizes["test_heldout_text"],
@@ -112,8 +117,8 @@ def _generate(root: Path, params: dict[str, Any], num_workers: int, progress: bo
         fortunes_dir=params["fortunes_dir"],
         vocabulary_size=params["vocabulary_size"],
     )
-    (root / "train_text.txt").write_text("\n".join(texts["train"]) + "\n", encoding="utf-8")
-    (root / "test_other_synth.txt").write_text("\n".join(texts["test_other_synth"]) + "\n", encoding="utf-8")
+    write_lines(root / "train_text.txt", texts["train"])
+    write_lines(root / "test_other_synth.txt", texts["test_other_synth"])
     if len(texts["train"]) < sizes["train"]:
         raise ValueError(f"only {len(texts['train'])} training sentences for {sizes['train']} utterances")
     rng = random.Random(params["seed"] + 2)

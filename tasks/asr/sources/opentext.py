@@ -38,7 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from multiattn.io import UserError
-from multiattn.tasks.asr.sources.grammar import SentenceGrammar, _ing, _Noun, _plural, _third_person, _Verb
+from multiattn.tasks.asr.sources.grammar import (
+    SentenceGrammar,
+    _ing,
+    _Noun,
+    _plural,
+    _third_person,
+    _Verb,
+    distinct_sentences,
+)
 from multiattn.tasks.asr.sources.text import normalize_text
 
 __all__ = [
@@ -286,9 +294,8 @@ def wide_lexicon(wordnet_dir: str = WORDNET_DIR, vocabulary_size: int = 20_000) 
     synsets = {pos: _synsets(folder, pos) for pos in ("n", "v", "a")}
     noun_plurals = _exceptions(folder, "n")
     irregular_verbs = _exceptions(folder, "v")
-    known_pasts = {row.base: row.past for row in SentenceGrammar(seed=0).transitive} | {
-        row.base: row.past for row in SentenceGrammar(seed=0).intransitive
-    }
+    grammar = SentenceGrammar(seed=0)
+    known_pasts = {row.base: row.past for row in [*grammar.transitive, *grammar.intransitive]}
     pools = WideLexicon()
     for word in frequent:
         counts = {pos: senses[pos][word][0] for pos in _POS_FILES if word in senses[pos]}
@@ -340,16 +347,12 @@ class WideGrammar(SentenceGrammar):
 
 def _grammar_sentences(pools: WideLexicon, count: int, seed: int) -> list[str]:
     grammar = WideGrammar(pools, seed=seed)
-    out: list[str] = []
-    seen: set[str] = set()
-    attempts = 0
-    while len(out) < count and attempts < 20 * count + 100:
-        attempts += 1
-        sentence = normalize_text(grammar.sentence())
-        if sentence not in seen and MIN_WORDS <= len(sentence.split()) <= MAX_WORDS:
-            seen.add(sentence)
-            out.append(sentence)
-    return out
+    return distinct_sentences(
+        lambda: normalize_text(grammar.sentence()),
+        count,
+        accept=lambda sentence: MIN_WORDS <= len(sentence.split()) <= MAX_WORDS,
+        max_attempts=20 * count + 100,
+    )
 
 
 def open_vocabulary_texts(

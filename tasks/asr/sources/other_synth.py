@@ -19,12 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from multiattn.datacache import cached_generate
 from multiattn.io import UserError
-from multiattn.tasks.asr.sources.corpus import SAMPLE_RATE, _trim_words
-from multiattn.tasks.asr.sources.manifest import AudioEntry, write_manifest
+from multiattn.tasks.asr.sources.corpus import SAMPLE_RATE, store_utterance
+from multiattn.tasks.asr.sources.manifest import write_manifest
 
 __all__ = ["OTHER_VOICES", "SPLIT", "missing_programs", "other_synth_split"]
 
@@ -78,18 +76,9 @@ def _generate(root: Path, texts: list[str]) -> dict[str, Any]:
                 )
             samples, rate = soundfile.read(str(wavs[index]), dtype="float32")
             wave = torchaudio.functional.resample(torch.from_numpy(samples), rate, SAMPLE_RATE).numpy()
-            _, speech_end = _trim_words(text.split()[:1], [0], wave)
-            wave = wave[: min(len(wave), speech_end + int(0.15 * SAMPLE_RATE))]
-            pcm = np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16)
             path = root / SPLIT / f"{SPLIT}_{index:05d}.flac"
-            soundfile.write(str(path), pcm, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
             entries.append(
-                AudioEntry(
-                    path=path,
-                    text=text,
-                    duration=round(len(pcm) / SAMPLE_RATE, 4),
-                    meta={"voice": voice, "rate": None, "pitch": None},
-                )
+                store_utterance(path, wave, text, None, {"voice": voice, "rate": None, "pitch": None})
             )
     write_manifest(root / f"{SPLIT}.jsonl", entries, relative=True)
     return {"splits": {SPLIT: len(entries)}, "hours": round(sum(e.duration or 0 for e in entries) / 3600, 3)}

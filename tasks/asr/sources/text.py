@@ -108,14 +108,13 @@ def _decimal(text: str) -> str:
 
 def _money(match: re.Match[str]) -> str:
     one, many = _CURRENCIES[match["symbol"]]
-    whole = int(match["whole"].replace(",", ""))
-    words = _integer(match["whole"]) + " " + (one if whole == 1 else many)
+    whole = _integer(match["whole"])
+    if match["scale"]:  # "$3 million": the unit follows the scale word
+        return f" {whole} {match['scale'].lower()} {many} "
+    words = f"{whole} " + (one if int(match["whole"].replace(",", "")) == 1 else many)
     cents = match["cents"]
     if cents and int(cents):
         words += f" {number_words(int(cents))} " + ("cent" if int(cents) == 1 else "cents")
-    scale = match["scale"]
-    if scale:  # "$3 million": the unit follows the scale word
-        words = f"{_integer(match['whole'])} {scale.lower()} {many}"
     return f" {words} "
 
 
