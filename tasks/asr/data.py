@@ -7,9 +7,15 @@ collates them into a :class:`SpeechBatch`.
 
 Sources (``source``):
 
-* ``"embedded"``: the offline espeak-ng corpus (:func:`multiattn.tasks.asr.sources.corpus.embedded_corpus`),
-  generated on first use under ``data_dir``; ``test_split`` picks ``test`` or
-  ``test_unseen_voices``. Word timings travel in the batch for the alignment metrics.
+* ``"embedded"``: the offline espeak-ng corpus, generated on first use under ``data_dir``: the
+  grammar corpus (``corpus_text: grammar``, :func:`multiattn.tasks.asr.sources.corpus.embedded_corpus`)
+  or the open-vocabulary one (``corpus_text: open``,
+  :func:`multiattn.tasks.asr.sources.open_corpus.open_corpus`); ``test_split`` picks the
+  evaluation split. Word timings travel in the batch for the alignment metrics.
+
+Training waveforms can be augmented (``augment``: :class:`multiattn.tasks.asr.augment.AugmentConfig`,
+reproducible per ``(seed, epoch, index)``), and the test split degraded by a fixed condition
+(``test_condition``: a key of :data:`multiattn.tasks.asr.augment.EVAL_CONDITIONS`).
 * ``"librispeech"``: ``librispeech_root`` with ``*_subsets`` (e.g. ``train-clean-100``).
 * ``"manifest"``: NeMo-style JSON-lines manifests (``*_manifests``).
 
@@ -21,18 +27,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
+from multiattn.configs import from_plain, to_plain
 from multiattn.io import UserError
-from multiattn.tasks.asr.dataset import SpeechDataset, SpeechItem
-from multiattn.tasks.asr.sources.corpus import embedded_corpus
+from multiattn.tasks.asr.augment import EVAL_CONDITIONS, AugmentConfig
+from multiattn.tasks.asr.dataset import AugmentedSpeechDataset, SpeechDataset, SpeechItem
+from multiattn.tasks.asr.sources.corpus import SPLITS, embedded_corpus
 from multiattn.tasks.asr.sources.librispeech import read_librispeech
 from multiattn.tasks.asr.sources.manifest import read_manifest
+from multiattn.tasks.asr.sources.open_corpus import OPEN_SPLITS, open_corpus, read_lines
+from multiattn.tasks.asr.sources.other_synth import SPLIT as OTHER_SYNTH_SPLIT
+from multiattn.tasks.asr.sources.other_synth import other_synth_split
 from multiattn.tasks.common.data import SplitDataModule
 
 __all__ = ["SpeechBatch", "collate_speech", "BucketBatchSampler", "ASRDataModule"]
@@ -116,6 +127,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         num_replicas: processes sharing the data; default: the initialised process group's
             world size, else 1 (read when the batches are drawn).
         rank: this process's share; default: its rank in the process group, else 0.
+        with_epoch: yield ``(epoch, index)`` keys instead of indices (for a dataset whose items
+            draw random numbers: :class:`multiattn.tasks.asr.dataset.AugmentedSpeechDataset`).
     """
 
     def __init__(
@@ -128,6 +141,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         pool_batches: int = 50,
         num_replicas: int | None = None,
         rank: int | None = None,
+        with_epoch: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, received {batch_size}")
@@ -138,6 +152,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.pool_batches = pool_batches
         self.num_replicas = num_replicas
         self.rank = rank
+        self.with_epoch = with_epoch
         self.epoch = 0
 
     def _replicas(self) -> tuple[int, int]:
@@ -178,6 +193,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         return [batches[i] for i in permutation]
 
     def __iter__(self):
+        if self.with_epoch:
+            return iter([[(self.epoch, index) for index in batch] for batch in self.batches()])
         return iter(self.batches())
 
     def __len__(self) -> int:
@@ -192,12 +209,19 @@ class ASRDataModule(SplitDataModule):
     Args:
         source: ``"embedded"``, ``"librispeech"`` or ``"manifest"``.
         data_dir: embedded corpus cache parent (``data/asr/embedded``).
+        corpus_text: ``"grammar"`` (the grammar corpus) or ``"open"`` (open vocabulary) (embedded).
         corpus_size: ``"tiny"``, ``"small"`` or ``"default"`` (embedded).
         corpus_seed: generator seed (embedded).
         split_sizes: utterances per split, overriding the size preset (embedded).
         rate_range: speaking rates in words per minute (embedded). Kept at or below ~170 so a
             character rarely needs more than one 40 ms encoder frame, which CTC requires.
-        test_split: ``"test"`` or ``"test_unseen_voices"`` (embedded).
+        test_split: the evaluation split (embedded): ``"test"`` or ``"test_unseen_voices"``;
+            with ``corpus_text: open`` also ``"validation"``, ``"test_heldout_text"`` and
+            ``"test_other_synth"`` (flite / festival; needs those Debian packages).
+        test_condition: degrade the test split's audio with a fixed condition (a key of
+            :data:`multiattn.tasks.asr.augment.EVAL_CONDITIONS`: ``noise_10db``, ``noise_5db``,
+            ``babble_10db``, ``reverb``, ``telephone``, ``codec``); ``None``: clean.
+        augment: training-time waveform augmentation (off by default).
         librispeech_root: the folder holding ``train-clean-100`` etc.
         train_subsets / val_subsets / test_subsets: LibriSpeech subsets.
         train_manifests / val_manifests / test_manifests: JSON-lines manifests.
@@ -213,11 +237,14 @@ class ASRDataModule(SplitDataModule):
         *,
         source: str = "embedded",
         data_dir: str = "data/asr/embedded",
+        corpus_text: Literal["grammar", "open"] = "grammar",
         corpus_size: str = "default",
         corpus_seed: int = 0,
         split_sizes: dict[str, int] | None = None,
         rate_range: tuple[int, int] = (120, 170),
         test_split: str = "test",
+        test_condition: str | None = None,
+        augment: AugmentConfig = AugmentConfig(),  # noqa: B008 (frozen)
         librispeech_root: str | None = None,
         train_subsets: list[str] | None = None,
         val_subsets: list[str] | None = None,
@@ -234,22 +261,39 @@ class ASRDataModule(SplitDataModule):
         super().__init__()
         if source not in SOURCES:
             raise ValueError(f"source: expected one of {list(SOURCES)}, received {source!r}")
+        if corpus_text not in ("grammar", "open"):
+            raise ValueError(f"corpus_text: expected 'grammar' or 'open', received {corpus_text!r}")
+        if test_condition is not None and test_condition not in EVAL_CONDITIONS:
+            raise ValueError(
+                f"test_condition: expected one of {sorted(EVAL_CONDITIONS)} or null, received {test_condition!r}"
+            )
+        self.augment = from_plain(AugmentConfig, augment, name="augment").check()
         self.save_hyperparameters()
-        self.datasets: dict[str, SpeechDataset] = {}
+        self.hparams["augment"] = to_plain(self.augment)  # plain types in checkpoints
+        self.datasets: dict[str, SpeechDataset | AugmentedSpeechDataset] = {}
+
+    def _corpus(self) -> dict[str, Any]:
+        """The embedded corpus's files (generated on first use)."""
+        hp = self.hparams
+        generate = open_corpus if hp.corpus_text == "open" else embedded_corpus
+        return generate(
+            hp.data_dir,
+            size=hp.corpus_size,
+            seed=hp.corpus_seed,
+            split_sizes=hp.split_sizes,
+            rate_range=tuple(hp.rate_range),
+        )
 
     def _entries(self, stage: str) -> list:
         hp = self.hparams
         if hp.source == "embedded":
-            paths = embedded_corpus(
-                hp.data_dir,
-                size=hp.corpus_size,
-                seed=hp.corpus_seed,
-                split_sizes=hp.split_sizes,
-                rate_range=tuple(hp.rate_range),
-            )
             split = {"train": "train", "val": "validation", "test": hp.test_split}[stage]
-            if split not in paths:
-                raise UserError(f"test_split {split!r}: expected one of {sorted(paths)}")
+            splits = (*OPEN_SPLITS, OTHER_SYNTH_SPLIT) if hp.corpus_text == "open" else SPLITS
+            if split not in splits:
+                raise UserError(f"test_split {split!r}: expected one of {sorted(splits)}")
+            paths = self._corpus()
+            if split == OTHER_SYNTH_SPLIT:
+                return read_manifest(other_synth_split(paths["train"].parent))
             return read_manifest(paths[split])
         if hp.source == "librispeech":
             subsets = {"train": hp.train_subsets, "val": hp.val_subsets, "test": hp.test_subsets}[stage]
@@ -263,18 +307,18 @@ class ASRDataModule(SplitDataModule):
 
     def prepare_data(self) -> None:
         if self.hparams.source == "embedded":  # generate once, before any process reads it
-            embedded_corpus(
-                self.hparams.data_dir,
-                size=self.hparams.corpus_size,
-                seed=self.hparams.corpus_seed,
-                split_sizes=self.hparams.split_sizes,
-                rate_range=tuple(self.hparams.rate_range),
-            )
+            self._corpus()
 
-    def _dataset(self, split: str) -> SpeechDataset:
+    def _dataset(self, split: str) -> SpeechDataset | AugmentedSpeechDataset:
         if split not in self.datasets:
             max_duration = self.hparams.max_duration if split == "train" else None
-            self.datasets[split] = SpeechDataset(self._entries(split), max_duration=max_duration)
+            dataset = SpeechDataset(self._entries(split), max_duration=max_duration)
+            condition = self.hparams.test_condition
+            if split == "train" and self.augment.enabled:
+                dataset = AugmentedSpeechDataset(dataset, self.augment, seed=self.hparams.seed)
+            elif split == "test" and condition is not None:
+                dataset = AugmentedSpeechDataset(dataset, EVAL_CONDITIONS[condition], seed=self.hparams.seed)
+            self.datasets[split] = dataset
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
@@ -290,13 +334,27 @@ class ASRDataModule(SplitDataModule):
         """
         return [entry.text for entry in self._dataset("train").entries]
 
+    def train_text(self) -> list[str]:
+        """Every training sentence, with audio or without: what a language model may learn from.
+
+        The open corpus's ``train_text.txt`` (its evaluation sentences are never in it); for
+        other sources the training transcripts (:meth:`train_texts`).
+        """
+        if self.hparams.source == "embedded" and self.hparams.corpus_text == "open":
+            return read_lines(self._corpus()["train_text"])
+        return self.train_texts()
+
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
         batch_size = (
             self.hparams.batch_size if shuffle else (self.hparams.eval_batch_size or self.hparams.batch_size)
         )
         sampler = BucketBatchSampler(
-            dataset.durations, batch_size=batch_size, shuffle=shuffle, seed=self.hparams.seed
+            dataset.durations,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=self.hparams.seed,
+            with_epoch=shuffle and isinstance(dataset, AugmentedSpeechDataset),
         )
         return DataLoader(
             dataset,

@@ -26,7 +26,7 @@ from multiattn.tasks.asr.audio import SAMPLE_RATE, load_audio
 from multiattn.tasks.asr.sources.librispeech import read_librispeech
 from multiattn.tasks.asr.sources.manifest import AudioEntry, WordTiming, read_manifest
 
-__all__ = ["SpeechItem", "SpeechDataset"]
+__all__ = ["SpeechItem", "SpeechDataset", "AugmentedSpeechDataset"]
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +162,52 @@ class SpeechDataset(Dataset):
                 self.num_load_failures += 1
                 log.warning("skipping %s (replaced by the next utterance)", error)
         raise UserError(f"every one of the {len(self.entries)} audio files failed to load")
+
+
+class AugmentedSpeechDataset(Dataset):
+    """A :class:`SpeechDataset` whose waveforms pass through an :class:`~multiattn.tasks.asr.augment.Augmenter`.
+
+    Items are addressed by ``(epoch, index)`` (the training batch sampler's keys with
+    ``with_epoch=True``) or by a plain index (epoch 0: the fixed degradations of an evaluation
+    split). Every draw, the babble's other utterances included, comes from
+    :func:`~multiattn.tasks.asr.augment.item_generator` of ``(seed, epoch, index)``. Word times are
+    rescaled when the speed changes.
+
+    Args:
+        dataset: the clean utterances.
+        config: what to apply (:class:`~multiattn.tasks.asr.augment.AugmentConfig`).
+        seed: base seed of the draws.
+    """
+
+    def __init__(self, dataset: SpeechDataset, config, *, seed: int = 0) -> None:
+        from multiattn.tasks.asr.augment import Augmenter
+
+        self.dataset = dataset
+        self.seed = seed
+        self.augmenter = Augmenter(config, babble_source=self._babble)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def durations(self) -> list[float]:
+        return self.dataset.durations
+
+    @property
+    def entries(self) -> list[AudioEntry]:
+        return self.dataset.entries
+
+    def _babble(self, generator: torch.Generator, count: int) -> list[torch.Tensor]:
+        picks = torch.randint(len(self.dataset), (count,), generator=generator).tolist()
+        return [self.dataset[i].waveform for i in picks]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> SpeechItem:
+        from multiattn.tasks.asr.augment import item_generator
+
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        item = self.dataset[index]
+        waveform, scale = self.augmenter(item.waveform, item_generator(self.seed, epoch, index))
+        words = item.words
+        if words is not None and scale != 1.0:
+            words = [WordTiming(w.word, round(w.start * scale, 4), round(w.end * scale, 4)) for w in words]
+        return SpeechItem(waveform=waveform, text=item.text, words=words, path=item.path)

@@ -86,12 +86,17 @@ class LanguageModelConfig:
         embed_dim: its token embedding size.
         num_layers: its depth.
         dropout: its dropout.
+        text_batch_size: sentences of the data module's wider training text
+            (``ASRDataModule.train_text()``: the open corpus's ``train_text.txt``, sentences with
+            and without audio) added to each training step's batch for the language model only,
+            drawn at random per step (seeded by the step); 0 = the transcripts alone.
     """
 
     hidden_dim: int = 0
     embed_dim: int = 256
     num_layers: int = 1
     dropout: float = 0.3
+    text_batch_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -237,10 +242,11 @@ class ASRSystem(ConfiguredSystem, LightningModule):
                 )
         if not 0.0 <= self.loss.ctc_weight <= 1.0:
             raise ValueError(f"loss.ctc_weight: expected a value in [0, 1], received {self.loss.ctc_weight}")
-        if self.lm_config.hidden_dim < 0 or self.decoding.lm_weight < 0:
+        if min(self.lm_config.hidden_dim, self.lm_config.text_batch_size, self.decoding.lm_weight) < 0:
             raise ValueError(
-                "language_model.hidden_dim and decoding.lm_weight must be >= 0, received "
-                f"{self.lm_config.hidden_dim}, {self.decoding.lm_weight}"
+                "language_model.hidden_dim, language_model.text_batch_size and decoding.lm_weight must be "
+                f">= 0, received {self.lm_config.hidden_dim}, {self.lm_config.text_batch_size}, "
+                f"{self.decoding.lm_weight}"
             )
         self.tokenizer = build_tokenizer(
             tokens.name,
@@ -285,6 +291,14 @@ class ASRSystem(ConfiguredSystem, LightningModule):
         trains: other stages get the model from the checkpoint (``on_load_checkpoint``), and a
         resumed ``fit`` replaces this (identical, deterministic) model with the stored one.
         """
+        if stage == "fit" and self.language_model is not None and self.lm_config.text_batch_size > 0:
+            train_text = getattr(self.trainer.datamodule, "train_text", None)
+            if train_text is None:
+                raise UserError(
+                    "language_model.text_batch_size: training needs a data module with train_text() "
+                    "(multiattn.tasks.asr.data.ASRDataModule)"
+                )
+            self._lm_text = train_text()
         tok = self.tokenizer
         if stage != "fit" or not isinstance(tok, SentencePieceTokenizer) or tok.trained:
             return
@@ -316,10 +330,11 @@ class ASRSystem(ConfiguredSystem, LightningModule):
             self.hparams["tokenizer"]["sentencepiece_model"] = stored
 
     # ------------------------------------------------------------------ training
-    def compute_loss(self, batch: Any) -> dict[str, torch.Tensor]:
-        """``{"loss", "ctc", "attention", "token_accuracy"}`` (and ``"lm"``) for a :class:`multiattn.tasks.asr.data.SpeechBatch`."""
+    def _teacher_forcing(self, texts: list[str]) -> tuple[torch.Tensor, ...]:
+        """``(targets (B, T), target_lengths (B,), tokens_in (B, T + 1), tokens_out (B, T + 1))``:
+        inputs start with bos, outputs end with eos and hold -100 past it."""
         tok = self.tokenizer
-        targets, target_lengths = tok.batch_encode(batch.texts)
+        targets, target_lengths = tok.batch_encode(texts)
         targets, target_lengths = targets.to(self.device), target_lengths.to(self.device)
         batch_size = targets.shape[0]
         bos = targets.new_full((batch_size, 1), tok.bos_id)
@@ -328,6 +343,22 @@ class ASRSystem(ConfiguredSystem, LightningModule):
         tokens_out[torch.arange(batch_size, device=self.device), target_lengths] = tok.eos_id
         positions = torch.arange(tokens_out.shape[1], device=self.device)[None, :]  # (1, T + 1)
         tokens_out = tokens_out.masked_fill(positions > target_lengths[:, None], -100)
+        return targets, target_lengths, tokens_in, tokens_out
+
+    def _extra_lm_texts(self) -> list[str]:
+        """This training step's sentences of the wider text (``language_model.text_batch_size``)."""
+        texts = getattr(self, "_lm_text", None)
+        if not self.training or not texts:
+            return []
+        generator = torch.Generator().manual_seed(1_000_003 + int(self.global_step))
+        picks = torch.randint(len(texts), (self.lm_config.text_batch_size,), generator=generator)
+        return [texts[i] for i in picks.tolist()]
+
+    def compute_loss(self, batch: Any) -> dict[str, torch.Tensor]:
+        """``{"loss", "ctc", "attention", "token_accuracy"}`` (and ``"lm"``) for a :class:`multiattn.tasks.asr.data.SpeechBatch`."""
+        tok = self.tokenizer
+        targets, target_lengths, tokens_in, tokens_out = self._teacher_forcing(batch.texts)
+        batch_size = targets.shape[0]
         out = self.model(batch.waveform, batch.lengths, tokens_in, target_lengths + 1)
         ctc = (
             F.ctc_loss(
@@ -362,6 +393,9 @@ class ASRSystem(ConfiguredSystem, LightningModule):
             "token_accuracy": accuracy,
         }
         if self.language_model is not None:
+            extra = self._extra_lm_texts()
+            if extra:  # the transcripts and the wider text's sentences, one padded batch
+                _, _, tokens_in, tokens_out = self._teacher_forcing([*batch.texts, *extra])
             losses["lm"] = self.language_model.loss(tokens_in, tokens_out)
             losses["loss"] = losses["loss"] + losses["lm"]
         return losses

@@ -25,7 +25,7 @@ from multiattn.attention.spatial import doubly_stochastic_penalty
 from multiattn.builders import fields, pick
 from multiattn.decoding import Hypothesis, StepOutput, beam_search, greedy_search
 from multiattn.tasks.captioning.decoders import ShowAttendTellDecoder, TransformerCaptionDecoder
-from multiattn.tasks.captioning.encoders import ConvEncoder, TimmEncoder
+from multiattn.tasks.captioning.encoders import ConvEncoder, TimmEncoder, WithCoordinates
 
 __all__ = [
     "CaptionModelConfig",
@@ -189,6 +189,7 @@ class EncoderConfig:
         pretrained: timm: load pretrained weights (downloads when online).
         weights_file: timm: local backbone weights file (implies pretrained).
         fine_tune: timm: train the backbone too (else frozen).
+        coordinates: append each grid cell's x and y (in [-1, 1]) to its annotation vector.
     """
 
     name: Literal["cnn", "timm"] = "cnn"
@@ -198,6 +199,7 @@ class EncoderConfig:
     pretrained: bool = False
     weights_file: str | None = None
     fine_tune: bool = False
+    coordinates: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,9 @@ class DecoderConfig:
         num_layers: transformer: decoder layers.
         ff_dim: transformer: feed-forward size.
         dropout: dropout.
+        init: show_attend_tell: the LSTM's initial state, mean (a projection of the mean
+            annotation, Xu et al. eq. 5) or learned (the same for every image, so that all the
+            decoder knows of the image comes through attention).
     """
 
     name: Literal["show_attend_tell", "transformer"] = "show_attend_tell"
@@ -225,6 +230,7 @@ class DecoderConfig:
     num_layers: int = 3
     ff_dim: int = 512
     dropout: float = 0.3
+    init: Literal["mean", "learned"] = "mean"
 
 
 @dataclass(frozen=True)
@@ -260,7 +266,7 @@ ENCODERS: dict[str, Callable[[EncoderConfig], ConvEncoder | TimmEncoder]] = {"cn
 
 
 def _show_attend_tell(config: DecoderConfig, *, vocab_size: int, feature_dim: int, max_len: int) -> nn.Module:
-    options = fields(config, "embed_dim", "hidden_dim", "attn_dim", "dropout", "gate")
+    options = fields(config, "embed_dim", "hidden_dim", "attn_dim", "dropout", "gate", "init")
     return ShowAttendTellDecoder(vocab_size=vocab_size, feature_dim=feature_dim, **options)
 
 
@@ -282,6 +288,8 @@ and the longest caption."""
 def build_model(config: CaptionModelConfig, *, vocab_size: int, max_len: int = 64) -> CaptionModel:
     """The :class:`CaptionModel` that ``config`` describes, for ``vocab_size`` words and captions up to ``max_len``."""
     encoder = pick(ENCODERS, config.encoder.name, what="encoder")(config.encoder)
+    if config.encoder.coordinates:
+        encoder = WithCoordinates(encoder)
     decoder = pick(DECODERS, config.decoder.name, what="decoder")(
         config.decoder, vocab_size=vocab_size, feature_dim=encoder.out_channels, max_len=max_len
     )

@@ -35,7 +35,7 @@ from multiattn.tasks.common.configured import ConfiguredSystem
 from multiattn.tasks.stn.data import STNBatch
 from multiattn.tasks.stn.model import STNModelConfig, STNOutput, build_model
 
-__all__ = ["STNSystem", "STNOptimConfig", "BoxLossConfig"]
+__all__ = ["STNSystem", "STNOptimConfig", "BoxLossConfig", "LocalizationLossConfig"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,23 @@ class BoxLossConfig:
 
     weight: float = 0.0
     margin: float = 0.05
+
+
+@dataclass(frozen=True)
+class LocalizationLossConfig:
+    """Label-only losses that teach the transformer where to look (no boxes needed).
+
+    Attributes:
+        class_map_weight: weight of the cross-entropy of the localisation net's own class logits
+            (heatmap localisation with ``class_maps``: per-class maps pooled by a smooth maximum),
+            which makes the maps light up on the object from the label alone.
+        area_weight: weight of the mean area of the sampled region (``|sx sy|`` of the affine
+            part, 1 = the whole input): the region shrinks until cutting the object would cost
+            the classifier more, so it fits the object instead of keeping a wide margin.
+    """
+
+    class_map_weight: float = 0.0
+    area_weight: float = 0.0
 
 
 # The flat hyper-parameters of checkpoints written before the nested configs, and their places now.
@@ -110,6 +127,7 @@ class STNSystem(ConfiguredSystem, pl.LightningModule):
         model: the network (:func:`multiattn.tasks.stn.model.build_model`).
         optim: optimiser and schedule.
         box_loss: the optional auxiliary box loss.
+        localization_loss: the label-only localisation losses.
         in_channels: image channels (1 for digits).
         num_classes: ``K``.
         input_size: ``(H, W)`` the app resizes user images to (adopted from the datamodule).
@@ -130,6 +148,7 @@ class STNSystem(ConfiguredSystem, pl.LightningModule):
         model: STNModelConfig = STNModelConfig(),  # noqa: B008
         optim: STNOptimConfig = STNOptimConfig(),
         box_loss: BoxLossConfig = BoxLossConfig(),
+        localization_loss: LocalizationLossConfig = LocalizationLossConfig(),
         in_channels: int = 1,
         num_classes: int = 10,
         input_size: tuple[int, int] = (60, 60),
@@ -144,8 +163,16 @@ class STNSystem(ConfiguredSystem, pl.LightningModule):
         self.model_config = from_plain(STNModelConfig, model, name="model")
         self.optim = from_plain(STNOptimConfig, optim, name="optim")
         self.box_loss = from_plain(BoxLossConfig, box_loss, name="box_loss")
+        self.localization_loss = from_plain(
+            LocalizationLossConfig, localization_loss, name="localization_loss"
+        )
         self.save_hyperparameters()
-        self.store_configs(model=self.model_config, optim=self.optim, box_loss=self.box_loss)
+        self.store_configs(
+            model=self.model_config,
+            optim=self.optim,
+            box_loss=self.box_loss,
+            localization_loss=self.localization_loss,
+        )
         self.model = build_model(self.model_config, in_channels=in_channels, num_classes=num_classes)
         self._overlay_batch: dict[str, Tensor] | None = None
 
@@ -202,6 +229,9 @@ class STNSystem(ConfiguredSystem, pl.LightningModule):
         self.log(f"{prefix}/acc", accuracy, prog_bar=True, batch_size=size, on_step=on_step, on_epoch=True)
         if prefix == "test":
             self.log("test/error", 1.0 - accuracy, batch_size=size)
+        for name, (weight, value) in self.localization_losses(output, batch.labels).items():
+            self.log(f"{prefix}/{name}", value, batch_size=size, on_step=on_step, on_epoch=True)
+            loss = loss + weight * value
         if output.theta is not None and batch.boxes is not None:
             input_hw = tuple(batch.images.shape[-2:])
             if self.box_loss.weight > 0:
@@ -215,6 +245,23 @@ class STNSystem(ConfiguredSystem, pl.LightningModule):
                 f"{prefix}/iou50", (iou > 0.5).float().mean(), batch_size=size, on_step=False, on_epoch=True
             )
         return loss, output
+
+    def localization_losses(self, output: STNOutput, labels: Tensor) -> dict[str, tuple[float, Tensor]]:
+        """The label-only localisation losses in use, ``{name: (weight, value)}`` (:class:`LocalizationLossConfig`).
+
+        ``class_map_loss``: cross-entropy of the localisation net's class logits; ``region_area``:
+        mean ``|det|`` of the affine part of ``theta`` (the region's area, 1 = the whole input).
+        """
+        prior, losses = self.localization_loss, {}
+        if output.localization_logits is not None and prior.class_map_weight > 0:
+            losses["class_map_loss"] = (
+                prior.class_map_weight,
+                F.cross_entropy(output.localization_logits.float(), labels),
+            )
+        if output.theta is not None and theta_kind(output.theta) == "affine_theta" and prior.area_weight > 0:
+            linear = output.theta.float()[:, :, :2]  # (B, 2, 2)
+            losses["region_area"] = (prior.area_weight, torch.linalg.det(linear).abs().mean())
+        return losses
 
     def _box_loss(self, theta: Tensor, boxes: Tensor, input_hw: tuple[int, int]) -> Tensor:
         """Smooth L1 between the region's corners and the (widened) box's, relative to the box size.

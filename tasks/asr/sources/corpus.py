@@ -223,10 +223,15 @@ def _plan(params: dict[str, Any]) -> list[_Job]:
     return jobs
 
 
-def _generate(root: Path, params: dict[str, Any], num_workers: int, progress: bool) -> dict[str, Any]:
+def synthesize_jobs(
+    root: Path, jobs: list[_Job], splits: tuple[str, ...], num_workers: int, progress: bool
+) -> dict[str, list[AudioEntry]]:
+    """Synthesise ``jobs`` into ``root`` (fixed chunks, each in a fresh process); entries per split.
+
+    Each split's entries come back sorted by file name and are written to ``<root>/<split>.jsonl``.
+    """
     from tqdm import tqdm
 
-    jobs = _plan(params)
     root = root.resolve()  # workers may run in another working directory
     # espeak output depends on history: fixed chunks, each in a fresh process. Piper's does not;
     # its chunks are larger because loading its model takes about a second.
@@ -234,7 +239,7 @@ def _generate(root: Path, params: dict[str, Any], num_workers: int, progress: bo
     piper = [job for job in jobs if job.engine == "piper"]
     chunks = [(str(root), espeak[i : i + CHUNK_SIZE]) for i in range(0, len(espeak), CHUNK_SIZE)]
     chunks += [(str(root), piper[i : i + 4 * CHUNK_SIZE]) for i in range(0, len(piper), 4 * CHUNK_SIZE)]
-    entries: dict[str, list[AudioEntry]] = {split: [] for split in SPLITS}
+    entries: dict[str, list[AudioEntry]] = {split: [] for split in splits}
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":  # import once in the server, not once per chunk
@@ -249,20 +254,26 @@ def _generate(root: Path, params: dict[str, Any], num_workers: int, progress: bo
                 entries[record["split"]].append(record["entry"])
             bar.update(len(records))
     bar.close()
-    missing_words = 0
-    for split in SPLITS:
+    for split in splits:
         entries[split].sort(key=lambda entry: entry.path.name)
-        missing_words += sum(e.words is None and e.meta["voice"] != PIPER_VOICE for e in entries[split])
         write_manifest(root / f"{split}.jsonl", entries[split], relative=True)
-    hours = sum(e.duration or 0.0 for split in SPLITS for e in entries[split]) / 3600
+    return entries
+
+
+def corpus_summary(entries: dict[str, list[AudioEntry]]) -> dict[str, Any]:
+    """Counts for the cache manifest: utterances per split, hours, neural-voice utterances, missing timings."""
+    every = [entry for split in entries.values() for entry in split]
     return {
-        "splits": {s: len(entries[s]) for s in SPLITS},
-        "hours": round(hours, 3),
-        "neural_voice_utterances": sum(
-            e.meta["voice"] == PIPER_VOICE for split in SPLITS for e in entries[split]
-        ),
-        "missing_word_timings": missing_words,  # espeak utterances without timings (expected 0)
+        "splits": {split: len(items) for split, items in entries.items()},
+        "hours": round(sum(e.duration or 0.0 for e in every) / 3600, 3),
+        "neural_voice_utterances": sum(e.meta["voice"] == PIPER_VOICE for e in every),
+        # espeak utterances without timings (expected 0)
+        "missing_word_timings": sum(e.words is None and e.meta["voice"] != PIPER_VOICE for e in every),
     }
+
+
+def _generate(root: Path, params: dict[str, Any], num_workers: int, progress: bool) -> dict[str, Any]:
+    return corpus_summary(synthesize_jobs(root, _plan(params), SPLITS, num_workers, progress))
 
 
 def embedded_corpus(

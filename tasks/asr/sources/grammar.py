@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from multiattn.tasks.asr.sources import lexicon
+from multiattn.tasks.asr.sources.text import number_words  # one spelling for corpus and scoring
 
 __all__ = ["SentenceGrammar", "generate_sentences", "number_words"]
 
@@ -97,8 +98,6 @@ def _words(block: str) -> list[str]:
     return [r[0] for r in _lines(block)]
 
 
-_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 _SUBJECT_PRONOUNS = {"i": "1sg", "you": "2", "he": "3sg", "she": "3sg", "we": "pl", "they": "pl"}
 _OBJECT_PRONOUNS = ["me", "you", "him", "her", "us", "them", "it"]
 _POSSESSIVES = ["my", "your", "his", "her", "our", "their"]
@@ -113,23 +112,6 @@ _TIMES = [
     "in the evening",
     "at night",
 ]
-
-
-def number_words(value: int) -> str:
-    """Spell ``0 <= value < 10000`` in words (``342 -> "three hundred and forty two"``)."""
-    if not 0 <= value < 10000:
-        raise ValueError(f"number_words supports 0..9999, got {value}")
-    if value < 20:
-        return _ONES[value]
-    if value < 100:
-        tens, ones = divmod(value, 10)
-        return _TENS[tens] + ("" if ones == 0 else " " + _ONES[ones])
-    if value < 1000:
-        hundreds, rest = divmod(value, 100)
-        return _ONES[hundreds] + " hundred" + ("" if rest == 0 else " and " + number_words(rest))
-    thousands, rest = divmod(value, 1000)
-    tail = "" if rest == 0 else (" and " if rest < 100 else " ") + number_words(rest)
-    return _ONES[thousands] + " thousand" + tail
 
 
 class SentenceGrammar:

@@ -53,8 +53,9 @@ def test_number_words():
     assert number_words(42) == "forty two"
     assert number_words(342) == "three hundred and forty two"
     assert number_words(2005) == "two thousand and five"
+    assert number_words(10000) == "ten thousand"
     with pytest.raises(ValueError):
-        number_words(10000)
+        number_words(10**12)
 
 
 # ---- synthesis ------------------------------------------------------------------------------

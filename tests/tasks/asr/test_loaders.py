@@ -26,9 +26,10 @@ def _write_tone(path, seconds: float, sample_rate: int = 16000, channels: int = 
 
 def test_normalize_text():
     assert normalize_text("HELLO, World!") == "hello world"
-    assert normalize_text("It’s 3 o'clock -- café") == "it's o'clock cafe"
+    assert normalize_text("It’s 3 o'clock -- café") == "it's three o'clock cafe"
     assert normalize_text("  'quoted'  dogs' well-known ") == "quoted dogs well known"
-    assert normalize_text("123 !!") == ""
+    assert normalize_text("123 !!") == "one hundred and twenty three"
+    assert normalize_text("-- !!") == ""
 
 
 @pytest.fixture

@@ -185,3 +185,32 @@ def test_language_model_trains_beside_without_touching_the_recogniser(
     bare = ASRSystem(**without).eval()
     with pytest.raises(UserError, match="no language model"):
         bare.decode(batch.waveform, batch.lengths, mode="joint", lm_weight=0.5)
+
+
+def test_language_model_reads_the_wider_text_in_training_steps_only(
+    tiny_data: ASRDataModule, one_thread
+) -> None:
+    """language_model.text_batch_size adds sentences of train_text() to the LM's batch: drawn per
+    step (the same step draws the same sentences), never in evaluation, never for the recogniser."""
+    batch = next(iter(tiny_data.train_dataloader()))
+    args = override(TINY, language_model__text_batch_size=3)
+    system = ASRSystem(**args)
+    system._lm_text = [f"sentence number {i}" for i in range(50)]  # what setup("fit") reads
+    system.train()
+    first = system._extra_lm_texts()
+    assert len(first) == 3 and set(first) <= set(system._lm_text)
+    assert system._extra_lm_texts() == first  # a function of the step
+    torch.manual_seed(0)
+    with_text = system.compute_loss(batch)
+    system._lm_text = []
+    torch.manual_seed(0)
+    alone = system.compute_loss(batch)
+    assert float(with_text["lm"]) != float(alone["lm"])
+    for key in ("ctc", "attention"):
+        assert float(with_text[key]) == float(alone[key])
+    system.eval()
+    system._lm_text = ["x y z"]
+    assert system._extra_lm_texts() == []
+    assert tiny_data.train_text() == tiny_data.train_texts()  # the grammar corpus: its transcripts
+    with pytest.raises(ValueError, match="text_batch_size"):
+        ASRSystem(**override(TINY, language_model__text_batch_size=-1))
