@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     table[:, blank] = float("-inf")
     ctc = torch.randn(16, frames, vocab, generator=generator).mul(3.0).log_softmax(-1)
 
+    search_settings = dict(beam_size=5, bos_id=eos, eos_id=eos, max_len=30)
+
     def step(tokens: torch.Tensor, state: None) -> StepOutput:
         return StepOutput(table.index_select(0, tokens[:, -1]), state, None)
 
@@ -47,17 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if ctc_weight:
             scorer = CTCPrefixScorer(ctc[:items], torch.full((items,), frames), blank_id=blank, eos_id=eos)
         start = time.perf_counter()
-        beam_search(
-            step,
-            None,
-            batch_size=items,
-            beam_size=5,
-            bos_id=eos,
-            eos_id=eos,
-            max_len=30,
-            ctc_scorer=scorer,
-            ctc_weight=ctc_weight,
-        )
+        beam_search(step, None, batch_size=items, ctc_scorer=scorer, ctc_weight=ctc_weight, **search_settings)
         return time.perf_counter() - start
 
     cases = [(1, 0.0), (16, 0.0), (1, 0.3), (16, 0.3)]
