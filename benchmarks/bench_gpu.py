@@ -321,25 +321,47 @@ def case_real_captioning(device, dry: bool, seconds: float) -> None:
             from multiattn.tasks.captioning.model import CaptionOutput
 
             loss, _ = model.loss(CaptionOutput(logits, attention), tokens, lengths, attention_penalty=penalty)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            _optimizer_step(optimizer, loss)
 
-        start = time.perf_counter()
-        timing = measure(step, device, warmup=3, repeats=30, max_seconds=max(1.0, per_mode * 0.5), busy=True)
-        steps_per_s = 1.0 / timing["median_s"]
-        _emit(
-            {
-                "mode": name,
-                "steps_per_s": steps_per_s,
-                "samples_per_s": steps_per_s * batch,
-                "repeats": timing["repeats"],
-                "seconds_with_warmup": time.perf_counter() - start,
-                "peak_memory_mib": _peak_mib(device),
-                "gpu_busy_share": timing.get("gpu_busy_share"),
-                "coco_epoch_minutes": COCO_SAMPLES / (steps_per_s * batch) / 60,
-            }
-        )
+        def rates(steps_per_s: float) -> dict[str, float]:
+            return {"coco_epoch_minutes": COCO_SAMPLES / (steps_per_s * batch) / 60}
+
+        _emit_training_speed(name, step, device, batch=batch, repeats=30, seconds=per_mode * 0.5, rates=rates)
+
+
+def _optimizer_step(optimizer: Any, loss: Any) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _emit_training_speed(
+    name: str,
+    step: Callable[[], None],
+    device: Any,
+    *,
+    batch: int,
+    repeats: int,
+    seconds: float,
+    rates: Callable[[float], dict[str, float]],
+) -> None:
+    """Time training ``step`` (median of up to ``repeats``, at least a second) and emit its row;
+    ``rates(steps_per_s)`` adds the case's own rates."""
+    start = time.perf_counter()
+    timing = measure(step, device, warmup=3, repeats=repeats, max_seconds=max(1.0, seconds), busy=True)
+    steps_per_s = 1.0 / timing["median_s"]
+    _emit(
+        {
+            "mode": name,
+            "steps_per_s": steps_per_s,
+            "samples_per_s": steps_per_s * batch,
+            "repeats": timing["repeats"],
+            "seconds_with_warmup": time.perf_counter() - start,
+            "peak_memory_mib": _peak_mib(device),
+            "gpu_busy_share": timing.get("gpu_busy_share"),
+            **rates(steps_per_s),
+        }
+    )
 
 
 def _peak_mib(device) -> float | None:
@@ -419,26 +441,15 @@ def case_real_asr(device, dry: bool, seconds: float) -> None:
         def step(system=system, optimizer=optimizer, dtype=dtype) -> None:
             with _autocast(device, dtype):
                 loss = system.compute_loss(speech)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            _optimizer_step(optimizer, loss)
 
-        start = time.perf_counter()
-        timing = measure(step, device, warmup=3, repeats=20, max_seconds=max(1.0, per_mode * 0.5), busy=True)
-        steps_per_s = 1.0 / timing["median_s"]
-        _emit(
-            {
-                "mode": name,
-                "steps_per_s": steps_per_s,
-                "samples_per_s": steps_per_s * batch,
+        def rates(steps_per_s: float) -> dict[str, float]:
+            return {
                 "audio_seconds_per_s": steps_per_s * batch * seconds_audio,
-                "repeats": timing["repeats"],
-                "seconds_with_warmup": time.perf_counter() - start,
-                "peak_memory_mib": _peak_mib(device),
-                "gpu_busy_share": timing.get("gpu_busy_share"),
                 "librispeech_960_epoch_minutes": LIBRISPEECH_960_UTTERANCES / (steps_per_s * batch) / 60,
             }
-        )
+
+        _emit_training_speed(name, step, device, batch=batch, repeats=20, seconds=per_mode * 0.5, rates=rates)
 
 
 # ----------------------------------------------------------------------------- case: decoding

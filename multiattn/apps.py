@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from multiattn.io import UserError, staging_folder, swap_folders
+from multiattn.io import UserError, staging_folder, swap_folders, to_jsonable
 from multiattn.pipeline import InputError, OptionError, Pipeline, Result
 from multiattn.pipeline import resolve_device as _resolve_device
 
@@ -167,21 +167,6 @@ def progress(
         leave=False,
         dynamic_ncols=True,
     )
-
-
-def to_jsonable(value: Any) -> Any:
-    """Tensors and numpy values -> Python numbers / lists, recursively."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist()
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 @dataclass

@@ -24,6 +24,8 @@ Shape legend: ``B`` batch, ``S`` frames, ``D`` embed_dim, ``nh`` num_heads, ``K`
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from multiattn.attention.multihead import MultiHeadAttention
@@ -147,42 +149,19 @@ class ConformerBlock(nn.Module):
 
 
 class ConformerEncoder(nn.Module):
-    """A stack of :class:`ConformerBlock` s: ``(x, lengths) -> (y, lengths)``.
+    """A stack of ``num_layers`` :class:`ConformerBlock` s: ``(x, lengths) -> (y, lengths)``.
 
     Args:
         embed_dim: ``D``.
-        num_heads: ``nh``.
         num_layers: number of blocks.
-        ff_dim: feed-forward hidden size.
-        kernel_size: depthwise convolution kernel.
-        dropout: dropout.
-        conv_norm: ``"layer"`` or ``"batch"``.
+        **block: the other arguments of every block (``num_heads``, ``ff_dim``, ``kernel_size``,
+            ``dropout``, ``conv_norm``; see :class:`ConformerBlock`).
     """
 
-    def __init__(
-        self,
-        *,
-        embed_dim: int,
-        num_heads: int,
-        num_layers: int,
-        ff_dim: int,
-        kernel_size: int = 15,
-        dropout: float = 0.1,
-        conv_norm: str = "layer",
-    ) -> None:
+    def __init__(self, *, embed_dim: int, num_layers: int, **block: Any) -> None:
         super().__init__()
         self.embed_dim = embed_dim
-        self.layers = nn.ModuleList(
-            ConformerBlock(
-                embed_dim=embed_dim,
-                num_heads=num_heads,
-                ff_dim=ff_dim,
-                kernel_size=kernel_size,
-                dropout=dropout,
-                conv_norm=conv_norm,
-            )
-            for _ in range(num_layers)
-        )
+        self.layers = nn.ModuleList(ConformerBlock(embed_dim=embed_dim, **block) for _ in range(num_layers))
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Encode.

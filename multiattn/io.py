@@ -13,7 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["UserError", "atomic_path", "atomic_open", "write_json", "staging_folder", "swap_folders"]
+__all__ = [
+    "UserError",
+    "atomic_path",
+    "atomic_open",
+    "to_jsonable",
+    "write_json",
+    "staging_folder",
+    "swap_folders",
+]
 
 
 class UserError(Exception):
@@ -56,6 +64,22 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def to_jsonable(value: Any) -> Any:
+    """Tensors (any dtype, any device) and numpy values -> Python numbers / lists, recursively;
+    paths -> strings."""
+    if hasattr(value, "detach"):  # a tensor
+        value = value.detach().cpu()
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def write_json(path: str | os.PathLike, obj: Any, **kwargs: Any) -> None:

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from multiattn.io import UserError, atomic_path
+from multiattn.io import UserError, atomic_path, to_jsonable
 
 __all__ = [
     "ChoiceOption",
@@ -174,8 +174,6 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         """The app command's ``--json`` record of this input (plain Python types)."""
-        from multiattn.apps import to_jsonable
-
         return to_jsonable(dict(self.record))
 
     def overlay(self) -> Any:

@@ -14,16 +14,18 @@ Declarations are cheap to import (``multiattn --help`` loads every one): a task 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata, resources
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Command",
+    "Inputs",
     "Task",
     "Unavailable",
     "registered_entry_points",
@@ -70,6 +72,18 @@ class Command:
         return int(resolve(self.main, self.package)(list(argv)) or 0)
 
 
+class Inputs(NamedTuple):
+    """The files a task reads as ``report --inputs``.
+
+    Attributes:
+        kind: what they are, for messages ("image", "audio").
+        extensions: their suffixes (lower case, with the dot), or a :data:`Reference` to them.
+    """
+
+    kind: str
+    extensions: Reference
+
+
 @dataclass(frozen=True)
 class Task:
     """A task's declaration (``tasks/<task>/task.py`` for the built-in ones).
@@ -77,18 +91,18 @@ class Task:
     Attributes:
         name: the task's short name: the report section's ``task`` kind, the data folder under
             ``report --data-dir``.
-        title: the report tab's title ("classifier", "speech", ...; default: ``name``).
-        package: the declaring package (``__package__``): relative references resolve in it, and
-            a checkpoint whose LightningCLI class path lies inside it belongs to this task.
         help: one line for ``multiattn --help`` describing the app command.
-        app: ``main(argv)`` of the app command (default ``.app:main``).
         system: the LightningModule class of its checkpoints (tried on checkpoints that do not
             record a class path).
+        inputs: the files it reads as ``--inputs`` (:class:`Inputs`).
+        title: the report tab's title ("classifier", "speech", ...; default: ``name``).
+        package: the declaring package: relative references resolve in it, and a checkpoint whose
+            LightningCLI class path lies inside it belongs to this task (default: the package of
+            the module the entry point names, filled in by :func:`load_registry`).
+        app: ``main(argv)`` of the app command (default ``.app:main``).
         report: ``build_section(request) -> section dict`` for ``multiattn report``, where
             ``request`` is a ``multiattn.tasks.common.report.SectionRequest`` (default
             ``.report:build_section``).
-        input_extensions: the file suffixes (lower case, with the dot) it reads as ``--inputs``.
-        input_kind: what those files are, for messages ("image", "audio").
         pipeline: the :class:`multiattn.pipeline.Pipeline` subclass ``multiattn.load`` returns for
             its checkpoints (default ``.pipeline:PIPELINE``).
         renderer: a JavaScript file inside ``package`` (default ``explorer.js``) that sets
@@ -97,12 +111,11 @@ class Task:
     """
 
     name: str
-    package: str
     help: str
     system: Reference
-    input_extensions: Reference
-    input_kind: str
+    inputs: Inputs
     title: str = ""
+    package: str = ""
     app: Reference = ".app:main"
     report: Reference = ".report:build_section"
     renderer: str = "explorer.js"
@@ -124,7 +137,7 @@ class Task:
         return class_path.startswith(f"{self.package}.")
 
     def extensions(self) -> set[str]:
-        return {e.lower() for e in self.load("input_extensions")}
+        return {e.lower() for e in resolve(self.inputs.extensions, self.package)}
 
     def renderer_source(self) -> str:
         return resources.files(self.package).joinpath(self.renderer).read_text(encoding="utf-8")
@@ -164,6 +177,8 @@ def load_registry() -> tuple[dict[str, Task], dict[str, Command | Unavailable]]:
             found[entry.name] = Unavailable(entry.name, entry.module)
             continue
         if isinstance(value, Task):
+            if not value.package:
+                value = dataclasses.replace(value, package=entry.module.rpartition(".")[0])
             if value.name in found_tasks and found_tasks[value.name] != value:
                 raise RuntimeError(f"two tasks named {value.name!r} are registered")
             found_tasks[value.name] = value

@@ -32,6 +32,8 @@ __all__ = [
     "AffineHead",
     "ScaleTranslateHead",
     "ProjectiveHead",
+    "SoftArgmaxHead",
+    "soft_argmax",
     "STN_HEADS",
     "build_stn_head",
     "warp",
@@ -118,6 +120,102 @@ class ProjectiveHead(nn.Module):
         params = self.linear(features)  # (B, 8)
         one = torch.ones_like(params[:, :1])  # (B, 1)
         return torch.cat([params, one], dim=1).view(-1, 3, 3)  # (B, 9) -> (B, 3, 3)
+
+
+def soft_argmax(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Expected position under a spatial softmax.
+
+    Args:
+        logits: ``(B, h, w)`` heatmap scores.
+
+    Returns:
+        ``(position (B, 2), weights (B, h, w))``: the softmax-weighted mean of the cell centres in
+        normalised ``(x, y)`` (``align_corners=False``: cell ``i`` of ``n`` is centred at
+        ``(2 i + 1) / n - 1``), and the softmax weights themselves.
+    """
+    batch, height, width = logits.shape
+    weights = logits.float().reshape(batch, -1).softmax(dim=1).view(batch, height, width)
+    ys = (torch.arange(height, device=logits.device, dtype=torch.float32) * 2 + 1) / height - 1
+    xs = (torch.arange(width, device=logits.device, dtype=torch.float32) * 2 + 1) / width - 1
+    x = (weights.sum(dim=1) * xs).sum(dim=1)  # (B,) marginal over rows, then columns
+    y = (weights.sum(dim=2) * ys).sum(dim=1)
+    return torch.stack([x, y], dim=1), weights
+
+
+class SoftArgmaxHead(nn.Module):
+    """The attention transform from a heatmap: translation by soft-argmax, scale from pooled features.
+
+    ``(B, F, h, w)`` feature map -> theta ``(B, 2, 3)`` ``[[sx, 0, tx], [0, sy, ty]]``. A 1x1
+    convolution scores every cell; ``(tx, ty)`` is the soft-argmax of those scores (spatially
+    equivariant: a digit moved by a cell moves the region by a cell, so the translation is learnt
+    from few examples), and the scale is a linear map of the feature vector pooled with the same
+    weights, bounded to ``[min_scale, max_scale]`` by a sigmoid (no collapse to an empty region).
+
+    At init the scores are zero (uniform weights: the centre of the input) and the scale is
+    ``init_scale``: a centred zoom, so the glimpse has to move to see an off-centre object.
+
+    With ``num_classes`` the cells are scored once per class and the heatmap is their
+    log-sum-exp over classes; :meth:`class_logits` pools the maps into image-level logits, so a
+    cross-entropy on the *label* teaches the maps where the object is directly, instead of only
+    through the sampler's gradient (which is weak while the glimpse misses the object). This is
+    weakly supervised localisation in the manner of class activation maps (Zhou et al. 2016).
+
+    Args:
+        in_features: ``F``, channels of the feature map.
+        anisotropic: separate ``sx``, ``sy`` (a narrow digit gets a narrow region).
+        init_scale: the scale at init, in ``(min_scale, max_scale)``.
+        min_scale: smallest scale (region side relative to the input's).
+        max_scale: largest scale.
+        num_classes: score one map per class (see above); 0 scores a single map.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        anisotropic: bool = True,
+        init_scale: float = 0.5,
+        min_scale: float = 0.1,
+        max_scale: float = 1.0,
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0 < min_scale < init_scale < max_scale:
+            raise ValueError(
+                f"scales: expected 0 < min_scale < init_scale < max_scale, received "
+                f"{min_scale}, {init_scale}, {max_scale}"
+            )
+        self.anisotropic, self.min_scale, self.max_scale = anisotropic, min_scale, max_scale
+        self.num_classes = num_classes
+        self.score = nn.Conv2d(in_features, max(1, num_classes), 1)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+        logit = math.log((init_scale - min_scale) / (max_scale - init_scale))
+        self.scale = _identity_linear(in_features, [logit, logit] if anisotropic else [logit])
+
+    def scores(self, features: Tensor) -> Tensor:
+        """Cell scores ``(B, S, h, w)``: one map, or one per class with ``num_classes``."""
+        check_shape("features", features, (None, self.score.in_channels, None, None))
+        return self.score(features)
+
+    @staticmethod
+    def class_logits(scores: Tensor) -> Tensor:
+        """Image-level class logits ``(B, K)`` from per-class maps: a smooth maximum over the cells
+        (log-sum-exp less ``log(h w)``), so that one place has to carry the evidence."""
+        flat = scores.float().flatten(2)  # (B, K, h * w)
+        return flat.logsumexp(dim=2) - math.log(flat.shape[2])
+
+    def forward(self, features: Tensor, scores: Tensor | None = None) -> Tensor:
+        """``theta (B, 2, 3)`` from the feature map (and its :meth:`scores`, if already computed)."""
+        scores = self.scores(features) if scores is None else scores
+        heat = scores.float().logsumexp(dim=1) if self.num_classes else scores.squeeze(1)  # (B, h, w)
+        shift, weights = soft_argmax(heat)  # (B, 2), (B, h, w)
+        pooled = torch.einsum("bfhw,bhw->bf", features.float(), weights)  # (B, F)
+        scale = self.min_scale + (self.max_scale - self.min_scale) * torch.sigmoid(self.scale(pooled).float())
+        scale_x, scale_y = (scale[:, 0], scale[:, 1]) if self.anisotropic else (scale[:, 0], scale[:, 0])
+        zero = torch.zeros_like(scale_x)
+        rows = [torch.stack([scale_x, zero, shift[:, 0]], -1), torch.stack([zero, scale_y, shift[:, 1]], -1)]
+        return torch.stack(rows, dim=1)  # (B, 2, 3)
 
 
 def tps_control_points(grid_size: int) -> Tensor:
@@ -345,18 +443,31 @@ class SpatialTransformer(nn.Module):
         """Parameters of the localisation net and head (train them with a smaller learning rate)."""
         return [*self.localization.parameters(), *self.head.parameters()]
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, images: Tensor, *, with_class_logits: bool = False
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor | None]:
         """Warp ``images``.
 
         Args:
             images: ``(B, C, H, W)``.
+            with_class_logits: also return the localisation's own class logits ``(B, K)``: a
+                :class:`SoftArgmaxHead` with ``num_classes`` scores a map per class, which a
+                label-only loss trains to light up where the object is (``None`` for other heads).
 
         Returns:
-            ``(warped (B, C, h, w), theta (B, 2, 3) or (B, 3, 3))``.
+            ``(warped (B, C, h, w), theta (B, 2, 3) or (B, 3, 3))``, and the class logits with
+            ``with_class_logits``.
         """
         if images.dim() != 4:
             raise ValueError(f"images: expected shape (B, C, H, W), received {tuple(images.shape)}")
-        theta = self.head(self.localization(images))
+        features = self.localization(images)
+        class_logits = None
+        if isinstance(self.head, SoftArgmaxHead) and self.head.num_classes:
+            scores = self.head.scores(features)  # (B, K, h', w')
+            theta = self.head(features, scores)
+            class_logits = SoftArgmaxHead.class_logits(scores)  # (B, K)
+        else:
+            theta = self.head(features)
         warped = warp(
             images, theta, self.output_size, align_corners=self.align_corners, padding_mode=self.padding_mode
         )
@@ -370,7 +481,7 @@ class SpatialTransformer(nn.Module):
                 input_hw=(images.shape[2], images.shape[3]),
                 align_corners=self.align_corners,
             )
-        return warped, theta
+        return (warped, theta, class_logits) if with_class_logits else (warped, theta)
 
 
 def theta_kind(theta: Tensor) -> str:

@@ -17,13 +17,14 @@ Shape legend: ``B`` batch, ``T`` target length, ``S`` source (memory) length, ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from multiattn.attention import ATTENTION, KVCache, LinearAttentionState, MultiHeadAttention, build_attention
 from multiattn.attention.multihead import split_heads
-from multiattn.decoding.shared import reindex_items
+from multiattn.decoding.grouping import ItemMemory
 from multiattn.masks import check_lengths, check_shape, lengths_to_mask
 
 __all__ = [
@@ -79,34 +80,21 @@ class TransformerEncoderLayer(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """A stack of pre-norm encoder layers and a final LayerNorm; ``(x, lengths) -> (y, lengths)``.
+    """A stack of ``num_layers`` :class:`TransformerEncoderLayer` s and a final LayerNorm;
+    ``(x, lengths) -> (y, lengths)``.
 
     Args:
         embed_dim: ``D``.
-        num_heads: attention heads.
         num_layers: number of layers.
-        ff_dim: ``F``.
-        dropout: dropout.
-        attention: ``"softmax"`` or ``"linear"``.
+        **layer: the other arguments of every layer (``num_heads``, ``ff_dim``, ``dropout``,
+            ``attention``; see :class:`TransformerEncoderLayer`).
     """
 
-    def __init__(
-        self,
-        *,
-        embed_dim: int,
-        num_heads: int,
-        num_layers: int,
-        ff_dim: int,
-        dropout: float = 0.1,
-        attention: str = "softmax",
-    ) -> None:
+    def __init__(self, *, embed_dim: int, num_layers: int, **layer: Any) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.layers = nn.ModuleList(
-            TransformerEncoderLayer(
-                embed_dim=embed_dim, num_heads=num_heads, ff_dim=ff_dim, dropout=dropout, attention=attention
-            )
-            for _ in range(num_layers)
+            TransformerEncoderLayer(embed_dim=embed_dim, **layer) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(embed_dim)
 
@@ -140,23 +128,19 @@ class DecoderCache:
         self_attn: one self-attention cache per layer (appended every step).
         cross_attn: one static cross-attention cache per layer (memory projected once).
         memory_mask: ``(G, S)`` bool, ``None`` when every memory position is valid.
-        items: ``(B,)`` the batch item each row belongs to. A reorder that keeps every row on its
-            own item (every beam-search step after the first expansion) leaves the static
-            cross-attention caches and the memory mask as they are. When rows change item (the
-            first expansion, dropped rows) and form equal groups of consecutive rows per item,
-            the cross-attention caches and ``memory_mask`` hold one row per group (``G`` rows,
-            grouped queries of :class:`~multiattn.attention.multihead.MultiHeadAttention`);
-            otherwise one per row.
-        item_cross: per layer, the ``(key, value)`` ``(B0, nh, S, hd)`` of the original items.
-        item_mask: ``(B0, S)`` the memory mask of the original items.
+        memory: every layer's cross-attention ``(key, value)`` ``(B0, nh, S, hd)`` (and the memory
+            mask ``(B0, S)``) of the original items, shared by their hypothesis rows
+            (:class:`multiattn.decoding.grouping.ItemMemory`): after a reorder the cross-attention
+            caches and :attr:`memory_mask` hold one row per group of consecutive rows of one item
+            (grouped queries of :class:`~multiattn.attention.multihead.MultiHeadAttention`), and
+            are re-gathered only when rows change item. ``None``: every row owns its copy and
+            every reorder gathers it.
     """
 
     self_attn: list[KVCache | LinearAttentionState]
     cross_attn: list[KVCache]
     memory_mask: Tensor | None = None
-    items: Tensor | None = None
-    item_cross: list[tuple[Tensor, Tensor]] | None = None
-    item_mask: Tensor | None = None
+    memory: ItemMemory | None = None
 
     @property
     def length(self) -> int:
@@ -167,23 +151,18 @@ class DecoderCache:
         """Keep batch rows ``indices`` (``(B',)`` long), in that order, in every layer."""
         for cache in self.self_attn:
             cache.reorder(indices)
-        if self.items is None:
+        if self.memory is None:
             for cache in self.cross_attn:
                 cache.reorder(indices)
             if self.memory_mask is not None:
                 self.memory_mask = self.memory_mask.index_select(0, indices)
             return
-        self.items, unchanged = reindex_items(self.items, indices)
-        if unchanged:
-            return
-        # Rows grouped K per item (beam search) read one copy of their item's keys / values.
-        groups, counts = torch.unique_consecutive(self.items, return_counts=True)  # (G,), (G,)
-        select = groups if bool((counts == counts[0]).all()) else self.items
-        assert self.item_cross is not None
-        for cache, (key, value) in zip(self.cross_attn, self.item_cross):
-            cache.key, cache.value = key.index_select(0, select), value.index_select(0, select)
-        if self.item_mask is not None:
-            self.memory_mask = self.item_mask.index_select(0, select)
+        self.memory = self.memory.reorder(indices)
+        shared = self.memory.shared()  # (G, ...) per tensor; the same tensors while no row changes item
+        for index, cache in enumerate(self.cross_attn):
+            cache.key, cache.value = shared[2 * index], shared[2 * index + 1]
+        if self.memory_mask is not None:
+            self.memory_mask = shared[-1]
 
 
 class TransformerDecoderLayer(nn.Module):
@@ -237,41 +216,24 @@ class TransformerDecoderLayer(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    """A stack of pre-norm decoder layers and a final LayerNorm.
+    """A stack of ``num_layers`` :class:`TransformerDecoderLayer` s and a final LayerNorm.
 
     Args:
         embed_dim: ``D``.
-        num_heads: attention heads.
         num_layers: number of layers.
-        ff_dim: ``F``.
-        dropout: dropout.
         memory_dim: ``Dm`` (default ``embed_dim``).
-        attention: self-attention kind, ``"softmax"`` or ``"linear"``.
+        **layer: the other arguments of every layer (``num_heads``, ``ff_dim``, ``dropout``,
+            ``attention``; see :class:`TransformerDecoderLayer`).
     """
 
     def __init__(
-        self,
-        *,
-        embed_dim: int,
-        num_heads: int,
-        num_layers: int,
-        ff_dim: int,
-        dropout: float = 0.1,
-        memory_dim: int | None = None,
-        attention: str = "softmax",
+        self, *, embed_dim: int, num_layers: int, memory_dim: int | None = None, **layer: Any
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.memory_dim = embed_dim if memory_dim is None else memory_dim
         self.layers = nn.ModuleList(
-            TransformerDecoderLayer(
-                embed_dim=embed_dim,
-                num_heads=num_heads,
-                ff_dim=ff_dim,
-                dropout=dropout,
-                memory_dim=memory_dim,
-                attention=attention,
-            )
+            TransformerDecoderLayer(embed_dim=embed_dim, memory_dim=memory_dim, **layer)
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(embed_dim)
@@ -294,9 +256,9 @@ class TransformerDecoder(nn.Module):
             value = split_heads(attn.v_proj(memory), attn.num_heads)  # (B, nh, S, hd)
             cache.append(key, value)
             cross_caches.append(cache)
-        items = torch.arange(memory.shape[0], device=memory.device)  # (B,)
-        item_cross = [(cache.key, cache.value) for cache in cross_caches]
-        return DecoderCache(self_caches, cross_caches, memory_mask, items, item_cross, memory_mask)
+        per_item = [tensor for cache in cross_caches for tensor in (cache.key, cache.value)]
+        per_item += [] if memory_mask is None else [memory_mask]
+        return DecoderCache(self_caches, cross_caches, memory_mask, ItemMemory(*per_item))
 
     def forward(
         self,

@@ -16,7 +16,7 @@ The task's report adapter (its ``report`` piece, given a
   default is regenerated from its seed when missing), with references / true labels / boxes / word
   times, per-example scores and the section's corpus metrics;
 - ``--inputs FILE...``: the user's files, each given to the sections whose task reads its type
-  (the task's ``input_extensions``); a file that cannot be read is reported on stderr as one line
+  (the task's ``inputs``); a file that cannot be read is reported on stderr as one line
   and skipped.
 
 While a section is built, a progress bar counts its examples on stderr (only when stderr is a
@@ -208,7 +208,7 @@ def _build_sections(
             quiet=getattr(args, "quiet", False),
         )
         if request.inputs is not None and not request.inputs:
-            log(f"{ckpt}: no {task.input_kind} files among --inputs; section left out")
+            log(f"{ckpt}: no {task.inputs.kind} files among --inputs; section left out")
             continue
         started = time.perf_counter()
         section = task.load("report")(request)

@@ -15,25 +15,9 @@ import yaml
 from multiattn import cli
 from multiattn.checkpoint import load_checkpoint
 from multiattn.io import UserError
+from tests.helpers.processes import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "JSONARGPARSE_DEPRECATION_WARNINGS": "off",
-        "OMP_NUM_THREADS": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "multiattn.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def write_config(tmp_path: Path, name: str, *, max_epochs: int = 2, extra_trainer: str = "") -> Path:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from multiattn.attention.additive import AdditiveAttention, compiled_energy
+from multiattn.attention.additive import AdditiveAttention
 from multiattn.attention.cache import KVCache, LinearAttentionState
+from multiattn.attention.compiled_energy import CompiledEnergy
 from multiattn.attention.linear import LinearAttention
 from multiattn.attention.location import LocationAwareAttention
 from multiattn.attention.multihead import MultiHeadAttention
@@ -25,7 +26,7 @@ __all__ = [
     "LocationAwareAttention",
     "SoftSpatialAttention",
     "SpatialAttentionOutput",
-    "compiled_energy",
+    "CompiledEnergy",
     "doubly_stochastic_penalty",
     "ATTENTION",
     "build_attention",

@@ -14,75 +14,18 @@ Shape legend: ``B`` batch, ``S`` key/source length, ``Dq`` query dim, ``Dk`` key
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Callable, Iterator
-
 import torch
 from torch import Tensor, nn
 
+from multiattn.attention.compiled_energy import active_energy_kernel
+from multiattn.decoding.grouping import QueryGroups
 from multiattn.masks import check_shape
 from multiattn.recording import emit, is_recording
 
-__all__ = ["AdditiveAttention", "additive_energy", "compiled_energy", "masked_softmax", "weighted_sum"]
+__all__ = ["AdditiveAttention", "additive_energy", "masked_softmax", "weighted_sum"]
 
 # Hidden-layer elements per chunk when no gradient is needed: ~1 MB of float32 stays in cache.
 _CHUNK_ELEMENTS = 1 << 18
-
-
-def _fused_energy(keys_proj: Tensor, query_proj: Tensor, score_weight: Tensor) -> Tensor:
-    """The same score as the eager path, written for one fused kernel (no ``(B, S, A)`` tensor)."""
-    groups, length, attn_dim = keys_proj.shape
-    hidden = keys_proj.unsqueeze(1) + query_proj.view(groups, -1, 1, attn_dim)  # (G, K, S, A)
-    energy = (torch.sigmoid(hidden * 2.0) * score_weight.view(attn_dim)).sum(-1) * 2.0 - score_weight.sum()
-    return energy.view(-1, length)  # (G, K, S) -> (B, S)
-
-
-class _Compiled:
-    """The lazily compiled :func:`_fused_energy` and whether :func:`compiled_energy` is on."""
-
-    enabled = False
-    function: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
-    broken = False  # compiling failed once (no C++ compiler, ...): stay on the eager path
-
-
-@contextlib.contextmanager
-def compiled_energy(enabled: bool = True) -> Iterator[None]:
-    """Within the block, gradient-free :func:`additive_energy` calls run as one compiled kernel.
-
-    ``torch.compile`` fuses the add, the sigmoid and the dot product with ``v`` into one loop that
-    never writes the ``(B, S, A)`` hidden layer: for a batched captioning beam search that layer is
-    ~40 % of the step (``python -m benchmarks.bench_captioning`` measures both paths). The price is a one-off
-    compilation (seconds the first time, much less once Inductor's on-disk cache holds it) and
-    guard checks on every call, so it pays for bulk decoding, not
-    for one image. Values equal the eager path's up to float rounding. Where compiling fails (no
-    C++ compiler for Inductor's CPU backend, an unsupported device) a warning says so once and the
-    eager path is used. Calls with ``extra`` (location features) or with autograd stay eager.
-    """
-    previous, _Compiled.enabled = _Compiled.enabled, enabled
-    try:
-        yield
-    finally:
-        _Compiled.enabled = previous
-
-
-def _compiled_call(keys_proj: Tensor, query_proj: Tensor, score_weight: Tensor) -> Tensor | None:
-    """:func:`_fused_energy` compiled, or ``None`` where compiling is unavailable."""
-    if _Compiled.broken:
-        return None
-    if _Compiled.function is None:
-        _Compiled.function = torch.compile(_fused_energy, dynamic=True)
-    try:
-        return _Compiled.function(keys_proj, query_proj, score_weight)
-    except Exception as error:  # any backend failure: the eager kernel computes the same thing
-        _Compiled.broken = True
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        warnings.warn(
-            f"compiled attention scores are unavailable here ({first_line}); decoding uses the eager path",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
 
 
 def additive_energy(
@@ -96,6 +39,8 @@ def additive_energy(
     (``python scripts/additive_energy_speed.py`` measures both forms). Without autograd the rows
     are processed in chunks of ~1 MB, so the hidden layer never leaves the cache however many
     hypotheses a beam search scores at once. Same value as the tanh form up to float rounding.
+    Within an active :class:`~multiattn.attention.compiled_energy.CompiledEnergy` block, calls
+    without autograd and without ``extra`` run its compiled kernel instead (a speed-up only).
 
     Keys may be shared by groups of consecutive queries (beam search: the ``K`` hypotheses of
     one item, see :meth:`multiattn.decoding.ItemMemory.shared`): with ``G`` key rows and
@@ -110,13 +55,9 @@ def additive_energy(
     Returns:
         ``(B, S)`` unnormalised energies.
     """
-    batch, groups = query_proj.shape[0], keys_proj.shape[0]
-    if groups == 0 or batch % groups:
-        raise ValueError(
-            f"keys_proj: {groups} rows do not divide the {batch} queries into equal groups "
-            f"(keys_proj {tuple(keys_proj.shape)}, query_proj {tuple(query_proj.shape)})"
-        )
-    per_group, length, attn_dim = batch // groups, keys_proj.shape[1], keys_proj.shape[2]
+    batch = query_proj.shape[0]
+    groups, per_group = QueryGroups.of(batch, keys_proj.shape[0], what="keys_proj")
+    length, attn_dim = keys_proj.shape[1], keys_proj.shape[2]
     queries = query_proj.view(groups, per_group, 1, attn_dim)  # (B, A) -> (G, K, 1, A)
     if extra is not None:
         extra = extra.view(groups, per_group, length, attn_dim)  # (B, S, A) -> (G, K, S, A)
@@ -133,8 +74,9 @@ def additive_energy(
             nn.functional.linear(torch.sigmoid(hidden * 2.0), score_weight) * 2.0 - offset
         )  # (G, K, S, 1)
         return energy.view(batch, length)  # (G, K, S, 1) -> (B, S)
-    if _Compiled.enabled and extra is None:
-        energy = _compiled_call(keys_proj, query_proj, score_weight)
+    kernel = active_energy_kernel()  # a compiled kernel within its `with kernel.active():` block
+    if kernel is not None and extra is None:
+        energy = kernel(keys_proj, query_proj, score_weight)
         if energy is not None:
             return energy
     step = max(1, _CHUNK_ELEMENTS // max(1, per_group * length * attn_dim))  # groups per chunk

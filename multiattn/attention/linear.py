@@ -28,12 +28,14 @@ dim, ``nh`` num_heads, ``hd`` head_dim, ``n`` chunks, ``C`` chunk_size.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from multiattn.attention.cache import KVCache, LinearAttentionState
-from multiattn.attention.multihead import AXES, init_projections, merge_heads, resolve_source, split_heads
+from multiattn.attention.multihead import AXES, ProjectedAttention, merge_heads, resolve_source, split_heads
 from multiattn.masks import build_attention_mask
 from multiattn.recording import emit, is_recording
 
@@ -45,7 +47,7 @@ def elu_feature_map(x: Tensor) -> Tensor:
     return F.elu(x) + 1.0
 
 
-class LinearAttention(nn.Module):
+class LinearAttention(ProjectedAttention):
     """Multi-head linear attention with the ``elu + 1`` feature map (Katharopoulos et al. 2020).
 
     Same constructor and forward as :class:`~multiattn.attention.multihead.MultiHeadAttention`.
@@ -63,25 +65,9 @@ class LinearAttention(nn.Module):
     """
 
     def __init__(
-        self,
-        embed_dim: int,
-        num_heads: int,
-        *,
-        context_dim: int | None = None,
-        dropout: float = 0.0,
-        bias: bool = True,
-        chunk_size: int = 64,
-        eps: float = 1e-6,
+        self, embed_dim: int, num_heads: int, *, chunk_size: int = 64, eps: float = 1e-6, **projections: Any
     ) -> None:
-        super().__init__()
-        init_projections(
-            self,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            context_dim=context_dim,
-            dropout=dropout,
-            bias=bias,
-        )
+        super().__init__(embed_dim, num_heads, **projections)  # context_dim, dropout, bias
         self.chunk_size = chunk_size
         self.eps = eps
 

@@ -16,10 +16,11 @@ Rows whose keys are all masked (e.g. an empty source) get zero weights and a zer
 in both paths. SDPA would return NaN there, so such rows are unmasked for the kernel and their
 result is zeroed afterwards.
 
-Grouped queries: when the (cached) keys have ``G`` rows and the queries ``B = G * K``, query rows
-``g*K .. g*K+K-1`` all attend to key row ``g`` (beam search: the ``K`` hypotheses of one input
-share its cross-attention memory). The ``K`` rows become ``K * T`` queries of one attention call,
-so the keys are read once per group instead of once per row.
+Grouped queries (a speed-up of beam search, :class:`multiattn.decoding.grouping.QueryGroups`):
+when the (cached) keys have ``G`` rows and the queries ``B = G * K``, query rows
+``g*K .. g*K+K-1`` all attend to key row ``g`` (the ``K`` hypotheses of one input share its
+cross-attention memory); the ``K`` rows become ``K * T`` queries of one attention call, so the
+keys are read once per group instead of once per row. With ``G = B`` nothing changes.
 
 Shape legend: ``B`` batch, ``T`` query length, ``S`` key length, ``D`` embed_dim, ``Dc`` context
 dim, ``nh`` num_heads, ``hd`` head_dim.
@@ -34,10 +35,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multiattn.attention.cache import KVCache
+from multiattn.decoding.grouping import QueryGroups
 from multiattn.masks import build_attention_mask, check_shape
 from multiattn.recording import emit, is_recording
 
-__all__ = ["MultiHeadAttention", "fast_path_kernel", "resolve_source", "split_heads", "merge_heads"]
+__all__ = [
+    "MultiHeadAttention",
+    "ProjectedAttention",
+    "fast_path_kernel",
+    "resolve_source",
+    "split_heads",
+    "merge_heads",
+]
 
 AXES = ("batch", "head", "query", "key")
 KERNELS = ("auto", "sdpa", "matmul")
@@ -99,34 +108,43 @@ def resolve_source(
     return x
 
 
-def init_projections(
-    module: nn.Module, *, embed_dim: int, num_heads: int, context_dim: int | None, dropout: float, bias: bool
-) -> None:
-    """Set the sizes and the q/k/v/out projections every dot-product attention module shares.
+class ProjectedAttention(nn.Module):
+    """The constructor the dot-product attention modules share: sizes and q/k/v/out projections.
 
     Keys and values are projected from ``context_dim`` (``embed_dim`` for self-attention).
+
+    Args:
+        embed_dim: ``D``, query (and output) dimension.
+        num_heads: ``nh``; must divide ``embed_dim``.
+        context_dim: ``Dc``, dimension of ``context`` (default ``embed_dim``).
+        dropout: dropout on the attention (training only).
+        bias: bias in the projections.
     """
-    if embed_dim % num_heads:
-        raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
-    module.embed_dim = embed_dim
-    module.num_heads = num_heads
-    module.head_dim = embed_dim // num_heads
-    module.context_dim = embed_dim if context_dim is None else context_dim
-    module.dropout = dropout
-    module.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-    module.k_proj = nn.Linear(module.context_dim, embed_dim, bias=bias)
-    module.v_proj = nn.Linear(module.context_dim, embed_dim, bias=bias)
-    module.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        context_dim: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.context_dim = embed_dim if context_dim is None else context_dim
+        self.dropout = dropout
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(self.context_dim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(self.context_dim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 
 
-def _ungroup(x: Tensor, per_group: int) -> Tensor:
-    """``(G, nh, K * T, X)`` per-group rows back to ``(G * K, nh, T, X)`` (grouped queries)."""
-    groups, heads, rows, last = x.shape
-    x = x.view(groups, heads, per_group, rows // per_group, last)  # (G, nh, K, T, X)
-    return x.transpose(1, 2).reshape(groups * per_group, heads, rows // per_group, last)
-
-
-class MultiHeadAttention(nn.Module):
+class MultiHeadAttention(ProjectedAttention):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017).
 
     Self-attention when ``context is None``, cross-attention otherwise. Separate ``q_proj``,
@@ -146,25 +164,6 @@ class MultiHeadAttention(nn.Module):
     """
 
     kernel: str = "auto"
-
-    def __init__(
-        self,
-        embed_dim: int,
-        num_heads: int,
-        *,
-        context_dim: int | None = None,
-        dropout: float = 0.0,
-        bias: bool = True,
-    ) -> None:
-        super().__init__()
-        init_projections(
-            self,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            context_dim=context_dim,
-            dropout=dropout,
-            bias=bias,
-        )
 
     def forward(
         self,
@@ -201,33 +200,26 @@ class MultiHeadAttention(nn.Module):
             v = split_heads(self.v_proj(source), self.num_heads)  # (B, nh, S, hd)
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, nh, S_past + S, hd)
-        groups = k.shape[0]
-        per_group = batch // groups if groups and batch % groups == 0 else 0
-        if per_group == 0 or (per_group > 1 and (is_causal or (mask is not None and mask.dim() != 2))):
-            raise ValueError(
-                f"cache: expected batch {batch} (or a divisor of it, for cross-attention with a key-padding "
-                f"mask), received cached keys of shape {tuple(k.shape)}"
-            )
-        if per_group > 1:  # K consecutive query rows share one key set: one attention per group
-            q = q.view(groups, per_group, self.num_heads, query_len, self.head_dim)  # (G, K, nh, T, hd)
-            q = q.transpose(1, 2).reshape(groups, self.num_heads, per_group * query_len, self.head_dim)
+        # Grouped queries (multiattn.decoding.grouping): G cached key rows serve B = G * K query rows.
+        groups = QueryGroups.of(batch, k.shape[0], what="cache")
+        groups.check_mask(mask, is_causal=is_causal)
+        q = groups.fold_heads(q)  # (G, nh, K * T, hd)
         key_len = k.shape[2]
         attn_mask = build_attention_mask(
-            q.shape[2], key_len, mask=mask, is_causal=is_causal, batch=groups, device=x.device
+            q.shape[2], key_len, mask=mask, is_causal=is_causal, batch=groups.groups, device=x.device
         )  # (B or 1, 1, T, S) or None
         kernel = self.kernel
         if kernel == "auto":
             kernel = fast_path_kernel(q.device.type, _DTYPE_NAMES.get(q.dtype, "fp32"), key_len)
         if is_recording():
-            out = self._explicit(q, k, v, attn_mask, per_group=per_group)
+            out = self._explicit(q, k, v, attn_mask, groups=groups)
         elif kernel == "matmul":
-            out = self._explicit(q, k, v, attn_mask, per_group=per_group, record=False)
+            out = self._explicit(q, k, v, attn_mask, groups=groups, record=False)
         else:
             out = self._fast(
                 q, k, v, attn_mask, is_causal=is_causal and mask is None and query_len == key_len
             )
-        if per_group > 1:
-            out = _ungroup(out, per_group)  # (G, nh, K * T, hd) -> (B, nh, T, hd)
+        out = groups.unfold_heads(out)  # (B, nh, T, hd)
         return self.out_proj(merge_heads(out))
 
     def _fast(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, *, is_causal: bool) -> Tensor:
@@ -249,7 +241,7 @@ class MultiHeadAttention(nn.Module):
         v: Tensor,
         attn_mask: Tensor | None,
         *,
-        per_group: int = 1,
+        groups: QueryGroups,
         record: bool = True,
     ) -> Tensor:
         scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, S)
@@ -260,7 +252,7 @@ class MultiHeadAttention(nn.Module):
         else:
             weights = scores.softmax(dim=-1)
         if record:
-            emit(self, _ungroup(weights, per_group) if per_group > 1 else weights, axes=AXES)
+            emit(self, groups.unfold_heads(weights), axes=AXES)
         if self.training and self.dropout > 0:
             weights = F.dropout(weights, p=self.dropout)
         return torch.matmul(weights.to(v.dtype), v)  # (B, nh, T, hd)

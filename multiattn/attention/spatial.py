@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from multiattn.attention.additive import additive_energy, masked_softmax
+from multiattn.decoding.grouping import QueryGroups
 from multiattn.masks import check_lengths, check_shape, lengths_to_mask
 from multiattn.recording import emit, is_recording
 
@@ -106,76 +107,90 @@ class SoftSpatialAttention(nn.Module):
         mask: Tensor | None = None,
         grid_hw: tuple[int, int] | None = None,
         features_proj: Tensor | None = None,
-        hidden_proj: Tensor | None = None,
-        gate_logit: Tensor | None = None,
     ) -> SpatialAttentionOutput:
-        """One decoding step.
-
-        The grid may be shared by groups of consecutive queries (beam search: the ``K``
-        hypotheses of one image, :meth:`multiattn.decoding.ItemMemory.shared`): with ``G`` grids
-        and ``B = G * K`` hidden states, state ``b`` attends over grid ``b // K``, and each grid
-        is read once per group rather than once per hypothesis.
+        """One decoding step: ``e_i = f_att(a_i, h)``, ``alpha = softmax(e)``, context ``beta sum_i alpha_i a_i``.
 
         Args:
-            features: ``(G, C, H, W)``, or ``(G, H*W, C)`` with ``grid_hw=(H, W)``; ``G`` divides
-                ``B`` (usually ``G = B``).
+            features: ``(G, C, H, W)``, or ``(G, H*W, C)`` with ``grid_hw=(H, W)``; usually
+                ``G = B``. In beam search ``G`` divides ``B`` and grid ``b // K`` serves state
+                ``b`` (:class:`multiattn.decoding.grouping.QueryGroups`: the ``K`` hypotheses of
+                one image read its grid once).
             hidden: ``(B, Dh)`` previous decoder state ``h_{t-1}``.
             mask: ``(G, H*W)`` or ``(G, H, W)`` bool, ``True`` = valid cell (e.g. images padded to a
                 common size); masked cells get exactly zero weight.
             grid_hw: ``(H, W)``, needed for flattened features.
             features_proj: ``(G, N, A)`` from :meth:`precompute`.
-            hidden_proj: ``(B, A)`` the query projection ``hidden_proj(hidden)``, when the caller
-                computed it (a decoder can fold it into one matmul with the other projections of
-                the same state, e.g. the LSTM's ``W_hh h``); ``None`` computes it here.
-            gate_logit: ``(B, 1)`` ``gate_proj(hidden)`` computed by the caller, likewise (only
-                with ``gate=True``).
 
         Returns:
             :class:`SpatialAttentionOutput` ``(context (B, C), weights (B, H, W), gate (B, 1))``.
         """
-        flat, (height, width) = flatten_grid(features, grid_hw)  # (G, N, C)
-        groups, cells = flat.shape[0], flat.shape[1]
-        check_shape("features", flat, (groups, cells, self.feature_dim))
-        batch = hidden.shape[0]
         check_shape("hidden", hidden, (None, self.hidden_dim))
-        if groups == 0 or batch % groups:
-            raise ValueError(
-                f"features: {groups} grids do not divide the {batch} hidden states into equal groups"
-            )
-        per_group = batch // groups
+        gate_logit = None if self.gate_proj is None else self.gate_proj(hidden)  # (B, 1)
+        return self.attend(
+            features,
+            self.hidden_proj(hidden),
+            gate_logit,
+            mask=mask,
+            grid_hw=grid_hw,
+            features_proj=features_proj,
+        )
+
+    def attend(
+        self,
+        features: Tensor,
+        query_proj: Tensor,
+        gate_logit: Tensor | None,
+        *,
+        mask: Tensor | None = None,
+        grid_hw: tuple[int, int] | None = None,
+        features_proj: Tensor | None = None,
+    ) -> SpatialAttentionOutput:
+        """:meth:`forward` from the projections of ``h_{t-1}`` instead of ``h_{t-1}`` itself.
+
+        A decoder may compute ``hidden_proj(h)`` and ``gate_proj(h)`` folded into one matmul with
+        its own products of ``h`` (:mod:`multiattn.tasks.captioning.fused_step`).
+
+        Args:
+            features, mask, grid_hw, features_proj: as in :meth:`forward`.
+            query_proj: ``(B, A)`` ``hidden_proj(h)``.
+            gate_logit: ``(B, 1)`` ``gate_proj(h)``; ``None`` exactly when the module has no gate.
+        """
+        flat, (height, width) = flatten_grid(features, grid_hw)  # (G, N, C)
+        cells, batch = flat.shape[1], query_proj.shape[0]
+        check_shape("features", flat, (None, cells, self.feature_dim))
+        check_shape("hidden_proj", query_proj, (None, self.attn_dim))
+        groups = QueryGroups.of(batch, flat.shape[0], what="features")
         if mask is not None:
-            if mask.dim() == 3:
-                check_shape("mask", mask, (groups, height, width))
-                mask = mask.flatten(1)  # (G, H, W) -> (G, N)
-            check_shape("mask", mask, (groups, cells))
-            mask = mask.repeat_interleave(per_group, dim=0) if per_group > 1 else mask  # (B, N)
+            mask = groups.expand(_check_cell_mask(mask, groups.groups, (height, width)))  # (B, N)
         if features_proj is None:
             features_proj = self.feature_proj(flat)
         else:
-            check_shape("features_proj", features_proj, (groups, cells, self.attn_dim))
-        if hidden_proj is None:
-            hidden_proj = self.hidden_proj(hidden)
-        else:
-            check_shape("hidden_proj", hidden_proj, (batch, self.attn_dim))
-        energy = additive_energy(features_proj, hidden_proj, self.score.weight)  # (B, N)
+            check_shape("features_proj", features_proj, (groups.groups, cells, self.attn_dim))
+        energy = additive_energy(features_proj, query_proj, self.score.weight)  # (B, N)
         weights = masked_softmax(energy, mask)  # (B, N)
-        grouped = weights.to(flat.dtype).view(groups, per_group, cells)  # (B, N) -> (G, K, N)
-        context = torch.bmm(grouped, flat).view(batch, self.feature_dim)  # (G, K, C) -> (B, C)
-        if self.gate_proj is not None:
-            if gate_logit is None:
-                gate_logit = self.gate_proj(hidden)
-            else:
-                check_shape("gate_logit", gate_logit, (batch, 1))
+        context = groups.weighted_sum(weights, flat)  # (B, C)
+        if (gate_logit is None) != (self.gate_proj is None):
+            built = "gate=False: expected None" if self.gate_proj is None else "gate=True: expected (B, 1)"
+            raise ValueError(f"gate_logit: the module was built with {built}")
+        if gate_logit is None:
+            gate = query_proj.new_ones(batch, 1)
+        else:
+            check_shape("gate_logit", gate_logit, (batch, 1))
             gate = torch.sigmoid(gate_logit)  # (B, 1)
             context = gate.to(context.dtype) * context
-        elif gate_logit is not None:
-            raise ValueError("gate_logit: given, but the module was built with gate=False")
-        else:
-            gate = hidden.new_ones(batch, 1)
         grid_weights = weights.view(batch, height, width)  # (B, N) -> (B, H, W)
         if is_recording():
             emit(self, grid_weights, axes=("batch", "grid_h", "grid_w"), grid=(height, width))
         return SpatialAttentionOutput(context, grid_weights, gate)
+
+
+def _check_cell_mask(mask: Tensor, groups: int, grid_hw: tuple[int, int]) -> Tensor:
+    """``(G, H, W)`` or ``(G, N)`` bool -> ``(G, N)``, checked."""
+    if mask.dim() == 3:
+        check_shape("mask", mask, (groups, *grid_hw))
+        mask = mask.flatten(1)  # (G, H, W) -> (G, N)
+    check_shape("mask", mask, (groups, grid_hw[0] * grid_hw[1]))
+    return mask
 
 
 def doubly_stochastic_penalty(

@@ -10,7 +10,7 @@ from multiattn.decoding.beam import PrefixScorer, beam_search, length_normaliser
 from multiattn.decoding.ctc import CTCCandidates, CTCPrefixScorer, CTCPrefixState, ctc_greedy_decode
 from multiattn.decoding.fusion import FusedState, StepLanguageModel, shallow_fusion
 from multiattn.decoding.greedy import greedy_search
-from multiattn.decoding.shared import ItemMemory, reindex_items
+from multiattn.decoding.grouping import ItemMemory, QueryGroups, consecutive_groups, reindex_items
 from multiattn.decoding.types import Hypothesis, StepOutput, expand_state, reorder_state
 
 __all__ = [
@@ -30,5 +30,7 @@ __all__ = [
     "FusedState",
     "StepLanguageModel",
     "ItemMemory",
+    "QueryGroups",
+    "consecutive_groups",
     "reindex_items",
 ]

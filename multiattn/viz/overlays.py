@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ from matplotlib.image import AxesImage
 from matplotlib.patches import Polygon
 
 from multiattn.io import atomic_open
+
+ArtistT = TypeVar("ArtistT")
 
 __all__ = [
     "to_image_array",
@@ -100,6 +103,13 @@ def _show_image(ax: Axes, image: np.ndarray) -> AxesImage:
     return ax.imshow(image, interpolation="nearest")
 
 
+def _titled(ax: Axes, title: str | None, artist: ArtistT) -> ArtistT:
+    """Give ``ax`` the panel title (when one is asked for) and return what was drawn."""
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    return artist
+
+
 def heatmap_overlay(
     ax: Axes,
     image: ArrayLike,
@@ -132,9 +142,7 @@ def heatmap_overlay(
         heat, cmap=cmap, alpha=alpha, vmin=0.0, vmax=top if top > 0 else 1.0, interpolation="nearest"
     )
     ax.set_axis_off()
-    if title is not None:
-        ax.set_title(title, fontsize=9)
-    return handle
+    return _titled(ax, title, handle)
 
 
 def plot_alignment(
@@ -188,9 +196,7 @@ def plot_alignment(
         ax.set_yticks(range(rows), labels=list(row_labels), fontsize=8)
     if col_labels is not None:
         ax.set_xticks(range(cols), labels=list(col_labels), fontsize=8, rotation=90)
-    if title is not None:
-        ax.set_title(title, fontsize=9)
-    return handle
+    return _titled(ax, title, handle)
 
 
 def draw_region(
@@ -228,9 +234,7 @@ def draw_region(
     ax.set_xlim(min(-0.5, points[:, 0].min()), max(width - 0.5, points[:, 0].max()))
     ax.set_ylim(max(height - 0.5, points[:, 1].max()), min(-0.5, points[:, 1].min()))
     ax.set_axis_off()
-    if title is not None:
-        ax.set_title(title, fontsize=9)
-    return polygon
+    return _titled(ax, title, polygon)
 
 
 def panel_grid(

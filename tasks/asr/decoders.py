@@ -23,14 +23,12 @@ Shape legend: ``B`` batch, ``N`` hypotheses, ``T``/``t`` target steps, ``S`` enc
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from multiattn.attention.location import LocationAwareAttention
-from multiattn.builders import pick
 from multiattn.masks import lengths_to_mask
 from multiattn.recurrent import teacher_force
 from multiattn.token_decoder import TokenDecoder
@@ -39,47 +37,12 @@ from multiattn.transformer import DecoderCache
 __all__ = [
     "TransformerAttentionDecoder",
     "LocationLSTMDecoder",
-    "DECODERS",
-    "build_decoder",
 ]
 
 
 class TransformerAttentionDecoder(TokenDecoder):
-    """The core's :class:`~multiattn.token_decoder.TokenDecoder` over the encoder frames.
-
-    Args:
-        vocab_size: ``V``.
-        embed_dim: ``D`` (equal to the encoder's).
-        num_heads: ``nh``.
-        num_layers: decoder layers.
-        ff_dim: feed-forward hidden size.
-        dropout: dropout.
-        alignment_layer: which layer's cross-attention is reported as the alignment.
-        max_len: longest target (positions).
-    """
-
-    def __init__(
-        self,
-        *,
-        vocab_size: int,
-        embed_dim: int,
-        num_heads: int,
-        num_layers: int,
-        ff_dim: int,
-        dropout: float = 0.1,
-        alignment_layer: int = -1,
-        max_len: int = 1024,
-    ) -> None:
-        super().__init__(
-            vocab_size=vocab_size,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            num_layers=num_layers,
-            ff_dim=ff_dim,
-            dropout=dropout,
-            max_len=max_len,
-            alignment_layer=alignment_layer,
-        )
+    """The core's :class:`~multiattn.token_decoder.TokenDecoder` (same arguments, ``embed_dim``
+    equal to the encoder's) over the encoder frames, in the speech decoders' interface."""
 
     def forward(
         self, tokens_in: Tensor, memory: Tensor, memory_lengths: Tensor, *, tgt_lengths: Tensor | None = None
@@ -184,66 +147,3 @@ class LocationLSTMDecoder(nn.Module):
         logits, state = self._advance(tokens[:, -1], state)
         attention = state["weights"].float() if return_attention else None
         return logits.float().log_softmax(dim=-1), state, attention
-
-
-def _transformer(
-    *,
-    vocab_size: int,
-    embed_dim: int,
-    num_heads: int,
-    num_layers: int,
-    ff_dim: int,
-    dropout: float,
-    alignment_layer: int,
-) -> nn.Module:
-    return TransformerAttentionDecoder(
-        vocab_size=vocab_size,
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        ff_dim=ff_dim,
-        dropout=dropout,
-        alignment_layer=alignment_layer,
-    )
-
-
-def _location(
-    *,
-    vocab_size: int,
-    embed_dim: int,
-    num_heads: int,
-    num_layers: int,
-    ff_dim: int,
-    dropout: float,
-    alignment_layer: int,
-) -> nn.Module:
-    return LocationLSTMDecoder(
-        vocab_size=vocab_size, embed_dim=embed_dim, hidden_dim=ff_dim, attn_dim=embed_dim, dropout=dropout
-    )
-
-
-DECODERS: dict[str, Callable[..., nn.Module]] = {"transformer": _transformer, "location": _location}
-"""Decoder name -> builder (keyword arguments as :func:`build_decoder`'s)."""
-
-
-def build_decoder(
-    name: str,
-    *,
-    vocab_size: int,
-    embed_dim: int,
-    num_heads: int,
-    num_layers: int,
-    ff_dim: int,
-    dropout: float,
-    alignment_layer: int = -1,
-) -> nn.Module:
-    """Build the attention decoder called ``name`` (a key of :data:`DECODERS`; others raise listing them)."""
-    return pick(DECODERS, name, what="decoder")(
-        vocab_size=vocab_size,
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        ff_dim=ff_dim,
-        dropout=dropout,
-        alignment_layer=alignment_layer,
-    )

@@ -14,17 +14,12 @@ Shape legend: ``B`` batch, ``S`` frames, ``D`` embed_dim, ``H`` LSTM hidden size
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from multiattn.builders import pick
-from multiattn.conformer import ConformerEncoder
 from multiattn.masks import check_lengths, check_shape, lengths_to_mask
-from multiattn.transformer import TransformerEncoder
 
-__all__ = ["BiLSTMEncoder", "ENCODERS", "build_encoder"]
+__all__ = ["BiLSTMEncoder"]
 
 
 class BiLSTMEncoder(nn.Module):
@@ -62,59 +57,3 @@ class BiLSTMEncoder(nn.Module):
         h, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])  # (B, S, 2H)
         y = self.proj(h)  # (B, S, D)
         return y * lengths_to_mask(lengths, x.shape[1]).unsqueeze(-1).to(y.dtype), lengths
-
-
-def _conformer(
-    *, embed_dim: int, num_heads: int, num_layers: int, ff_dim: int, dropout: float, conv_kernel_size: int
-) -> nn.Module:
-    return ConformerEncoder(
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        ff_dim=ff_dim,
-        kernel_size=conv_kernel_size,
-        dropout=dropout,
-    )
-
-
-def _transformer(
-    *, embed_dim: int, num_heads: int, num_layers: int, ff_dim: int, dropout: float, conv_kernel_size: int
-) -> nn.Module:
-    return TransformerEncoder(
-        embed_dim=embed_dim, num_heads=num_heads, num_layers=num_layers, ff_dim=ff_dim, dropout=dropout
-    )
-
-
-def _bilstm(
-    *, embed_dim: int, num_heads: int, num_layers: int, ff_dim: int, dropout: float, conv_kernel_size: int
-) -> nn.Module:
-    return BiLSTMEncoder(embed_dim=embed_dim, num_layers=num_layers, dropout=dropout)
-
-
-ENCODERS: dict[str, Callable[..., nn.Module]] = {
-    "conformer": _conformer,
-    "transformer": _transformer,
-    "bilstm": _bilstm,
-}
-"""Encoder name -> builder (keyword arguments as :func:`build_encoder`'s)."""
-
-
-def build_encoder(
-    name: str,
-    *,
-    embed_dim: int,
-    num_heads: int,
-    num_layers: int,
-    ff_dim: int,
-    dropout: float,
-    conv_kernel_size: int = 15,
-) -> nn.Module:
-    """Build the encoder called ``name`` (a key of :data:`ENCODERS`; others raise listing them)."""
-    return pick(ENCODERS, name, what="encoder")(
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        num_layers=num_layers,
-        ff_dim=ff_dim,
-        dropout=dropout,
-        conv_kernel_size=conv_kernel_size,
-    )

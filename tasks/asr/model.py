@@ -23,19 +23,23 @@ Shape legend: ``B`` batch, ``N`` samples / hypotheses, ``L`` feature frames, ``F
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from multiattn.builders import fields, pick
+from multiattn.configs import to_plain
+from multiattn.conformer import ConformerEncoder
 from multiattn.decoding.types import StepOutput
 from multiattn.positional import SinusoidalPositionalEncoding
 from multiattn.subsampling import Conv2dSubsampling, subsampled_length
-from multiattn.tasks.asr.decoders import build_decoder
-from multiattn.tasks.asr.encoders import build_encoder
+from multiattn.tasks.asr.decoders import LocationLSTMDecoder, TransformerAttentionDecoder
+from multiattn.tasks.asr.encoders import BiLSTMEncoder
 from multiattn.tasks.asr.features import HOP_SECONDS, WINDOW_SECONDS, LogMelFeatures, feature_lengths
+from multiattn.transformer import TransformerEncoder
 
 __all__ = [
     "ASRModelConfig",
@@ -43,6 +47,8 @@ __all__ = [
     "EncoderConfig",
     "DecoderConfig",
     "ASRModel",
+    "ENCODERS",
+    "DECODERS",
     "build_model",
     "EncoderOutput",
     "ModelOutput",
@@ -92,89 +98,34 @@ class ASRModel(nn.Module):
     """Log-mel front end, subsampling, encoder, CTC head and attention decoder.
 
     Args:
+        config: the recogniser (:class:`ASRModelConfig`; its defaults when ``None``). Encoder and
+            decoder are picked by name from :data:`ENCODERS` / :data:`DECODERS`.
         vocab_size: ``V`` (blank = pad = 0, bos = eos = 1).
-        num_mels: ``F``.
-        embed_dim: ``D``.
-        num_heads: attention heads (encoder and Transformer decoder).
-        encoder: ``"conformer"``, ``"transformer"`` or ``"bilstm"``.
-        encoder_layers: encoder depth.
-        encoder_ff_dim: encoder feed-forward size.
-        conv_kernel_size: Conformer depthwise kernel.
-        decoder: ``"transformer"`` or ``"location"``.
-        decoder_layers: Transformer decoder depth.
-        decoder_ff_dim: decoder feed-forward size (LSTM state size for ``"location"``).
-        subsampling_channels: channels of the subsampling convolutions.
-        dropout: dropout everywhere.
-        normalization / spec_augment / freq_mask_param / num_freq_masks / time_mask_ratio /
-            num_time_masks / speed_perturb: see :class:`~multiattn.tasks.asr.features.LogMelFeatures`.
-        alignment_layer: Transformer decoder layer whose cross-attention is the alignment.
     """
 
-    def __init__(
-        self,
-        *,
-        vocab_size: int,
-        num_mels: int = 80,
-        embed_dim: int = 144,
-        num_heads: int = 4,
-        encoder: str = "conformer",
-        encoder_layers: int = 4,
-        encoder_ff_dim: int = 576,
-        conv_kernel_size: int = 15,
-        decoder: str = "transformer",
-        decoder_layers: int = 2,
-        decoder_ff_dim: int = 576,
-        subsampling_channels: int = 64,
-        dropout: float = 0.1,
-        normalization: str = "utterance",
-        spec_augment: bool = True,
-        freq_mask_param: int = 27,
-        num_freq_masks: int = 2,
-        time_mask_ratio: float = 0.05,
-        num_time_masks: int = 2,
-        speed_perturb: Sequence[float] = (),
-        alignment_layer: int = -1,
-    ) -> None:
+    def __init__(self, config: ASRModelConfig | None = None, *, vocab_size: int) -> None:
         super().__init__()
+        config = ASRModelConfig() if config is None else config
         self.vocab_size = vocab_size
         self.blank_id, self.bos_id, self.eos_id = 0, 1, 1
-        self.features = LogMelFeatures(
-            num_mels=num_mels,
-            normalization=normalization,
-            spec_augment=spec_augment,
-            freq_mask_param=freq_mask_param,
-            num_freq_masks=num_freq_masks,
-            time_mask_ratio=time_mask_ratio,
-            num_time_masks=num_time_masks,
-            speed_perturb=speed_perturb,
-        )
+        features, encoder, decoder = config.features, config.encoder, config.decoder
+        self.features = LogMelFeatures(**to_plain(features))  # FeaturesConfig names its arguments
         self.subsampling = Conv2dSubsampling(
-            input_dim=num_mels, embed_dim=embed_dim, channels=subsampling_channels, dropout=dropout
+            input_dim=features.num_mels,
+            embed_dim=config.embed_dim,
+            channels=encoder.subsampling_channels,
+            dropout=config.dropout,
         )
         # Recurrent encoders know order already; attention encoders need positions.
         self.positions = (
-            None if encoder == "bilstm" else SinusoidalPositionalEncoding(embed_dim, 8192, dropout=dropout)
+            None
+            if encoder.name == "bilstm"
+            else SinusoidalPositionalEncoding(config.embed_dim, 8192, dropout=config.dropout)
         )
-        self.encoder = build_encoder(
-            encoder,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            num_layers=encoder_layers,
-            ff_dim=encoder_ff_dim,
-            dropout=dropout,
-            conv_kernel_size=conv_kernel_size,
-        )
-        self.ctc_head = nn.Linear(embed_dim, vocab_size)
-        self.decoder = build_decoder(
-            decoder,
-            vocab_size=vocab_size,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            num_layers=decoder_layers,
-            ff_dim=decoder_ff_dim,
-            dropout=dropout,
-            alignment_layer=alignment_layer,
-        )
+        shared = dict(embed_dim=config.embed_dim, num_heads=config.num_heads, dropout=config.dropout)
+        self.encoder = pick(ENCODERS, encoder.name, what="encoder")(encoder, **shared)
+        self.ctc_head = nn.Linear(config.embed_dim, vocab_size)
+        self.decoder = pick(DECODERS, decoder.name, what="decoder")(decoder, vocab_size=vocab_size, **shared)
 
     @staticmethod
     def encoder_lengths(num_samples: Tensor) -> Tensor:
@@ -311,29 +262,51 @@ class ASRModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
 
+def _conformer(config: EncoderConfig, **shared: Any) -> nn.Module:
+    return ConformerEncoder(
+        **shared, **fields(config, "num_layers", "ff_dim"), kernel_size=config.conv_kernel_size
+    )
+
+
+def _transformer_encoder(config: EncoderConfig, **shared: Any) -> nn.Module:
+    return TransformerEncoder(**shared, **fields(config, "num_layers", "ff_dim"))
+
+
+def _bilstm(config: EncoderConfig, *, embed_dim: int, num_heads: int, dropout: float) -> nn.Module:
+    return BiLSTMEncoder(embed_dim=embed_dim, num_layers=config.num_layers, dropout=dropout)
+
+
+ENCODERS: dict[str, Callable[..., nn.Module]] = {
+    "conformer": _conformer,
+    "transformer": _transformer_encoder,
+    "bilstm": _bilstm,
+}
+"""Encoder name -> builder of the encoder from its config and the model's shared sizes
+(``embed_dim``, ``num_heads``, ``dropout``)."""
+
+
+def _transformer_decoder(config: DecoderConfig, **shared: Any) -> nn.Module:
+    return TransformerAttentionDecoder(**shared, **fields(config, "num_layers", "ff_dim", "alignment_layer"))
+
+
+def _location(
+    config: DecoderConfig, *, vocab_size: int, embed_dim: int, dropout: float, **_: Any
+) -> nn.Module:
+    # The LSTM's state size is the decoder's ff_dim; the attention is as wide as the encoder.
+    return LocationLSTMDecoder(
+        vocab_size=vocab_size,
+        embed_dim=embed_dim,
+        hidden_dim=config.ff_dim,
+        attn_dim=embed_dim,
+        dropout=dropout,
+    )
+
+
+DECODERS: dict[str, Callable[..., nn.Module]] = {"transformer": _transformer_decoder, "location": _location}
+"""Decoder name -> builder of the decoder from its config, the vocabulary size and the model's
+shared sizes (``embed_dim``, ``num_heads``, ``dropout``)."""
+
+
 def build_model(config: ASRModelConfig, *, vocab_size: int) -> ASRModel:
     """The :class:`ASRModel` that ``config`` describes, for ``vocab_size`` output tokens."""
-    features, encoder, decoder = config.features, config.encoder, config.decoder
-    return ASRModel(
-        vocab_size=vocab_size,
-        num_mels=features.num_mels,
-        embed_dim=config.embed_dim,
-        num_heads=config.num_heads,
-        encoder=encoder.name,
-        encoder_layers=encoder.num_layers,
-        encoder_ff_dim=encoder.ff_dim,
-        conv_kernel_size=encoder.conv_kernel_size,
-        decoder=decoder.name,
-        decoder_layers=decoder.num_layers,
-        decoder_ff_dim=decoder.ff_dim,
-        subsampling_channels=encoder.subsampling_channels,
-        dropout=config.dropout,
-        normalization=features.normalization,
-        spec_augment=features.spec_augment,
-        freq_mask_param=features.freq_mask_param,
-        num_freq_masks=features.num_freq_masks,
-        time_mask_ratio=features.time_mask_ratio,
-        num_time_masks=features.num_time_masks,
-        speed_perturb=features.speed_perturb,
-        alignment_layer=decoder.alignment_layer,
-    )
+    return ASRModel(config, vocab_size=vocab_size)

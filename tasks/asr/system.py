@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
-from multiattn.configs import from_plain, nest, to_plain
+from multiattn.configs import from_plain
 from multiattn.io import UserError
 from multiattn.language_model import LSTMLanguageModel
 from multiattn.metrics.speech import boundary_errors, error_counts, match_words
@@ -43,6 +43,7 @@ from multiattn.tasks.asr.alignment import attention_word_starts, ctc_token_spans
 from multiattn.tasks.asr.decode import DECODING_MODES, DecodeResult, decode_batch
 from multiattn.tasks.asr.model import ASRModelConfig, build_model
 from multiattn.tasks.asr.tokenizer import SentencePieceTokenizer, build_tokenizer
+from multiattn.tasks.common.configured import ConfiguredSystem
 from multiattn.tasks.common.distributed import gather_records
 
 __all__ = [
@@ -193,11 +194,11 @@ FLAT_LAYOUT = {
 }
 
 
-class ASRSystem(LightningModule):
+class ASRSystem(ConfiguredSystem, LightningModule):
     """Joint CTC/attention speech recognition.
 
-    The configs are stored in the checkpoint as plain dictionaries (``hparams.model`` etc.) and
-    accepted as such (a checkpoint rebuilds the system); the typed ones are :attr:`model_config`,
+    Configs (:class:`~multiattn.tasks.common.configured.ConfiguredSystem`): the typed ones are
+    :attr:`model_config`,
     :attr:`tokenizer_config`, :attr:`lm_config`, :attr:`loss`, :attr:`optim` and :attr:`decoding`.
 
     Args:
@@ -210,6 +211,8 @@ class ASRSystem(LightningModule):
         log_overlays: draw overlays of ``overlay_count`` validation utterances each epoch.
         overlay_count: how many.
     """
+
+    FLAT_LAYOUT = FLAT_LAYOUT
 
     def __init__(
         self,
@@ -256,13 +259,13 @@ class ASRSystem(LightningModule):
             tokens = replace(tokens, vocab=list(self.tokenizer.vocab))
         self.tokenizer_config = tokens
         self.save_hyperparameters()
-        self.hparams.update(
-            model=to_plain(self.model_config),
-            tokenizer=to_plain(self.tokenizer_config),
-            language_model=to_plain(self.lm_config),
-            loss=to_plain(self.loss),
-            optim=to_plain(self.optim),
-            decoding=to_plain(self.decoding),
+        self.store_configs(
+            model=self.model_config,
+            tokenizer=self.tokenizer_config,
+            language_model=self.lm_config,
+            loss=self.loss,
+            optim=self.optim,
+            decoding=self.decoding,
         )
         self.model = build_model(self.model_config, vocab_size=len(self.tokenizer))
         lm = self.lm_config
@@ -279,11 +282,6 @@ class ASRSystem(LightningModule):
             else None
         )
         self._outputs: dict[str, list[Any]] = {}
-
-    @staticmethod
-    def upgrade_hyperparameters(hparams: dict[str, Any]) -> dict[str, Any]:
-        """Hyper-parameters of a checkpoint in the former flat layout, nested as the constructor takes them."""
-        return nest(hparams, FLAT_LAYOUT)
 
     # ------------------------------------------------------------------ tokenizer
     def setup(self, stage: str) -> None:

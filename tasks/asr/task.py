@@ -1,13 +1,11 @@
 """The speech recogniser's declaration (its ``multiattn.apps`` entry point: ``multiattn transcribe``)."""
 
-from multiattn.registry import Task
+from multiattn.registry import Inputs, Task
 
 TASK = Task(
     name="asr",
     title="speech",
-    package=__package__,
     help="transcribe audio with a speech checkpoint (attention / CTC alignment overlays)",
     system=".system:ASRSystem",
-    input_extensions=".app:AUDIO_EXTENSIONS",
-    input_kind="audio",
+    inputs=Inputs("audio", ".app:AUDIO_EXTENSIONS"),
 )

@@ -76,6 +76,9 @@ class ShowAttendTellDecoder(nn.Module):
         attn_dim: hidden size of the attention MLP.
         dropout: dropout before the output layer.
         gate: use the gating scalar beta.
+        init: the LSTM's initial state: ``mean`` (eq. 5, a projection of the mean annotation: the
+            decoder sees the whole image before it attends) or ``learned`` (one learned state for
+            every image: all it knows about the image comes through attention).
     """
 
     def __init__(
@@ -88,15 +91,22 @@ class ShowAttendTellDecoder(nn.Module):
         attn_dim: int = 128,
         dropout: float = 0.3,
         gate: bool = True,
+        init: str = "mean",
     ) -> None:
         super().__init__()
+        if init not in ("mean", "learned"):
+            raise ValueError(f"init: expected mean or learned, received {init!r}")
         self.vocab_size = vocab_size
+        self.init = init
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.attention = SoftSpatialAttention(
             feature_dim=feature_dim, hidden_dim=hidden_dim, attn_dim=attn_dim, gate=gate
         )
-        self.init_h = nn.Linear(feature_dim, hidden_dim)
-        self.init_c = nn.Linear(feature_dim, hidden_dim)
+        if init == "mean":
+            self.init_h = nn.Linear(feature_dim, hidden_dim)
+            self.init_c = nn.Linear(feature_dim, hidden_dim)
+        else:  # (2, Dh) the (h, c) start state before tanh
+            self.start = nn.Parameter(torch.zeros(2, hidden_dim))
         self.cell = nn.LSTMCell(embed_dim + feature_dim, hidden_dim)
         self.out_hidden = nn.Linear(hidden_dim, embed_dim)
         self.out_context = nn.Linear(feature_dim, embed_dim)
@@ -111,14 +121,14 @@ class ShowAttendTellDecoder(nn.Module):
         The first eval-mode :meth:`step` adds ``"folded"``: the search's :class:`FoldedStepWeights`.
         """
         flat, (height, width) = flatten_grid(features)  # (B, N, C)
-        mean = flat.mean(dim=1)  # (B, C)
         projected = self.attention.precompute(flat, grid_hw=(height, width))  # (B, N, A)
-        return {
-            "memory": GridMemory(flat, projected),
-            "h": torch.tanh(self.init_h(mean)),
-            "c": torch.tanh(self.init_c(mean)),
-            "grid": (height, width),
-        }
+        if self.init == "mean":
+            mean = flat.mean(dim=1)  # (B, C)
+            h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+        else:
+            start = torch.tanh(self.start).to(flat.dtype)  # (2, Dh)
+            h, c = (s.expand(flat.shape[0], -1) for s in start)  # (B, Dh) each
+        return {"memory": GridMemory(flat, projected), "h": h, "c": c, "grid": (height, width)}
 
     def _advance(self, previous: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any], Tensor]:
         """Consume ``previous`` tokens ``(B,)``: attend with ``h_{t-1}``, update the LSTM, score the next word."""
@@ -197,42 +207,15 @@ class TransformerCaptionDecoder(TokenDecoder):
     per-word attention is the token decoder's alignment reshaped to the grid.
 
     Args:
-        vocab_size: ``V``.
         feature_dim: ``C``.
-        embed_dim: ``D``.
-        num_heads: attention heads.
-        num_layers: decoder layers.
-        ff_dim: feed-forward size.
-        dropout: dropout.
-        max_len: longest caption (positions) it can decode.
-        alignment_layer: which layer's cross-attention is the per-word map (``-1`` = last).
+        **decoder: the token decoder's arguments (``vocab_size``, ``embed_dim``, ``num_heads``,
+            ``num_layers``, ``ff_dim``, ``dropout``, ``max_len`` = longest caption,
+            ``alignment_layer``); ``padding_idx`` is the vocabulary's ``<pad>``, 0.
     """
 
-    def __init__(
-        self,
-        *,
-        vocab_size: int,
-        feature_dim: int,
-        embed_dim: int = 256,
-        num_heads: int = 4,
-        num_layers: int = 3,
-        ff_dim: int = 1024,
-        dropout: float = 0.1,
-        max_len: int = 64,
-        alignment_layer: int = -1,
-    ) -> None:
-        super().__init__(
-            vocab_size=vocab_size,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            num_layers=num_layers,
-            ff_dim=ff_dim,
-            dropout=dropout,
-            max_len=max_len,
-            alignment_layer=alignment_layer,
-            padding_idx=0,
-        )
-        self.memory_proj = nn.Linear(feature_dim, embed_dim)
+    def __init__(self, *, feature_dim: int, **decoder: Any) -> None:
+        super().__init__(padding_idx=0, **decoder)
+        self.memory_proj = nn.Linear(feature_dim, self.embed_dim)
 
     def memory(self, features: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """``(B, C, H, W)`` -> ``((B, N, D) memory with 2-d positions, (H, W))``."""

@@ -10,6 +10,10 @@ encoders give that grid:
   last stage), pretrained through timm when online or from a local weights file, frozen or
   fine-tuned.
 
+:class:`WithCoordinates` appends each cell's position to its annotation vector, so that the
+context the decoder attends to says where it looked (the relation words need it when nothing
+else tells the decoder where objects are).
+
 Shape legend: ``B`` batch, ``S`` image side, ``C`` feature channels, ``H, W`` grid.
 """
 
@@ -17,12 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from multiattn.io import UserError
 from multiattn.masks import check_shape
 
-__all__ = ["ConvEncoder", "TimmEncoder"]
+__all__ = ["ConvEncoder", "TimmEncoder", "WithCoordinates"]
 
 
 class ConvEncoder(nn.Module):
@@ -121,3 +126,26 @@ class TimmEncoder(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """``(B, 3, S, S)`` -> ``(B, C, H, W)``."""
         return self.backbone(images)[-1]
+
+
+class WithCoordinates(nn.Module):
+    """An encoder whose grid gets two more channels: each cell's ``x`` and ``y`` centre in ``[-1, 1]``.
+
+    Args:
+        encoder: ``(B, 3, S, S) -> (B, C, H, W)`` with ``out_channels`` and ``reduction``.
+    """
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.out_channels = int(encoder.out_channels) + 2
+        self.reduction = encoder.reduction
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, 3, S, S)`` -> ``(B, C + 2, H, W)``."""
+        grid = self.encoder(images)  # (B, C, H, W)
+        batch, _, height, width = grid.shape
+        ys = (torch.arange(height, device=grid.device, dtype=grid.dtype) + 0.5) * (2 / height) - 1  # (H,)
+        xs = (torch.arange(width, device=grid.device, dtype=grid.dtype) + 0.5) * (2 / width) - 1  # (W,)
+        coords = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, H, W): x, then y
+        return torch.cat([grid, coords.expand(batch, -1, -1, -1)], dim=1)

@@ -114,13 +114,12 @@ def folded_advance(
     gates, attn_dim = folded.gates, folded.attn_dim
     memory = state["memory"]
     by_hidden = torch.addmm(folded.hidden_bias, state["h"], folded.hidden_weight)  # (B, G + A [+ 1])
-    attended = decoder.attention(
+    attended = decoder.attention.attend(
         memory.features,
-        state["h"],
+        by_hidden[:, gates : gates + attn_dim],
+        by_hidden[:, gates + attn_dim :] if decoder.attention.gate_proj is not None else None,
         grid_hw=state["grid"],
         features_proj=memory.features_proj,
-        hidden_proj=by_hidden[:, gates : gates + attn_dim],
-        gate_logit=by_hidden[:, gates + attn_dim :] if decoder.attention.gate_proj is not None else None,
     )
     by_context = torch.addmm(folded.context_bias, attended.context, folded.context_weight)  # (B, G + O)
     if folded.token_table is not None:

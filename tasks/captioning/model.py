@@ -14,18 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multiattn.attention.additive import compiled_energy
+from multiattn.attention.compiled_energy import CompiledEnergy
 from multiattn.attention.spatial import doubly_stochastic_penalty
-from multiattn.builders import pick
+from multiattn.builders import fields, pick
 from multiattn.decoding import Hypothesis, StepOutput, beam_search, greedy_search
 from multiattn.tasks.captioning.decoders import ShowAttendTellDecoder, TransformerCaptionDecoder
-from multiattn.tasks.captioning.encoders import ConvEncoder, TimmEncoder
+from multiattn.tasks.captioning.encoders import ConvEncoder, TimmEncoder, WithCoordinates
 
 __all__ = [
     "CaptionModelConfig",
@@ -76,6 +76,7 @@ class CaptionModel(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.compiled_energy = CompiledEnergy()  # the attention score kernel of compile_attention
 
     def forward(
         self, images: Tensor, tokens: Tensor, lengths: Tensor, *, with_attention: bool = True
@@ -125,34 +126,14 @@ class CaptionModel(nn.Module):
         return StepOutput(log_probs, state, attention)
 
     @torch.no_grad()
-    def generate(
-        self,
-        images: Tensor,
-        *,
-        beam_size: int = 3,
-        max_len: int = 30,
-        length_penalty: float = 1.0,
-        length_norm: str = "gnmt",
-        compile_attention: bool = False,
-    ) -> list[Caption]:
-        """Free-running decoding of ``images (B, 3, S, S)``; ``beam_size == 1`` is greedy search.
-
-        ``compile_attention`` scores the soft attention with one compiled kernel
-        (:func:`multiattn.attention.additive.compiled_energy`): faster for many images at once,
-        after a one-off compilation.
+    def generate(self, images: Tensor, **search: Any) -> list[Caption]:
+        """Free-running decoding of ``images (B, 3, S, S)``: the encoder, then :meth:`decode` with
+        the ``search`` keyword arguments (``beam_size``, ...).
 
         Returns:
             One :class:`Caption` per image with ``attention (len(tokens), H, W)``.
         """
-        features = self.encoder(images)  # (B, C, H, W)
-        return self.decode(
-            features,
-            beam_size=beam_size,
-            max_len=max_len,
-            length_penalty=length_penalty,
-            length_norm=length_norm,
-            compile_attention=compile_attention,
-        )
+        return self.decode(self.encoder(images), **search)  # (B, C, H, W) features
 
     @torch.no_grad()
     def decode(
@@ -165,11 +146,19 @@ class CaptionModel(nn.Module):
         length_norm: str = "gnmt",
         compile_attention: bool = False,
     ) -> list[Caption]:
-        """The search alone, on encoder ``features (B, C, H, W)`` (:meth:`generate` without the encoder)."""
+        """Free-running decoding of encoder ``features (B, C, H, W)``; ``beam_size == 1`` is greedy search.
+
+        ``compile_attention`` scores the soft attention with one compiled kernel
+        (:attr:`compiled_energy`, :mod:`multiattn.attention.compiled_energy`): faster for many
+        images at once, after a one-off compilation.
+
+        Returns:
+            One :class:`Caption` per image with ``attention (len(tokens), H, W)``.
+        """
         state = self.decoder.init_state(features)
         batch = features.shape[0]
         common = dict(batch_size=batch, bos_id=self.bos_id, eos_id=self.eos_id, max_len=max_len)
-        with compiled_energy(compile_attention):
+        with self.compiled_energy.active(compile_attention):
             if beam_size == 1:
                 hyps: Sequence[Hypothesis] = greedy_search(self._step, state, **common)
             else:
@@ -200,6 +189,7 @@ class EncoderConfig:
         pretrained: timm: load pretrained weights (downloads when online).
         weights_file: timm: local backbone weights file (implies pretrained).
         fine_tune: timm: train the backbone too (else frozen).
+        coordinates: append each grid cell's x and y (in [-1, 1]) to its annotation vector.
     """
 
     name: Literal["cnn", "timm"] = "cnn"
@@ -209,6 +199,7 @@ class EncoderConfig:
     pretrained: bool = False
     weights_file: str | None = None
     fine_tune: bool = False
+    coordinates: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,6 +216,9 @@ class DecoderConfig:
         num_layers: transformer: decoder layers.
         ff_dim: transformer: feed-forward size.
         dropout: dropout.
+        init: show_attend_tell: the LSTM's initial state, mean (a projection of the mean
+            annotation, Xu et al. eq. 5) or learned (the same for every image, so that all the
+            decoder knows of the image comes through attention).
     """
 
     name: Literal["show_attend_tell", "transformer"] = "show_attend_tell"
@@ -236,6 +230,7 @@ class DecoderConfig:
     num_layers: int = 3
     ff_dim: int = 512
     dropout: float = 0.3
+    init: Literal["mean", "learned"] = "mean"
 
 
 @dataclass(frozen=True)
@@ -271,27 +266,14 @@ ENCODERS: dict[str, Callable[[EncoderConfig], ConvEncoder | TimmEncoder]] = {"cn
 
 
 def _show_attend_tell(config: DecoderConfig, *, vocab_size: int, feature_dim: int, max_len: int) -> nn.Module:
-    return ShowAttendTellDecoder(
-        vocab_size=vocab_size,
-        feature_dim=feature_dim,
-        embed_dim=config.embed_dim,
-        hidden_dim=config.hidden_dim,
-        attn_dim=config.attn_dim,
-        dropout=config.dropout,
-        gate=config.gate,
-    )
+    options = fields(config, "embed_dim", "hidden_dim", "attn_dim", "dropout", "gate", "init")
+    return ShowAttendTellDecoder(vocab_size=vocab_size, feature_dim=feature_dim, **options)
 
 
 def _transformer(config: DecoderConfig, *, vocab_size: int, feature_dim: int, max_len: int) -> nn.Module:
+    options = fields(config, "embed_dim", "num_heads", "num_layers", "ff_dim", "dropout")
     return TransformerCaptionDecoder(
-        vocab_size=vocab_size,
-        feature_dim=feature_dim,
-        embed_dim=config.embed_dim,
-        num_heads=config.num_heads,
-        num_layers=config.num_layers,
-        ff_dim=config.ff_dim,
-        dropout=config.dropout,
-        max_len=max_len,
+        vocab_size=vocab_size, feature_dim=feature_dim, max_len=max_len, **options
     )
 
 
@@ -306,6 +288,8 @@ and the longest caption."""
 def build_model(config: CaptionModelConfig, *, vocab_size: int, max_len: int = 64) -> CaptionModel:
     """The :class:`CaptionModel` that ``config`` describes, for ``vocab_size`` words and captions up to ``max_len``."""
     encoder = pick(ENCODERS, config.encoder.name, what="encoder")(config.encoder)
+    if config.encoder.coordinates:
+        encoder = WithCoordinates(encoder)
     decoder = pick(DECODERS, config.decoder.name, what="decoder")(
         config.decoder, vocab_size=vocab_size, feature_dim=encoder.out_channels, max_len=max_len
     )

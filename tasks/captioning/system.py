@@ -23,7 +23,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 
-from multiattn.configs import from_plain, nest, to_plain
+from multiattn.configs import from_plain, to_plain
 from multiattn.metrics.captioning import caption_metrics
 from multiattn.schedules import warmup_cosine
 from multiattn.tasks.captioning.datasets import CaptionBatch
@@ -31,6 +31,7 @@ from multiattn.tasks.captioning.images import denormalize
 from multiattn.tasks.captioning.model import Caption, CaptionModel, CaptionModelConfig, build_model
 from multiattn.tasks.captioning.scoring import SceneScorer
 from multiattn.tasks.captioning.vocab import Vocabulary
+from multiattn.tasks.common.configured import ConfiguredSystem
 from multiattn.tasks.common.distributed import gather_records
 
 __all__ = ["CaptioningSystem", "CaptionOptimConfig", "CaptionDecodingConfig"]
@@ -98,11 +99,11 @@ FLAT_LAYOUT = {
 }
 
 
-class CaptioningSystem(pl.LightningModule):
+class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
     """Show, Attend and Tell (or a Transformer decoder) over a CNN / timm grid.
 
-    The configs are stored in the checkpoint as plain dictionaries (``hparams.model`` etc.) and
-    accepted as such (a checkpoint rebuilds the system); the typed ones are :attr:`model_config`,
+    Configs (:class:`~multiattn.tasks.common.configured.ConfiguredSystem`): the typed ones are
+    :attr:`model_config`,
     :attr:`optim` and :attr:`decoding`.
 
     Args:
@@ -116,6 +117,8 @@ class CaptioningSystem(pl.LightningModule):
         log_overlays: log attention overlays of a few validation images every epoch.
         overlay_count: how many.
     """
+
+    FLAT_LAYOUT = FLAT_LAYOUT
 
     def __init__(
         self,
@@ -136,9 +139,7 @@ class CaptioningSystem(pl.LightningModule):
         self.optim = from_plain(CaptionOptimConfig, optim, name="optim")
         self.decoding = from_plain(CaptionDecodingConfig, decoding, name="decoding")
         self.save_hyperparameters()
-        self.hparams.update(
-            model=to_plain(self.model_config), optim=to_plain(self.optim), decoding=to_plain(self.decoding)
-        )
+        self.store_configs(model=self.model_config, optim=self.optim, decoding=self.decoding)
         self.model: CaptionModel | None = None
         self.vocab: Vocabulary | None = None
         if vocab is not None:
@@ -147,11 +148,6 @@ class CaptioningSystem(pl.LightningModule):
         self._outputs: list[tuple[Any, list[str], list[str], dict[str, float] | None]] = []
         self._scene_scorer: SceneScorer | None = None
         self._overlay_items: list[tuple[Any, list[str], Any]] = []
-
-    @staticmethod
-    def upgrade_hyperparameters(hparams: dict[str, Any]) -> dict[str, Any]:
-        """Hyper-parameters of a checkpoint in the former flat layout, nested as the constructor takes them."""
-        return nest(hparams, FLAT_LAYOUT)
 
     # ----- construction -------------------------------------------------------------------------
     def _build(self, vocab: Vocabulary) -> None:

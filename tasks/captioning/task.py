@@ -1,12 +1,10 @@
 """The captioning task's declaration (its ``multiattn.apps`` entry point: ``multiattn caption``)."""
 
-from multiattn.registry import Task
+from multiattn.registry import Inputs, Task
 
 TASK = Task(
     name="captioning",
-    package=__package__,
     help="caption images with a captioning checkpoint (per-word attention overlays)",
     system=".system:CaptioningSystem",
-    input_extensions=".images:IMAGE_EXTENSIONS",
-    input_kind="image",
+    inputs=Inputs("image", ".images:IMAGE_EXTENSIONS"),
 )

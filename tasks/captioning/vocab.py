@@ -33,7 +33,12 @@ class Vocabulary:
 
     Args:
         words: every entry, specials first (as returned by :meth:`to_list`).
+
+    Attributes:
+        pad_id, bos_id, eos_id, unk_id: the specials' ids (their places in :data:`SPECIALS`).
     """
+
+    pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3  # the places of PAD, BOS, EOS, UNK in SPECIALS
 
     def __init__(self, words: Sequence[str]) -> None:
         words = list(words)
@@ -64,22 +69,6 @@ class Vocabulary:
 
     def __contains__(self, word: str) -> bool:
         return word in self.index
-
-    @property
-    def pad_id(self) -> int:
-        return 0
-
-    @property
-    def bos_id(self) -> int:
-        return 1
-
-    @property
-    def eos_id(self) -> int:
-        return 2
-
-    @property
-    def unk_id(self) -> int:
-        return 3
 
     def encode(self, caption: str | Sequence[str], *, max_len: int | None = None) -> list[int]:
         """``<bos> w1 .. wn <eos>`` ids (unknown words -> ``<unk>``); at most ``max_len`` words kept."""

@@ -17,23 +17,9 @@ from typing import IO, Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from multiattn.io import atomic_open
+from multiattn.io import atomic_open, to_jsonable
 
 __all__ = ["JSONLinesPredictionWriter", "split_items"]
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "detach"):  # a tensor
-        value = value.detach().float().cpu() if value.is_floating_point() else value.detach().cpu()
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def split_items(prediction: Any) -> list[dict[str, Any]]:
@@ -109,7 +95,7 @@ class JSONLinesPredictionWriter(BasePredictionWriter):
         for position, item in enumerate(items):
             index = indices[position] if indices is not None else self._count + position
             record = {"index": int(index)}
-            record.update((k, _jsonable(v)) for k, v in item.items() if k not in self.exclude)
+            record.update((k, to_jsonable(v)) for k, v in item.items() if k not in self.exclude)
             self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._count += len(items)
 

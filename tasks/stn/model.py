@@ -24,8 +24,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from multiattn.builders import pick
-from multiattn.stn import STN_HEADS, ScaleTranslateHead, SpatialTransformer
+from multiattn.builders import fields, pick
+from multiattn.stn import STN_HEADS, ScaleTranslateHead, SoftArgmaxHead, SpatialTransformer
 
 __all__ = [
     "STNModelConfig",
@@ -51,11 +51,14 @@ class STNOutput(NamedTuple):
         logits: ``(B, K)``.
         theta: ``(B, 2, 3)`` / ``(B, 3, 3)``, or ``None`` without the transformer.
         warped: ``(B, C, h, w)`` what the classifier saw (the input itself without the transformer).
+        localization_logits: ``(B, K)`` the localisation net's own class logits (heatmap
+            localisation with ``class_maps``), else ``None``.
     """
 
     logits: Tensor
     theta: Tensor | None
     warped: Tensor
+    localization_logits: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -63,14 +66,27 @@ class LocalizationConfig:
     """The localisation net: a coarse CNN on a downsampled input, predicting the transform.
 
     Attributes:
+        kind: fc (the paper's: conv stages, then a fully connected layer predicting the transform)
+            or heatmap (fully convolutional: the conv stages score every cell of a feature map,
+            the translation is the soft-argmax of the scores and the scale comes from the
+            feature vector pooled there; scale + translate transforms only).
         channels: conv widths of its stages (each: 5x5 conv, batch norm, ReLU, 2x2 max pool).
-        hidden_dim: its feature size ``F`` (the transform head's input).
+        hidden_dim: its feature size ``F`` (the transform head's input; fc only).
         downsample: max-pool factor applied to its input first.
+        init_scale: heatmap: the region's scale at init (a centred zoom; 1 is the whole input).
+        min_scale: heatmap: the smallest scale the head can predict.
+        class_maps: heatmap: score one map per class, pooled into class logits that the
+            system's ``localization_loss.class_map_weight`` trains on the label (the maps then
+            light up on the object; see :class:`multiattn.stn.SoftArgmaxHead`).
     """
 
+    kind: Literal["fc", "heatmap"] = "fc"
     channels: tuple[int, ...] = (20, 20)
     hidden_dim: int = 50
     downsample: int = 2
+    init_scale: float = 0.5
+    min_scale: float = 0.1
+    class_maps: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +156,21 @@ def _conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Seq
     )
 
 
+def _conv_stages(
+    in_channels: int, channels: tuple[int, ...], downsample: int, *, pool_last: bool
+) -> tuple[list[nn.Module], int]:
+    """A max pool by ``downsample``, then per width a 5x5 conv stage and a 2x2 max pool (the last
+    one only with ``pool_last``); returns the layers and the last width."""
+    layers: list[nn.Module] = [nn.MaxPool2d(downsample)] if downsample > 1 else []
+    previous = in_channels
+    for index, width in enumerate(channels):
+        layers.append(_conv_block(previous, width, 5))
+        if pool_last or index < len(channels) - 1:
+            layers.append(nn.MaxPool2d(2))
+        previous = width
+    return layers, previous
+
+
 class LocalizationNet(nn.Module):
     """Coarse CNN predicting transform features: ``(B, C, H, W) -> (B, F)``.
 
@@ -165,11 +196,7 @@ class LocalizationNet(nn.Module):
         pool_size: int = 7,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.MaxPool2d(downsample)] if downsample > 1 else []
-        previous = in_channels
-        for width in channels:
-            layers += [_conv_block(previous, width, 5), nn.MaxPool2d(2)]
-            previous = width
+        layers, previous = _conv_stages(in_channels, channels, downsample, pool_last=True)
         layers += [
             nn.AdaptiveAvgPool2d(pool_size),
             nn.Flatten(),  # (B, c, p, p) -> (B, c * p * p)
@@ -181,6 +208,33 @@ class LocalizationNet(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)  # (B, C, H, W) -> (B, F)
+
+
+class HeatmapLocalizationNet(nn.Module):
+    """Fully convolutional localisation net: ``(B, C, H, W) -> (B, F, h, w)`` feature map.
+
+    The same stages as :class:`LocalizationNet`, without the last max pool and the fully
+    connected layer: every cell of the map sees a window of the input (about 28 pixels for two
+    stages after a downsample of 2, on a 15x15 map for a 60x60 input), and
+    :class:`~multiattn.stn.SoftArgmaxHead` scores the cells.
+
+    Args:
+        in_channels: ``C``.
+        channels: width of each conv stage (5x5 conv, BN, ReLU; a 2x2 max pool between stages).
+        downsample: max-pool factor applied to the input first.
+    """
+
+    def __init__(
+        self, *, in_channels: int, channels: tuple[int, ...] = (20, 20), downsample: int = 2
+    ) -> None:
+        super().__init__()
+        # no pool after the last stage: a finer map to place the region on
+        layers, previous = _conv_stages(in_channels, channels, downsample, pool_last=False)
+        self.net = nn.Sequential(*layers)
+        self.out_features = previous
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)  # (B, C, H, W) -> (B, F, h, w)
 
 
 class SmallCNN(nn.Module):
@@ -228,13 +282,8 @@ class SmallCNN(nn.Module):
 
 
 def _small_cnn(*, in_channels: int, num_classes: int, config: ClassifierConfig) -> nn.Module:
-    return SmallCNN(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        channels=config.channels,
-        hidden_dim=config.hidden_dim,
-        dropout=config.dropout,
-    )
+    options = fields(config, "channels", "hidden_dim", "dropout")
+    return SmallCNN(in_channels=in_channels, num_classes=num_classes, **options)
 
 
 CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {"small_cnn": _small_cnn}
@@ -273,6 +322,8 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
 """Transform name -> head builder (the core's :data:`~multiattn.stn.STN_HEADS` plus the anisotropic scale)."""
 
 TRANSFORMS = tuple(HEADS)
+HEATMAP_TRANSFORMS = ("scale_translate", "scale_translate_anisotropic")
+"""The transforms a heatmap localisation net predicts (translation by soft-argmax, scale)."""
 
 
 class STNClassifier(nn.Module):
@@ -315,12 +366,16 @@ class STNClassifier(nn.Module):
         """Classify ``images`` (``(B, C, H, W)`` float in [0, 1]) -> :class:`STNOutput`."""
         if images.dim() != 4:
             raise ValueError(f"images: expected shape (B, C, H, W), received {tuple(images.shape)}")
-        theta = None
+        theta = class_logits = None
         warped = images
         if self.transformer is not None:
-            warped, theta = self.transformer(images)  # (B, C, h, w), (B, 2, 3)
+            warped, theta, class_logits = self.transformer(
+                images, with_class_logits=True
+            )  # (B, C, h, w), (B, 2, 3)
         normalised = (warped - self.mean) / self.std
-        return STNOutput(logits=self.classifier(normalised), theta=theta, warped=warped)
+        return STNOutput(
+            logits=self.classifier(normalised), theta=theta, warped=warped, localization_logits=class_logits
+        )
 
 
 def build_model(config: STNModelConfig, *, in_channels: int = 1, num_classes: int = 10) -> STNClassifier:
@@ -331,13 +386,33 @@ def build_model(config: STNModelConfig, *, in_channels: int = 1, num_classes: in
     stn = config.transformer
     transformer = None
     if stn.enabled:
-        localization = LocalizationNet(
-            in_channels=in_channels,
-            channels=tuple(stn.localization.channels),
-            hidden_dim=stn.localization.hidden_dim,
-            downsample=stn.localization.downsample,
-        )
-        head = pick(HEADS, stn.transform, what="transform")(in_features=localization.out_features)
+        loc = stn.localization
+        if loc.kind == "heatmap":
+            if stn.transform not in HEATMAP_TRANSFORMS:
+                raise ValueError(
+                    f"localization.kind heatmap predicts {' or '.join(HEATMAP_TRANSFORMS)}, "
+                    f"not transform {stn.transform!r}"
+                )
+            localization = HeatmapLocalizationNet(
+                in_channels=in_channels, channels=tuple(loc.channels), downsample=loc.downsample
+            )
+            head = SoftArgmaxHead(
+                in_features=localization.out_features,
+                anisotropic=stn.transform == "scale_translate_anisotropic",
+                init_scale=loc.init_scale,
+                min_scale=loc.min_scale,
+                num_classes=num_classes if loc.class_maps else 0,
+            )
+        elif loc.kind == "fc":
+            localization = LocalizationNet(
+                in_channels=in_channels,
+                channels=tuple(loc.channels),
+                hidden_dim=loc.hidden_dim,
+                downsample=loc.downsample,
+            )
+            head = pick(HEADS, stn.transform, what="transform")(in_features=localization.out_features)
+        else:
+            raise ValueError(f"localization.kind: expected 'fc' or 'heatmap', received {loc.kind!r}")
         transformer = SpatialTransformer(
             localization=localization,
             head=head,

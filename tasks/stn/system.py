@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multiattn.configs import from_plain, nest, to_plain
+from multiattn.configs import from_plain
 from multiattn.stn import (
     output_corners,
     pixels_to_normalized,
@@ -31,10 +31,11 @@ from multiattn.stn import (
     theta_kind,
     theta_to_corners,
 )
+from multiattn.tasks.common.configured import ConfiguredSystem
 from multiattn.tasks.stn.data import STNBatch
 from multiattn.tasks.stn.model import STNModelConfig, STNOutput, build_model
 
-__all__ = ["STNSystem", "STNOptimConfig", "BoxLossConfig"]
+__all__ = ["STNSystem", "STNOptimConfig", "BoxLossConfig", "LocalizationLossConfig"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,23 @@ class BoxLossConfig:
     margin: float = 0.05
 
 
+@dataclass(frozen=True)
+class LocalizationLossConfig:
+    """Label-only losses that teach the transformer where to look (no boxes needed).
+
+    Attributes:
+        class_map_weight: weight of the cross-entropy of the localisation net's own class logits
+            (heatmap localisation with ``class_maps``: per-class maps pooled by a smooth maximum),
+            which makes the maps light up on the object from the label alone.
+        area_weight: weight of the mean area of the sampled region (``|sx sy|`` of the affine
+            part, 1 = the whole input): the region shrinks until cutting the object would cost
+            the classifier more, so it fits the object instead of keeping a wide margin.
+    """
+
+    class_map_weight: float = 0.0
+    area_weight: float = 0.0
+
+
 # The flat hyper-parameters of checkpoints written before the nested configs, and their places now.
 FLAT_LAYOUT = {
     "use_transformer": "model.transformer.enabled",
@@ -98,17 +116,18 @@ FLAT_LAYOUT = {
 }
 
 
-class STNSystem(pl.LightningModule):
+class STNSystem(ConfiguredSystem, pl.LightningModule):
     """Spatial transformer classifier: training, metrics, prediction, overlays.
 
-    The configs are stored in the checkpoint as plain dictionaries (``hparams.model`` etc.) and
-    accepted as such (a checkpoint rebuilds the system); the typed ones are :attr:`model_config`,
+    Configs (:class:`~multiattn.tasks.common.configured.ConfiguredSystem`): the typed ones are
+    :attr:`model_config`,
     :attr:`optim` and :attr:`box_loss`.
 
     Args:
         model: the network (:func:`multiattn.tasks.stn.model.build_model`).
         optim: optimiser and schedule.
         box_loss: the optional auxiliary box loss.
+        localization_loss: the label-only localisation losses.
         in_channels: image channels (1 for digits).
         num_classes: ``K``.
         input_size: ``(H, W)`` the app resizes user images to (adopted from the datamodule).
@@ -120,6 +139,8 @@ class STNSystem(pl.LightningModule):
         overlay_count: examples in that grid.
     """
 
+    FLAT_LAYOUT = FLAT_LAYOUT
+
     def __init__(
         self,
         *,
@@ -127,6 +148,7 @@ class STNSystem(pl.LightningModule):
         model: STNModelConfig = STNModelConfig(),  # noqa: B008
         optim: STNOptimConfig = STNOptimConfig(),
         box_loss: BoxLossConfig = BoxLossConfig(),
+        localization_loss: LocalizationLossConfig = LocalizationLossConfig(),
         in_channels: int = 1,
         num_classes: int = 10,
         input_size: tuple[int, int] = (60, 60),
@@ -141,17 +163,18 @@ class STNSystem(pl.LightningModule):
         self.model_config = from_plain(STNModelConfig, model, name="model")
         self.optim = from_plain(STNOptimConfig, optim, name="optim")
         self.box_loss = from_plain(BoxLossConfig, box_loss, name="box_loss")
+        self.localization_loss = from_plain(
+            LocalizationLossConfig, localization_loss, name="localization_loss"
+        )
         self.save_hyperparameters()
-        self.hparams.update(
-            model=to_plain(self.model_config), optim=to_plain(self.optim), box_loss=to_plain(self.box_loss)
+        self.store_configs(
+            model=self.model_config,
+            optim=self.optim,
+            box_loss=self.box_loss,
+            localization_loss=self.localization_loss,
         )
         self.model = build_model(self.model_config, in_channels=in_channels, num_classes=num_classes)
         self._overlay_batch: dict[str, Tensor] | None = None
-
-    @staticmethod
-    def upgrade_hyperparameters(hparams: dict[str, Any]) -> dict[str, Any]:
-        """Hyper-parameters of a checkpoint in the former flat layout, nested as the constructor takes them."""
-        return nest(hparams, FLAT_LAYOUT)
 
     # ---- set-up ------------------------------------------------------------------------------
     @property
@@ -206,6 +229,9 @@ class STNSystem(pl.LightningModule):
         self.log(f"{prefix}/acc", accuracy, prog_bar=True, batch_size=size, on_step=on_step, on_epoch=True)
         if prefix == "test":
             self.log("test/error", 1.0 - accuracy, batch_size=size)
+        for name, (weight, value) in self.localization_losses(output, batch.labels).items():
+            self.log(f"{prefix}/{name}", value, batch_size=size, on_step=on_step, on_epoch=True)
+            loss = loss + weight * value
         if output.theta is not None and batch.boxes is not None:
             input_hw = tuple(batch.images.shape[-2:])
             if self.box_loss.weight > 0:
@@ -219,6 +245,23 @@ class STNSystem(pl.LightningModule):
                 f"{prefix}/iou50", (iou > 0.5).float().mean(), batch_size=size, on_step=False, on_epoch=True
             )
         return loss, output
+
+    def localization_losses(self, output: STNOutput, labels: Tensor) -> dict[str, tuple[float, Tensor]]:
+        """The label-only localisation losses in use, ``{name: (weight, value)}`` (:class:`LocalizationLossConfig`).
+
+        ``class_map_loss``: cross-entropy of the localisation net's class logits; ``region_area``:
+        mean ``|det|`` of the affine part of ``theta`` (the region's area, 1 = the whole input).
+        """
+        prior, losses = self.localization_loss, {}
+        if output.localization_logits is not None and prior.class_map_weight > 0:
+            losses["class_map_loss"] = (
+                prior.class_map_weight,
+                F.cross_entropy(output.localization_logits.float(), labels),
+            )
+        if output.theta is not None and theta_kind(output.theta) == "affine_theta" and prior.area_weight > 0:
+            linear = output.theta.float()[:, :, :2]  # (B, 2, 2)
+            losses["region_area"] = (prior.area_weight, torch.linalg.det(linear).abs().mean())
+        return losses
 
     def _box_loss(self, theta: Tensor, boxes: Tensor, input_hw: tuple[int, int]) -> Tensor:
         """Smooth L1 between the region's corners and the (widened) box's, relative to the box size.

@@ -1,16 +1,16 @@
 """AdditiveAttention (Bahdanau 2015): shapes, masking, recording parity, gradients, bf16."""
 
+import copy
+
 import pytest
 import torch
 
 from multiattn.attention.additive import (
     AdditiveAttention,
-    _Compiled,
-    _fused_energy,
     additive_energy,
-    compiled_energy,
     masked_softmax,
 )
+from multiattn.attention.compiled_energy import CompiledEnergy, active_energy_kernel, fused_energy
 from multiattn.masks import lengths_to_mask
 from multiattn.recording import record_attention
 from tests.helpers.gradients import assert_every_parameter_learns
@@ -144,25 +144,27 @@ def test_compiled_energy_equals_eager(groups: int, per_group: int) -> None:
     inputs = _energy_inputs(groups, per_group)
     with torch.no_grad():
         eager = additive_energy(*inputs)
-        with compiled_energy():
+        kernel = CompiledEnergy()
+        with kernel.active():
             fused = additive_energy(*inputs)
-        assert not _Compiled.broken, "torch.compile failed on this machine"
+        assert not kernel.broken, "torch.compile failed on this machine"
     assert fused.shape == eager.shape == (groups * per_group, S)
     torch.testing.assert_close(fused, eager, atol=1e-5, rtol=1e-5)
 
 
 def test_compiled_energy_is_scoped_and_leaves_autograd_and_extra_eager(monkeypatch) -> None:
     calls = []
-    monkeypatch.setattr(_Compiled, "function", lambda *args: calls.append(args) or _fused_energy(*args))
+    kernel = CompiledEnergy()
+    monkeypatch.setattr(kernel, "function", lambda *args: calls.append(args) or fused_energy(*args))
     keys_proj, query_proj, weight = _energy_inputs(2, 3)
-    with torch.no_grad(), compiled_energy():
+    with torch.no_grad(), kernel.active():
         additive_energy(keys_proj, query_proj, weight)
-        with compiled_energy(False):
+        with kernel.active(False):
             additive_energy(keys_proj, query_proj, weight)  # switched off inside
         additive_energy(keys_proj, query_proj, weight, torch.zeros(6, S, A))  # extra: eager
     assert len(calls) == 1
     leaf = query_proj.clone().requires_grad_()
-    with compiled_energy():
+    with kernel.active():
         additive_energy(keys_proj, leaf, weight).sum().backward()  # autograd: eager
     assert len(calls) == 1 and leaf.grad is not None
     with torch.no_grad():
@@ -174,17 +176,35 @@ def test_compiled_energy_falls_back_with_one_warning_when_compiling_fails(monkey
     def broken(*args):
         raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")
 
-    monkeypatch.setattr(_Compiled, "function", broken)
-    monkeypatch.setattr(_Compiled, "broken", False)
+    kernel = CompiledEnergy()
+    monkeypatch.setattr(kernel, "function", broken)
     inputs = _energy_inputs(2, 3)
     with torch.no_grad():
         eager = additive_energy(*inputs)
         with (
-            compiled_energy(),
+            kernel.active(),
             pytest.warns(RuntimeWarning, match="No working C.. compiler found\\)") as caught,
         ):
             first = additive_energy(*inputs)
             second = additive_energy(*inputs)
-    assert len(caught) == 1 and _Compiled.broken
+    assert len(caught) == 1 and kernel.broken
     torch.testing.assert_close(first, eager)
     torch.testing.assert_close(second, eager)
+
+
+def test_compiled_energy_state_belongs_to_its_kernel(monkeypatch) -> None:
+    """A failed kernel stays eager without touching another; a copy starts afresh; scopes nest."""
+    broken, working = CompiledEnergy(), CompiledEnergy()
+    monkeypatch.setattr(broken, "function", lambda *args: (_ for _ in ()).throw(RuntimeError("no compiler")))
+    monkeypatch.setattr(working, "function", fused_energy)
+    inputs = _energy_inputs(1, 2)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="no compiler"), broken.active():
+        additive_energy(*inputs)
+        with working.active():
+            assert active_energy_kernel() is working
+            additive_energy(*inputs)
+        assert active_energy_kernel() is broken
+    assert active_energy_kernel() is None
+    assert broken.broken and not working.broken
+    fresh = copy.deepcopy(broken)
+    assert not fresh.broken and fresh.function is None

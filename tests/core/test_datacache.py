@@ -14,6 +14,7 @@ import pytest
 
 from multiattn.datacache import MANIFEST_NAME, cached_generate, manifest_is_valid
 from multiattn.io import UserError
+from tests.helpers.processes import run_cli
 
 
 def _generator(calls: list):
@@ -192,22 +193,10 @@ def test_fit_with_a_users_folder_as_data_dir_is_one_line_and_deletes_nothing(tmp
     (user / "photos").mkdir(parents=True)
     (user / "thesis.txt").write_text("draft")
     (user / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
-    command = [
-        sys.executable,
-        "-m",
-        "multiattn.cli",
-        "fit",
-        "-c",
-        str(root / "configs" / "captioning_tiny.yaml"),
-    ]
-    command += ["--trainer.max_epochs", "1", "--data.init_args.data_dir", str(user)]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(root),
-        "OMP_NUM_THREADS": "1",
-        "JSONARGPARSE_DEPRECATION_WARNINGS": "off",
-    }
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    config = str(root / "configs" / "captioning_tiny.yaml")
+    result = run_cli(
+        "fit", "-c", config, "--trainer.max_epochs", "1", "--data.init_args.data_dir", str(user), cwd=tmp_path
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if str(user) in line]
     assert len(errors) == 1 and "Traceback" not in result.stderr

@@ -3,8 +3,10 @@ exception, and never write a file (random bytes, and random valid files of rando
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,17 @@ def test_random_bytes(data, suffix):
         _outcome(load_audio, path)
 
 
+@contextlib.contextmanager
+def _written(data: bytes, suffix: str, cut: float | None) -> Iterator[Path]:
+    """``data`` (its first ``cut`` share, when given: a truncated file) in a temporary ``x<suffix>``."""
+    if cut is not None:
+        data = data[: max(1, int(len(data) * cut))]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"x{suffix}"
+        path.write_bytes(data)
+        yield path
+
+
 @SETTINGS
 @given(
     mode=st.sampled_from(IMAGE_MODES),
@@ -76,12 +89,7 @@ def test_random_valid_and_truncated_images(mode, format, width, height, seed, cu
         image.save(buffer, format=format)
     except (OSError, ValueError, KeyError):
         return  # this format cannot store this mode
-    data = buffer.getvalue()
-    if cut is not None:
-        data = data[: max(1, int(len(data) * cut))]
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"x{IMAGE_FORMATS[format]}"
-        path.write_bytes(data)
+    with _written(buffer.getvalue(), IMAGE_FORMATS[format], cut) as path:
         if cut is None:
             _read_all_images(path)  # a valid file always reads
         else:
@@ -105,12 +113,7 @@ def test_random_audio_files(rate, channels, frames, subtype_format, seed, cut):
     wave = (rng.standard_normal((frames, channels)) * 0.1).astype(np.float32)
     buffer = io.BytesIO()
     soundfile.write(buffer, wave, rate, subtype=subtype, format=format)
-    data = buffer.getvalue()
-    if cut is not None:
-        data = data[: max(1, int(len(data) * cut))]
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"x.{format.lower()}"
-        path.write_bytes(data)
+    with _written(buffer.getvalue(), f".{format.lower()}", cut) as path:
         _outcome(load_audio, path)
 
 

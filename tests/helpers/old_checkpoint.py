@@ -17,17 +17,14 @@ def _flatten(nested: dict, prefix: str = "") -> dict:
 
 
 def flat_hyperparameters(
-    hparams: Any,
-    flat_layout: dict[str, str],
-    groups: tuple[str, ...],
-    class_path: str,
-    newer: tuple[str, ...] = (),
+    hparams: Any, flat_layout: dict[str, str], groups: tuple[str, ...], class_path: str
 ) -> dict[str, Any]:
     """``hparams`` as the former layout stored them: every key of the nested ``groups`` under its
-    flat name (``flat_layout`` maps flat name -> nested place), the rest as it is. ``newer`` names
-    the nested keys added after that layout: an old checkpoint does not have them."""
+    flat name (``flat_layout`` maps flat name -> nested place), the rest as it is. Keys added
+    after the move have no flat name: the former layout did not store them (they load as their
+    defaults)."""
     places = {place: flat for flat, place in flat_layout.items()}
     stored = dict(hparams)
     nested = _flatten({g: stored.pop(g) for g in groups})
-    flat = {places[key]: value for key, value in nested.items() if key not in newer}
+    flat = {places[key]: value for key, value in nested.items() if key in places}
     return {"_class_path": class_path, **stored, **flat}

@@ -1,4 +1,5 @@
-"""Validate one checkpoint with one and with several CPU processes (DDP), in fresh interpreters.
+"""Commands in fresh interpreters: the CLI (:func:`run_cli`), and one checkpoint validated with one
+and with several CPU processes (DDP).
 
 Each task's test passes a short program that builds its system and data module and calls
 :func:`validate_metrics`; :func:`metrics_by_process_count` runs it per process count and returns
@@ -15,6 +16,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m multiattn.cli ARGS`` in a fresh interpreter on this tree (one thread), output captured."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "JSONARGPARSE_DEPRECATION_WARNINGS": "off",
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [sys.executable, "-m", "multiattn.cli", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def validate_metrics(system: Any, data: Any, devices: int, **trainer_options: Any) -> None:

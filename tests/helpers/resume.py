@@ -3,14 +3,13 @@ scratch folder with a checkpoint after every step, kill it at a step, resume, an
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
 from multiattn.checkpoint import load_checkpoint
+from tests.helpers.processes import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,20 +26,7 @@ def fit(config: Path, checkpoints: Path, workdir: Path, *extra: str) -> subproce
         "--trainer.callbacks.save_last=true",
     ]
     workdir.mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "OMP_NUM_THREADS": "1",
-        "JSONARGPARSE_DEPRECATION_WARNINGS": "off",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "multiattn.cli", "fit", "-c", str(config), *every_step, *extra],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_cli("fit", "-c", str(config), *every_step, *extra, cwd=workdir, timeout=600)
 
 
 def kill_at(step: int) -> tuple[str, str]:

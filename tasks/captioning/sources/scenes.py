@@ -104,17 +104,40 @@ def _draw(image: np.ndarray, shape: str, centre: tuple[int, int], radius: int, c
     image[mask] = colour
 
 
-def _phrase(obj: dict[str, Any], index: int) -> tuple[list[str], list[int]]:
-    return ["a", obj["size"], obj["colour"], obj["shape"]], [-1, index, index, index]
+def template_words(text: str) -> list[tuple[str, int]]:
+    """The words of ``text`` as parts of a caption template that name no object (owner ``-1``)."""
+    return [(w, -1) for w in text.split()]
+
+
+def fill_templates(
+    templates: list[list[tuple[str, int] | int]], objects: list[dict[str, Any]]
+) -> tuple[list[str], list[list[int]]]:
+    """Each template's caption and the object index every word names (``-1``: none).
+
+    A part is a ``(word, owner)`` pair or an object index, which becomes ``a <size> <colour>
+    <shape>`` of that object (the article names no object).
+    """
+    captions, alignments = [], []
+    for template in templates:
+        tokens: list[str] = []
+        owners: list[int] = []
+        for part in template:
+            if isinstance(part, int):
+                obj = objects[part]
+                tokens += ["a", obj["size"], obj["colour"], obj["shape"]]
+                owners += [-1, part, part, part]
+            else:
+                tokens.append(part[0])
+                owners.append(part[1])
+        captions.append(" ".join(tokens))
+        alignments.append(owners)
+    return captions, alignments
 
 
 def _captions(objects: list[dict[str, Any]]) -> tuple[list[str], list[list[int]]]:
     """Paraphrased references and, for each, the object index every word names."""
     templates: list[list[tuple[str, int] | int]] = []  # words with object -1, or an object index
-
-    def words(text: str) -> list[tuple[str, int]]:
-        return [(w, -1) for w in text.split()]
-
+    words = template_words
     if len(objects) == 1:
         templates = [[0], [*words("there is"), 0], [*words("an image of"), 0], [0, *words("in the picture")]]
     elif len(objects) == 2:
@@ -135,21 +158,7 @@ def _captions(objects: list[dict[str, Any]]) -> tuple[list[str], list[list[int]]
             [*words("from left to right"), a, b, *words("and"), c],
             [c, b, *words("and"), a, *words("from right to left")],
         ]
-    captions, alignments = [], []
-    for template in templates:
-        tokens: list[str] = []
-        owners: list[int] = []
-        for part in template:
-            if isinstance(part, int):
-                phrase, idx = _phrase(objects[part], part)
-                tokens += phrase
-                owners += idx
-            else:
-                tokens.append(part[0])
-                owners.append(part[1])
-        captions.append(" ".join(tokens))
-        alignments.append(owners)
-    return captions, alignments
+    return fill_templates(templates, objects)
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:

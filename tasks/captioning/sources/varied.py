@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from multiattn.tasks.captioning.sources.scenes import COLOURS, SHAPES, SIZES
+from multiattn.tasks.captioning.sources.scenes import COLOURS, SHAPES, SIZES, fill_templates, template_words
 
 __all__ = [
     "COLOUR_RANGES",
@@ -220,8 +220,7 @@ def scene_captions(objects: list[dict[str, Any]]) -> tuple[list[str], list[list[
     them), then freer ones. Objects need ``shape``, ``colour``, ``size`` and ``centre``.
     """
 
-    def w(text: str) -> list[tuple[str, int]]:
-        return [(word, -1) for word in text.split()]
+    w = template_words
 
     def bare(i: int) -> list[tuple[str, int]]:  # "a red circle": no size word
         return [("a", -1), (objects[i]["colour"], i), (objects[i]["shape"], i)]
@@ -270,21 +269,7 @@ def scene_captions(objects: list[dict[str, Any]]) -> tuple[list[str], list[list[
             [*w("in a row from left to right"), *listing(order)],
             [*w("from right to left"), *listing(order[::-1])],
         ]
-    captions, alignments = [], []
-    for template in templates:
-        tokens: list[str] = []
-        owners: list[int] = []
-        for part in template:
-            if isinstance(part, int):
-                obj = objects[part]
-                tokens += ["a", obj["size"], obj["colour"], obj["shape"]]
-                owners += [-1, part, part, part]
-            else:
-                tokens.append(part[0])
-                owners.append(part[1])
-        captions.append(" ".join(tokens))
-        alignments.append(owners)
-    return captions, alignments
+    return fill_templates(templates, objects)
 
 
 def _box(mask: np.ndarray) -> list[int]:

@@ -17,7 +17,7 @@ from multiattn.apps import AppJob, app_parser, expand_inputs, run_app
 from multiattn.checkpoint import load_checkpoint
 from multiattn.io import UserError
 from multiattn.pipeline import Pipeline, Result
-from multiattn.registry import Task
+from multiattn.registry import Inputs, Task
 
 EXTENSIONS = (".txt",)
 
@@ -75,8 +75,7 @@ TASK = Task(
     app=main,
     system=TallySystem,
     report=build_section,
-    input_extensions=EXTENSIONS,
-    input_kind="text",
+    inputs=Inputs("text", EXTENSIONS),
     renderer="explorer.js",
     pipeline=TallyPipeline,
 )

@@ -13,7 +13,7 @@ import torch
 
 from multiattn.tasks.asr.app import main
 from tests.helpers.asr import fit_asr_tiny
-from tests.helpers.processes import metrics_by_process_count
+from tests.helpers.processes import metrics_by_process_count, run_cli
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 ROOT = Path(__file__).resolve().parents[3]
@@ -184,15 +184,9 @@ def test_validation_wer_over_two_processes_equals_one_process(trained) -> None:
 def test_fit_on_two_processes_trains_validates_and_logs_overlays(trained, tmp_path) -> None:
     # Two regressions at once: Lightning could not put its sampler into the bucket batch sampler
     # (TypeError), and the overlay writer on rank 0 asked Trainer.log_dir, a collective: a hang.
-    import subprocess
-    import sys
-
     _, audio = trained
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "multiattn.cli",
+    run = run_cli(
         "fit",
         "-c",
         str(ROOT / "configs/asr_tiny.yaml"),
@@ -204,10 +198,8 @@ def test_fit_on_two_processes_trains_validates_and_logs_overlays(trained, tmp_pa
         f"--trainer.default_root_dir={out}",
         f"--trainer.logger.init_args.save_dir={out}",
         f"--trainer.callbacks.init_args.dirpath={tmp_path / 'ckpt'}",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    # cwd: the config's other relative outputs/ paths (best.ckpt) land in tmp_path
-    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path,  # the config's other relative outputs/ paths (best.ckpt) land in tmp_path
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
     assert list(out.rglob("val_overlay_0.png"))

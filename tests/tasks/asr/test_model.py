@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from multiattn.subsampling import subsampled_length
 from multiattn.tasks.asr.decode import decode_batch
 from multiattn.tasks.asr.features import LogMelFeatures, feature_lengths
-from multiattn.tasks.asr.model import ASRModel
+from multiattn.tasks.asr.model import ASRModel, ASRModelConfig, DecoderConfig, EncoderConfig, FeaturesConfig
 from multiattn.tasks.asr.tokenizer import CharTokenizer
 
 TOK = CharTokenizer()
@@ -19,23 +21,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def _model(encoder: str = "conformer", decoder: str = "transformer", **kwargs) -> ASRModel:
     torch.manual_seed(0)
-    args = dict(
-        vocab_size=len(TOK),
-        num_mels=40,
+    config = ASRModelConfig(
         embed_dim=32,
         num_heads=2,
-        encoder=encoder,
-        encoder_layers=2,
-        encoder_ff_dim=64,
-        conv_kernel_size=5,
-        decoder=decoder,
-        decoder_layers=2,
-        decoder_ff_dim=64,
-        subsampling_channels=8,
         dropout=0.0,
+        features=FeaturesConfig(num_mels=40),
+        encoder=EncoderConfig(
+            name=encoder, num_layers=2, ff_dim=64, conv_kernel_size=5, subsampling_channels=8
+        ),
+        decoder=DecoderConfig(name=decoder, num_layers=2, ff_dim=64),
     )
-    args.update(kwargs)
-    return ASRModel(**args).eval()
+    return ASRModel(replace(config, **kwargs), vocab_size=len(TOK)).eval()
 
 
 def _audio(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,7 +163,7 @@ def test_beam_shared_cache_equals_reordering_everything() -> None:
     enc = model.encode(wave, lengths)
     shared = model.init_decoder_state(enc.memory, enc.lengths)
     plain = model.decoder.decoder.init_cache(enc.memory, shared.memory_mask)
-    plain.items = None  # the reference reorders every tensor at every step
+    plain.memory = None  # the reference reorders every tensor at every step
     expand = torch.tensor([0, 0, 0, 1, 1, 1])  # B = 2 items -> K = 3 beams each: memory rows change
     within = [torch.tensor([2, 0, 0, 5, 3, 4]), torch.tensor([1, 1, 2, 3, 3, 3])]
     swap = torch.tensor([3, 4, 5, 0, 1, 2])  # rows change item: the memory must follow

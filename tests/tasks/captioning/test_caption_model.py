@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from multiattn.attention.additive import _Compiled
 from multiattn.tasks.captioning.decoders import TransformerCaptionDecoder
 from multiattn.tasks.captioning.encoders import TimmEncoder
 from multiattn.tasks.captioning.model import CaptionModelConfig, DecoderConfig, EncoderConfig, build_model
@@ -122,7 +121,7 @@ def test_compiled_attention_keeps_batched_equal_to_one_at_a_time_and_close_to_ea
         # Float rounding apart, the same search: the tiny model's captions do not change.
         assert together[i].tokens == eager[i].tokens
         assert abs(together[i].score - eager[i].score) < 1e-4
-    assert not _Compiled.broken, "torch.compile failed: the compiled path was not tested"
+    assert not model.compiled_energy.broken, "torch.compile failed: the compiled path was not tested"
 
 
 def test_transformer_step_attention_matches_full_decoding():
@@ -181,3 +180,45 @@ def test_grid_memory_reorders_like_a_tensor():
     dropped = within.reorder(torch.tensor([0, 4]))  # rows of images 0 and 2 only
     assert torch.equal(dropped.features, features[[0, 2]])
     assert torch.equal(dropped.features_proj, projected[[0, 2]])
+
+
+def _learned_coordinates_model(seed: int = 0):
+    torch.manual_seed(seed)
+    config = CaptionModelConfig(
+        encoder=EncoderConfig(channels=(8, 16, 16), strides=(2, 2, 2), coordinates=True),
+        decoder=DecoderConfig(name="show_attend_tell", init="learned", **TINY_DECODER),
+    )
+    return build_model(config, vocab_size=VOCAB).eval()
+
+
+def test_coordinates_are_the_cell_centres_after_the_grid():
+    model = _learned_coordinates_model()
+    images, _, _ = _batch()
+    grid = model.encoder(images)  # (B, 16 + 2, 12, 12)
+    assert grid.shape == (3, 18, 12, 12) and model.encoder.out_channels == 18
+    assert torch.equal(grid[:, :16], model.encoder.encoder(images))
+    centres = (torch.arange(12) + 0.5) / 6 - 1  # (12,)
+    assert torch.allclose(grid[0, 16], centres.expand(12, 12))  # x varies along the width
+    assert torch.allclose(grid[0, 17], centres[:, None].expand(12, 12))  # y along the height
+
+
+def test_learned_start_state_is_the_same_for_every_image_and_trains():
+    model = _learned_coordinates_model().train()
+    images, tokens, lengths = _batch()
+    state = model.decoder.init_state(model.encoder(images))
+    assert torch.equal(state["h"][0], state["h"][1]) and torch.equal(state["c"][0], state["c"][2])
+    assert not hasattr(model.decoder, "init_h")
+    loss, _ = model.loss(model(images, tokens, lengths), tokens, lengths, attention_penalty=0.5)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+def test_learned_start_and_coordinates_keep_batched_search_equal_to_one_at_a_time():
+    model = _learned_coordinates_model(seed=3)
+    images, _, _ = _batch(seed=5)
+    batched = model.generate(images, beam_size=3, max_len=8)
+    for i, caption in enumerate(batched):
+        single = model.generate(images[i : i + 1], beam_size=3, max_len=8)[0]
+        assert single.tokens == caption.tokens
+        assert abs(single.score - caption.score) < 1e-4

@@ -9,13 +9,12 @@ import pytest
 
 from multiattn.tasks.captioning.sources.scenes import (
     COLOURS,
-    SHAPES,
-    SIZES,
     colour_shape_pairs,
     generate_scenes,
     generate_split,
     load_scene_split,
 )
+from tests.helpers.scenes import assert_words_name_their_objects
 
 
 def test_same_seed_same_bytes_different_seed_differs():
@@ -39,16 +38,7 @@ def test_scenes_are_well_formed():
         assert len(ann["captions"]) >= 3
         for caption, owners in zip(ann["captions"], ann["word_objects"]):
             words = caption.split()
-            assert len(words) == len(owners)
-            for word, owner in zip(words, owners):
-                if word in COLOURS:
-                    assert objects[owner]["colour"] == word
-                elif word in SHAPES:
-                    assert objects[owner]["shape"] == word
-                elif word in SIZES:
-                    assert objects[owner]["size"] == word
-                else:
-                    assert owner == -1
+            assert_words_name_their_objects(words, owners, objects)
             assert set(colour_shape_pairs(words)) == {(o["colour"], o["shape"]) for o in objects}
         background = np.array(ann["background"], dtype=np.uint8)
         for obj in objects:

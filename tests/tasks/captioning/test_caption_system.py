@@ -11,7 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from multiattn.attention.additive import _Compiled, _fused_energy
+from multiattn.attention.compiled_energy import CompiledEnergy, fused_energy
 from multiattn.checkpoint import load_checkpoint, load_system
 from multiattn.lightning_cli import build_cli
 from multiattn.tasks.captioning.app import main as caption_main
@@ -161,7 +161,9 @@ def test_caption_app_prints_json_and_writes_overlays(trained, tmp_path, capsys, 
     # --compile-attention reaches the fused score kernel (a spy stands in for torch.compile's) and
     # captions the same.
     calls = []
-    monkeypatch.setattr(_Compiled, "function", lambda *args: calls.append(1) or _fused_energy(*args))
+    monkeypatch.setattr(
+        CompiledEnergy, "_compile", lambda self: lambda *args: calls.append(1) or fused_energy(*args)
+    )
     argv = [*map(str, paths), "--ckpt", str(trained / "ckpt" / "last.ckpt"), "--json", "--beam-size", "2"]
     assert caption_main([*argv, "--compile-attention"]) == 0
     compiled = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -26,6 +26,7 @@ from multiattn.tasks.captioning.sources.varied import (
     relation_of,
     shape_outline,
 )
+from tests.helpers.scenes import assert_words_name_their_objects
 
 
 @pytest.fixture(scope="module")
@@ -132,15 +133,7 @@ def _check_captions(annotations: list[dict]) -> None:
             words = caption.split()
             assert len(words) == len(owners)
             assert set(colour_shape_pairs(words)) == truth and len(colour_shape_pairs(words)) == len(objects)
-            for word, owner in zip(words, owners):
-                if word in COLOURS:
-                    assert objects[owner]["colour"] == word
-                elif word in SHAPES:
-                    assert objects[owner]["shape"] == word
-                elif word in SIZES:
-                    assert objects[owner]["size"] == word
-                else:
-                    assert owner == -1
+            assert_words_name_their_objects(words, owners, objects)
             named = [
                 owner for word, owner in zip(words, owners) if word in SHAPES
             ]  # objects in caption order

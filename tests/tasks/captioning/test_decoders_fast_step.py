@@ -141,24 +141,20 @@ def test_the_vocabulary_rule_picks_the_matmul_for_large_vocabularies(monkeypatch
     _assert_steps_match(decoder)
 
 
-def test_spatial_attention_accepts_precomputed_hidden_projections() -> None:
+def test_spatial_attention_attends_from_precomputed_hidden_projections() -> None:
     torch.manual_seed(0)
     attention = SoftSpatialAttention(feature_dim=FEATURES, hidden_dim=HIDDEN, attn_dim=ATTN)
     features, hidden = torch.randn(2, FEATURES, 3, 4), torch.randn(6, HIDDEN)  # 3 hypotheses per grid
     plain = attention(features, hidden)
-    given = attention(
-        features,
-        hidden,
-        hidden_proj=attention.hidden_proj(hidden),
-        gate_logit=attention.gate_proj(hidden),
-    )
+    given = attention.attend(features, attention.hidden_proj(hidden), attention.gate_proj(hidden))
     for a, b in zip(plain, given):
         torch.testing.assert_close(a, b)
-    other = attention(features, hidden, hidden_proj=attention.hidden_proj(-hidden))
+    other = attention.attend(features, attention.hidden_proj(-hidden), attention.gate_proj(hidden))
     assert not torch.allclose(other.weights, plain.weights)  # the given projection is what is used
     with pytest.raises(ValueError, match="hidden_proj"):
-        attention(features, hidden, hidden_proj=torch.zeros(6, ATTN + 1))
+        attention.attend(features, torch.zeros(6, ATTN + 1), attention.gate_proj(hidden))
     with pytest.raises(ValueError, match="gate_logit"):
-        SoftSpatialAttention(feature_dim=FEATURES, hidden_dim=HIDDEN, attn_dim=ATTN, gate=False)(
-            features, hidden, gate_logit=torch.zeros(6, 1)
-        )
+        attention.attend(features, attention.hidden_proj(hidden), None)
+    ungated = SoftSpatialAttention(feature_dim=FEATURES, hidden_dim=HIDDEN, attn_dim=ATTN, gate=False)
+    with pytest.raises(ValueError, match="gate_logit"):
+        ungated.attend(features, ungated.hidden_proj(hidden), torch.zeros(6, 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from tests.helpers.old_checkpoint import flat_hyperparameters
 
 TINY = Path(__file__).resolve().parents[3] / "configs" / "stn_tiny.yaml"
 FLAT_ROOTS = ("model", "optim", "box_loss")  # the nested groups the former layout did not have
+NEWER_KEYS = ("kind", "init_scale", "min_scale", "class_maps")  # localisation keys added since
 
 
 def test_flat_layout_checkpoint_loads(tmp_path: Path, one_thread) -> None:
@@ -22,14 +24,18 @@ def test_flat_layout_checkpoint_loads(tmp_path: Path, one_thread) -> None:
     args["model"]["transformer"]["transform"] = "projective"  # not the default: must survive the move
     args["optim"]["learning_rate"] = 0.0123
     system = STNSystem(**args)
-    old = flat_hyperparameters(system.hparams, FLAT_LAYOUT, FLAT_ROOTS, "tasks.stn.system.STNSystem")
+    hparams = copy.deepcopy(dict(system.hparams))
+    for key in NEWER_KEYS:  # the former layout predates them; loading gives their defaults
+        hparams["model"]["transformer"]["localization"].pop(key)
+    hparams.pop("localization_loss")
+    old = flat_hyperparameters(hparams, FLAT_LAYOUT, FLAT_ROOTS, "tasks.stn.system.STNSystem")
     assert "transform" in old and "model" not in old  # the former layout
     path = tmp_path / "old.ckpt"
     torch.save({"state_dict": system.state_dict(), "hyper_parameters": old}, path)
 
     loaded = load_system(STNSystem, path)
     assert loaded.model_config == system.model_config and loaded.optim == system.optim
-    assert loaded.box_loss == system.box_loss
+    assert loaded.box_loss == system.box_loss and loaded.localization_loss == system.localization_loss
     for key, value in system.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
     images = torch.rand(2, 1, 42, 42)

@@ -85,27 +85,22 @@ def test_variants_shapes_and_boxes(glyphs, variant):
 
 
 def test_rotation_and_identity(glyphs):
-    plain = distort_digits(
-        glyphs.images[:8],
-        glyphs.labels[:8],
-        DistortionSpec(variant="plain"),
-        num_samples=8,
-        seed=0,
-        progress=False,
-        one_per_source=True,
-    )
+    def one_per_glyph(variant: str) -> np.ndarray:
+        spec = DistortionSpec(variant=variant)
+        made = distort_digits(
+            glyphs.images[:8],
+            glyphs.labels[:8],
+            spec,
+            num_samples=8,
+            seed=0,
+            progress=False,
+            one_per_source=True,
+        )
+        return made.images.astype(int)
+
     # The identity warp reproduces the glyph (bilinear at pixel centres is exact).
-    assert np.abs(plain.images.astype(int) - glyphs.images[:8].astype(int)).max() <= 1
-    rotated = distort_digits(
-        glyphs.images[:8],
-        glyphs.labels[:8],
-        DistortionSpec(variant="R"),
-        num_samples=8,
-        seed=0,
-        progress=False,
-        one_per_source=True,
-    )
-    assert np.abs(rotated.images.astype(int) - glyphs.images[:8].astype(int)).mean() > 5
+    assert np.abs(one_per_glyph("plain") - glyphs.images[:8].astype(int)).max() <= 1
+    assert np.abs(one_per_glyph("R") - glyphs.images[:8].astype(int)).mean() > 5
 
 
 def test_cluttered_has_distractors_outside_the_box(glyphs):
