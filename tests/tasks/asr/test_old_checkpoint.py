@@ -38,13 +38,7 @@ def test_flat_layout_checkpoint_loads(tmp_path: Path, one_thread) -> None:
     torch.manual_seed(0)
     system = ASRSystem(**override(TINY, model__encoder__name="transformer", decoding__beam_size=3))
     groups = ("model", "tokenizer", "language_model", "loss", "optim", "decoding")
-    old = flat_hyperparameters(
-        system.hparams,
-        FLAT_LAYOUT,
-        groups,
-        "tasks.asr.system.ASRSystem",
-        newer=("language_model.text_batch_size",),
-    )
+    old = flat_hyperparameters(system.hparams, FLAT_LAYOUT, groups, "tasks.asr.system.ASRSystem")
     old["num_overlays"] = old.pop("overlay_count")
     assert old["tokenizer"] == "char" and old["encoder"] == "transformer" and "model" not in old
     path = tmp_path / "old.ckpt"
