@@ -438,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ckpt is None:
         ckpt, minutes = _train(config)
     else:
+        config = None  # the checkpoint's own (its log folder's config.yaml)
         ckpt = args.ckpt
         minutes = args.train_minutes if args.train_minutes is not None else _train_minutes_from_log(ckpt)
     checkpoint = load_checkpoint(ckpt)
