@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--variety",
-        choices=("standard", "broad"),
+        choices=("standard", "varied", "broad"),
         default=None,
         help="embedded digits to train on (default: the config's)",
     )

@@ -34,9 +34,9 @@ from multiattn.tasks.common.data import SplitDataModule
 from multiattn.tasks.stn.sources.distort import (
     VARIANTS,
     DistortionSpec,
-    broad_spec,
     distort_digits,
     ink_boxes,
+    variety_spec,
 )
 from multiattn.tasks.stn.sources.embedded import generate_embedded, load_split
 from multiattn.tasks.stn.sources.glyphs import VARIETIES
@@ -152,11 +152,12 @@ class STNDataModule(SplitDataModule):
         seed: generation and split seed.
         progress: progress bars while generating.
         variety: digits of the embedded source: ``standard`` (scikit-learn's handwriting and
-            matplotlib's 21 fonts) or ``broad`` (also every usable font on the machine, dozens of
+            matplotlib's 21 fonts), ``broad`` (also every usable font on the machine, dozens of
             families after ``make fonts``, and wide style variety: stroke width, slant, aspect,
-            blur, noise, contrast, inversion, rotation, scale, clutter density; see docs/stn.md).
-            Cached apart, under ``<data_dir>/<variant>-broad``.
-        font_dirs: extra folders of ``.ttf`` / ``.otf`` fonts for ``variety: broad``.
+            blur, noise, contrast, inversion, rotation, scale, clutter density; see docs/stn.md)
+            or ``varied`` (the broad fonts, grounds and contrast with half the broad shape
+            styles and no inversion). Cached apart, under ``<data_dir>/<variant>-<variety>``.
+        font_dirs: extra folders of ``.ttf`` / ``.otf`` fonts for ``variety: varied / broad``.
     """
 
     def __init__(
@@ -210,8 +211,7 @@ class STNDataModule(SplitDataModule):
             clutter_pieces=(int(clutter_pieces[0]), int(clutter_pieces[1])),
             clutter_size=clutter_size,
         )
-        if variety == "broad":
-            self.spec = broad_spec(self.spec)
+        self.spec = variety_spec(self.spec, variety)
         self.source, self.root, self.download = source, root, download
         self.data_dir, self.seed, self.progress = data_dir, seed, progress
         self.sizes = (train_size, val_size, test_size)

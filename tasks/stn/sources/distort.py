@@ -34,6 +34,8 @@ __all__ = [
     "distort_digits",
     "ink_boxes",
     "broad_spec",
+    "varied_spec",
+    "variety_spec",
 ]
 
 VARIANTS = ("plain", "R", "RTS", "P", "E", "cluttered")
@@ -68,7 +70,8 @@ class DistortionSpec:
             an RMS displacement of ``2 * alpha / 34`` pixels (2 px at Simard's 34).
         elastic_sigma: Gaussian smoothing of the displacement field in pixels (E).
 
-    Style variety (neutral by default; :func:`broad_spec` sets them for the broad digit set):
+    Style variety (neutral by default; :func:`broad_spec` and :func:`varied_spec` set them for the
+    broad and varied digit sets):
         aspect_range: width / height stretch, drawn log-uniformly (similarity variants: RTS,
             cluttered, R, plain).
         shear: maximum absolute horizontal shear (slant), same variants.
@@ -431,6 +434,37 @@ def broad_spec(spec: DistortionSpec) -> DistortionSpec:
         background_range=(0.0, 0.2),
         invert_probability=0.1,
     )
+
+
+def varied_spec(spec: DistortionSpec) -> DistortionSpec:
+    """The varied digit set's distortion: the broad set's grounds (contrast, background, noise)
+    with half its shape styles (aspect, slant, stroke, blur, rotation, scale spread), no
+    inversion, and the clutter range widened by 1 piece below and 2 above (4-6 -> 3-8): a set
+    between the standard digits and the broad ones."""
+    placed = spec.variant in ("RTS", "cluttered")
+    low, high = spec.clutter_pieces
+    return dataclasses.replace(
+        spec,
+        rotation=spec.rotation if spec.rotation is not None or not placed else 7.5,
+        scale_range=spec.scale_range if spec.scale_range is not None or not placed else (0.75, 1.275),
+        clutter_pieces=(max(0, low - 1), high + 2),
+        aspect_range=(0.87, 1.15),
+        shear=0.125,
+        stroke_range=(-0.25, 0.6),
+        blur_range=(0.0, 0.4),
+        noise_range=(0.0, 0.05),
+        contrast_range=(0.6, 1.0),
+        background_range=(0.0, 0.2),
+    )
+
+
+def variety_spec(spec: DistortionSpec, variety: str) -> DistortionSpec:
+    """``spec`` styled for a digit variety: ``standard`` as is, ``varied`` by :func:`varied_spec`,
+    ``broad`` by :func:`broad_spec`."""
+    styles = {"standard": lambda s: s, "varied": varied_spec, "broad": broad_spec}
+    if variety not in styles:
+        raise ValueError(f"unknown variety {variety!r}; valid varieties: {', '.join(styles)}")
+    return styles[variety](spec)
 
 
 def distort_digits(

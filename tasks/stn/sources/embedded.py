@@ -58,16 +58,16 @@ def generate_embedded(
     Args:
         data_dir: parent folder (``data/stn`` by default); the cache is ``data_dir/<variant>``
             (``data_dir/<variant>-broad`` for the broad digit set).
-        spec: the distortion (variant, canvas, clutter ...); for ``variety="broad"`` the caller
-            passes :func:`.distort.broad_spec`'s.
+        spec: the distortion (variant, canvas, clutter ...); for a ``variety`` other than
+            ``"standard"`` the caller passes :func:`.distort.variety_spec`'s.
         sizes: number of train / val / test images.
         seed: random seed; the same seed (and, for the broad set, the same fonts) gives
             identical arrays.
         source_fractions: share of source images in train / val / test.
         progress: tqdm bars while generating.
-        variety: ``"standard"`` (matplotlib's fonts) or ``"broad"`` (every usable font found,
+        variety: ``"standard"`` (matplotlib's fonts), ``"varied"`` or ``"broad"`` (every usable font found,
             :func:`.fonts.discover_fonts`).
-        font_dirs: extra font folders for the broad set.
+        font_dirs: extra font folders for the varied and broad sets.
 
     Returns:
         The cache folder.
@@ -86,7 +86,7 @@ def generate_embedded(
         "source_fractions": [float(f) for f in source_fractions],
     }
     faces: list[FontFace] = []
-    if variety == "broad":
+    if variety != "standard":
         faces = discover_fonts(font_dirs)
         _report_missing_fonts(faces)
         params["variety"] = variety

@@ -45,8 +45,9 @@ __all__ = [
 ]
 
 GLYPH_SIZE = 28
-# "standard": scikit-learn's handwriting + matplotlib's 21 fonts; "broad": + every usable system font.
-VARIETIES = ("standard", "broad")
+# "standard": scikit-learn's handwriting + matplotlib's 21 fonts; "varied" and "broad": + every
+# usable system font ("varied" with milder styles than "broad", tasks/stn/sources/distort.py).
+VARIETIES = ("standard", "varied", "broad")
 _INK_BOX = 20  # MNIST fits the digit's bounding box in 20x20, centred in 28x28.
 
 # Fonts bundled with matplotlib that contain the ten ASCII digits as ordinary glyphs (the STIX
@@ -262,9 +263,9 @@ def load_source_glyphs(variety: str = "standard", faces: Sequence[FontFace] = ()
     """Handwritten digits followed by font digits; groups made unique across both.
 
     Args:
-        variety: ``"standard"``: matplotlib's 21 :data:`FONT_FILES`; ``"broad"``: ``faces``
-            (:func:`.fonts.discover_fonts`), rendered by :func:`render_face_digits`.
-        faces: the broad set's font faces.
+        variety: ``"standard"``: matplotlib's 21 :data:`FONT_FILES`; ``"varied"`` or ``"broad"``:
+            ``faces`` (:func:`.fonts.discover_fonts`), rendered by :func:`render_face_digits`.
+        faces: the varied / broad sets' font faces.
     """
     if variety not in VARIETIES:
         raise ValueError(f"unknown variety {variety!r}; valid varieties: {', '.join(VARIETIES)}")

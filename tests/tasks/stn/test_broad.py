@@ -15,7 +15,13 @@ import torch
 
 from multiattn.tasks.stn.data import STNDataModule
 from multiattn.tasks.stn.sources import embedded, fonts
-from multiattn.tasks.stn.sources.distort import STYLE_FIELDS, DistortionSpec, broad_spec, distort_digits
+from multiattn.tasks.stn.sources.distort import (
+    STYLE_FIELDS,
+    DistortionSpec,
+    broad_spec,
+    distort_digits,
+    variety_spec,
+)
 from multiattn.tasks.stn.sources.fonts import FontFace, discover_fonts, font_face, is_excluded
 from multiattn.tasks.stn.sources.glyphs import FONT_FILES, load_handwritten_digits, render_face_digits
 from multiattn.tasks.stn.sources.outside import held_out_fonts, outside_digits
@@ -169,6 +175,31 @@ def test_broad_spec_and_style_variety(hand):
         and (broad.boxes[:, 2:] <= 59.5).all()
         and (widths < 50).mean() > 0.99
     )
+
+
+def test_varied_spec_lies_between_standard_and_broad(hand, tmp_path, monkeypatch):
+    base = DistortionSpec(variant="cluttered")
+    standard, varied, broad = (variety_spec(base, name) for name in ("standard", "varied", "broad"))
+    assert standard == base and broad == broad_spec(base)
+    assert varied.invert_probability == 0.0 and varied.background_range == broad.background_range
+    for name in ("aspect_range", "stroke_range", "blur_range", "scales"):
+        low, high = getattr(varied, name)
+        assert getattr(broad, name)[0] <= low <= getattr(base, name)[0]
+        assert getattr(base, name)[1] <= high < getattr(broad, name)[1]
+    assert 0 < varied.shear < broad.shear and 0 < varied.max_rotation < broad.max_rotation
+    with pytest.raises(ValueError, match="unknown variety"):
+        variety_spec(base, "wide")
+    # Grey, noisy grounds, never inverted: no canvas has a bright median.
+    made = distort_digits(hand.images, hand.labels, varied, num_samples=300, seed=0, progress=False)
+    assert not (np.median(made.images.reshape(300, -1), axis=1) > 127).any()
+    assert (made.images == 0).mean() < 0.5
+    # Cached apart from the other varieties, with the font faces of the broad set.
+    monkeypatch.setattr(embedded, "discover_fonts", functools.partial(discover_fonts, system=False))
+    root = embedded.generate_embedded(
+        tmp_path, varied, sizes=(40, 10, 10), seed=0, progress=False, variety="varied"
+    )
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert root.name == "cluttered-varied" and manifest["params"]["fonts"]["faces"] == len(FONT_FILES)
 
 
 @pytest.mark.parametrize("stroke", [(-1.0, -1.0), (1.0, 1.0), (2.0, 2.0)])
