@@ -199,6 +199,17 @@ def _check_cell_mask(mask: Tensor, groups: int, grid_hw: tuple[int, int]) -> Ten
     return mask
 
 
+def _per_step(weights: Tensor) -> Tensor:
+    """Per-step attention as ``(B, T, N)``: ``(B, T, H, W)`` grids are flattened."""
+    if weights.dim() == 4:
+        weights = weights.flatten(2)
+    if weights.dim() != 3:
+        raise ValueError(
+            f"weights: expected shape (B, T, N) or (B, T, H, W), received {tuple(weights.shape)}"
+        )
+    return weights
+
+
 def doubly_stochastic_penalty(
     weights: Tensor, lengths: Tensor | None = None, *, mask: Tensor | None = None
 ) -> Tensor:
@@ -217,12 +228,7 @@ def doubly_stochastic_penalty(
     Returns:
         A scalar float32 tensor (multiply by lambda in the loss).
     """
-    if weights.dim() == 4:
-        weights = weights.flatten(2)  # (B, T, H, W) -> (B, T, N)
-    if weights.dim() != 3:
-        raise ValueError(
-            f"weights: expected shape (B, T, N) or (B, T, H, W), received {tuple(weights.shape)}"
-        )
+    weights = _per_step(weights)
     batch, steps, cells = weights.shape
     weights = weights.float()
     if lengths is not None:
@@ -253,12 +259,7 @@ def attention_entropy(weights: Tensor, lengths: Tensor | None = None) -> Tensor:
     Returns:
         A scalar float32 tensor.
     """
-    if weights.dim() == 4:
-        weights = weights.flatten(2)
-    if weights.dim() != 3:
-        raise ValueError(
-            f"weights: expected shape (B, T, N) or (B, T, H, W), received {tuple(weights.shape)}"
-        )
+    weights = _per_step(weights)
     batch, steps, _ = weights.shape
     weights = weights.float()
     # The clamp keeps 0 * log 0 = 0 and the gradient finite at cells with zero weight.
