@@ -365,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         "beam": beam,
         "throughput": throughput,
     }
-    name = "captioning" + ("" if style == "plain" else f"_{style}") + ("_scores" if args.scores_only else "")
+    # Another config's figures go to their own files (configs/captioning_demo.yaml: captioning_demo_*).
+    name = args.config.stem if args.config is not None else "captioning"
+    name += ("" if style == "plain" else f"_{style}") + ("_scores" if args.scores_only else "")
     name += "_quick" if args.quick else ""
     write_results(name, result, _markdown(result))
     return 0

@@ -18,6 +18,7 @@ from multiattn.attention.multihead import MultiHeadAttention
 from multiattn.attention.spatial import (
     SoftSpatialAttention,
     SpatialAttentionOutput,
+    attention_entropy,
     doubly_stochastic_penalty,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "SoftSpatialAttention",
     "SpatialAttentionOutput",
     "CompiledEnergy",
+    "attention_entropy",
     "doubly_stochastic_penalty",
     "ATTENTION",
     "build_attention",

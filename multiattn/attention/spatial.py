@@ -23,7 +23,13 @@ from multiattn.decoding.grouping import QueryGroups
 from multiattn.masks import check_lengths, check_shape, lengths_to_mask
 from multiattn.recording import emit, is_recording
 
-__all__ = ["SoftSpatialAttention", "SpatialAttentionOutput", "doubly_stochastic_penalty", "flatten_grid"]
+__all__ = [
+    "SoftSpatialAttention",
+    "SpatialAttentionOutput",
+    "attention_entropy",
+    "doubly_stochastic_penalty",
+    "flatten_grid",
+]
 
 
 class SpatialAttentionOutput(NamedTuple):
@@ -193,6 +199,17 @@ def _check_cell_mask(mask: Tensor, groups: int, grid_hw: tuple[int, int]) -> Ten
     return mask
 
 
+def _per_step(weights: Tensor) -> Tensor:
+    """Per-step attention as ``(B, T, N)``: ``(B, T, H, W)`` grids are flattened."""
+    if weights.dim() == 4:
+        weights = weights.flatten(2)
+    if weights.dim() != 3:
+        raise ValueError(
+            f"weights: expected shape (B, T, N) or (B, T, H, W), received {tuple(weights.shape)}"
+        )
+    return weights
+
+
 def doubly_stochastic_penalty(
     weights: Tensor, lengths: Tensor | None = None, *, mask: Tensor | None = None
 ) -> Tensor:
@@ -211,12 +228,7 @@ def doubly_stochastic_penalty(
     Returns:
         A scalar float32 tensor (multiply by lambda in the loss).
     """
-    if weights.dim() == 4:
-        weights = weights.flatten(2)  # (B, T, H, W) -> (B, T, N)
-    if weights.dim() != 3:
-        raise ValueError(
-            f"weights: expected shape (B, T, N) or (B, T, H, W), received {tuple(weights.shape)}"
-        )
+    weights = _per_step(weights)
     batch, steps, cells = weights.shape
     weights = weights.float()
     if lengths is not None:
@@ -230,3 +242,30 @@ def doubly_stochastic_penalty(
         check_shape("mask", mask, (batch, cells))
         per_cell = per_cell * mask
     return per_cell.sum(dim=1).mean()
+
+
+def attention_entropy(weights: Tensor, lengths: Tensor | None = None) -> Tensor:
+    """Mean entropy (nats) of the per-step attention distributions, a sharpening penalty.
+
+    ``mean over valid (b, t) of -sum_i alpha_{b,t,i} log alpha_{b,t,i}``: 0 when every step puts
+    all its weight on one cell, ``log N`` when it spreads it evenly. Added to a loss with a positive
+    weight, it asks each word to look at fewer cells (no box is needed); padded decoding steps
+    (``t >= lengths[b]``) are left out. Cells with zero weight (masked) contribute zero.
+
+    Args:
+        weights: ``(B, T, N)`` or ``(B, T, H, W)`` per-step attention (each step sums to 1).
+        lengths: ``(B,)`` number of valid steps per item; ``None`` means all ``T`` are valid.
+
+    Returns:
+        A scalar float32 tensor.
+    """
+    weights = _per_step(weights)
+    batch, steps, _ = weights.shape
+    weights = weights.float()
+    # The clamp keeps 0 * log 0 = 0 and the gradient finite at cells with zero weight.
+    per_step = -(weights * weights.clamp_min(1e-12).log()).sum(dim=-1)  # (B, T)
+    if lengths is None:
+        return per_step.mean()
+    check_lengths(lengths, batch, steps)
+    step_mask = lengths_to_mask(lengths, steps).to(per_step.dtype)
+    return (per_step * step_mask).sum() / step_mask.sum().clamp_min(1.0)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multiattn.attention.compiled_energy import CompiledEnergy
+from multiattn.attention.spatial import attention_entropy as _attention_entropy
 from multiattn.attention.spatial import doubly_stochastic_penalty
 from multiattn.builders import fields, pick
 from multiattn.decoding import Hypothesis, StepOutput, beam_search, greedy_search
@@ -97,12 +98,20 @@ class CaptionModel(nn.Module):
         return CaptionOutput(logits, attention)
 
     def loss(
-        self, output: CaptionOutput, tokens: Tensor, lengths: Tensor, *, attention_penalty: float = 0.0
+        self,
+        output: CaptionOutput,
+        tokens: Tensor,
+        lengths: Tensor,
+        *,
+        attention_penalty: float = 0.0,
+        attention_entropy: float = 0.0,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Cross-entropy over the valid targets (padding ignored) plus ``lambda`` times the doubly stochastic penalty.
+        """Cross-entropy over the valid targets (padding ignored) plus ``lambda`` times the doubly
+        stochastic penalty plus ``attention_entropy`` times the attention's mean entropy.
 
         Returns:
-            ``(loss, parts)`` with ``parts["nll"]`` (mean per target word) and ``parts["penalty"]``.
+            ``(loss, parts)`` with ``parts["nll"]`` (mean per target word), ``parts["penalty"]``
+            and ``parts["entropy"]`` (when their weights are positive).
         """
         targets = tokens[:, 1:]  # (B, T)
         logits = output.logits.float()
@@ -115,6 +124,10 @@ class CaptionModel(nn.Module):
             penalty = doubly_stochastic_penalty(output.attention, lengths - 1)
             parts["penalty"] = penalty
             loss = loss + attention_penalty * penalty
+        if attention_entropy > 0 and output.attention is not None:
+            entropy = _attention_entropy(output.attention, lengths - 1)
+            parts["entropy"] = entropy
+            loss = loss + attention_entropy * entropy
         return loss, parts
 
     def _step(self, tokens: Tensor, state: dict) -> StepOutput:

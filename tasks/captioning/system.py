@@ -111,6 +111,9 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         optim: optimiser and schedule.
         decoding: free-running decoding.
         attention_penalty: lambda of the doubly stochastic penalty (show_attend_tell only).
+        attention_entropy: weight of the attention's mean entropy per word, a sharpening term
+            without box supervision (show_attend_tell only; 0 = off; docs/captioning.md
+            "Attention levers").
         vocab: the vocabulary as a list (filled from the data module when ``None``).
         input_size: image side the model expects (filled from the data module when ``None``).
         use_java: Java for METEOR and the PTB tokenizer; ``None`` = when ``java`` is on PATH.
@@ -128,6 +131,7 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         optim: CaptionOptimConfig = CaptionOptimConfig(),
         decoding: CaptionDecodingConfig = CaptionDecodingConfig(),
         attention_penalty: float = 0.0,
+        attention_entropy: float = 0.0,
         vocab: list[str] | None = None,
         input_size: int | None = None,
         use_java: bool | None = None,
@@ -197,11 +201,15 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
     def _loss(self, batch: CaptionBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         assert self.model is not None
         need_attention = (
-            self.hparams.attention_penalty > 0 and self.model_config.decoder.name == "show_attend_tell"
-        )
+            self.hparams.attention_penalty > 0 or self.hparams.attention_entropy > 0
+        ) and self.model_config.decoder.name == "show_attend_tell"
         output = self.model(batch.images, batch.tokens, batch.lengths, with_attention=need_attention)
         return self.model.loss(
-            output, batch.tokens, batch.lengths, attention_penalty=self.hparams.attention_penalty
+            output,
+            batch.tokens,
+            batch.lengths,
+            attention_penalty=self.hparams.attention_penalty,
+            attention_entropy=self.hparams.attention_entropy,
         )
 
     def training_step(self, batch: CaptionBatch | None, batch_idx: int) -> torch.Tensor | None:

@@ -1,4 +1,4 @@
-"""SoftSpatialAttention and the doubly stochastic penalty (Show, Attend and Tell)."""
+"""SoftSpatialAttention, the doubly stochastic penalty (Show, Attend and Tell) and the attention entropy."""
 
 import pytest
 import torch
@@ -6,6 +6,7 @@ import torch
 from multiattn.attention.spatial import (
     SoftSpatialAttention,
     SpatialAttentionOutput,
+    attention_entropy,
     doubly_stochastic_penalty,
 )
 from multiattn.recording import record_attention
@@ -110,6 +111,29 @@ def test_doubly_stochastic_penalty_hand_computed():
     )
     with pytest.raises(ValueError, match="lengths"):
         doubly_stochastic_penalty(weights, torch.tensor([4, 1]))
+
+
+def test_attention_entropy_hand_computed():
+    # Item 0: steps (0.5, 0.5) -> log 2 and (1, 0) -> 0 (a zero weight adds nothing); step 3 is
+    # padding (uniform over 4 cells, log 4, must be ignored). Item 1: one valid step (0.25 x 4) -> log 4.
+    weights = torch.tensor(
+        [
+            [[0.5, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]],
+            [[0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]],
+        ],
+        requires_grad=True,
+    )
+    lengths = torch.tensor([2, 1])
+    log2, log4 = torch.tensor(2.0).log(), torch.tensor(4.0).log()
+    entropy = attention_entropy(weights, lengths)
+    torch.testing.assert_close(entropy, (log2 + 0.0 + log4) / 3)
+    # Every step counted without lengths (6 steps).
+    torch.testing.assert_close(attention_entropy(weights), (log2 + log4 + log4) / 6)
+    torch.testing.assert_close(attention_entropy(weights.view(2, 3, 2, 2), lengths), entropy)
+    entropy.backward()  # finite at the zero weights, zero for the padded step
+    assert torch.isfinite(weights.grad).all() and weights.grad[0, 2].abs().sum() == 0
+    with pytest.raises(ValueError, match="lengths"):
+        attention_entropy(weights, torch.tensor([4, 1]))
 
 
 def test_grids_shared_by_groups_of_rows_equal_repeated_grids():

@@ -44,8 +44,9 @@ def test_shapes_and_every_parameter_gets_a_gradient(decoder):
     assert out.logits.shape == (3, 6, VOCAB)
     assert out.attention.shape == (3, 6, 12, 12)
     assert torch.allclose(out.attention.sum((-1, -2)), torch.ones(3, 6), atol=1e-5)
-    loss, parts = model.loss(out, tokens, lengths, attention_penalty=0.5)
-    assert torch.isfinite(loss) and "penalty" in parts
+    loss, parts = model.loss(out, tokens, lengths, attention_penalty=0.5, attention_entropy=0.1)
+    assert torch.isfinite(loss) and "penalty" in parts and "entropy" in parts
+    torch.testing.assert_close(loss, parts["nll"] + 0.5 * parts["penalty"] + 0.1 * parts["entropy"])
     loss.backward()
     missing = [
         n
