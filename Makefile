@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export JSONARGPARSE_DEPRECATION_WARNINGS := off
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint format demo readme-images bench clean browser fonts
+.PHONY: setup test lint format demo readme-images bench clean browser fonts speech-sources
 
 setup: $(STAMP)
 
@@ -41,6 +41,19 @@ browser:
 fonts: setup
 	$(BIN)/python -m multiattn.tasks.stn.sources.fonts install
 
+# Debian packages the open-vocabulary speech corpus and its evaluation read: espeak-ng (the voices),
+# wordnet-base (training text), fortunes-min (held-out text domain), flite and festival (the
+# independent synthesisers, evaluation only). As root with apt-get; otherwise it lists what to
+# install. The tests need none of them (they write tiny fixtures); training configs/asr.yaml and
+# the speech benchmark do.
+SPEECH_PACKAGES := espeak-ng wordnet-base fortunes-min flite festival festvox-kallpc16k
+speech-sources:
+	@missing=$$(for p in $(SPEECH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "speech sources installed: $(SPEECH_PACKAGES)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "not installed (needs root and apt-get): apt-get install" $$missing; fi
+
 test: setup lint browser
 	$(BIN)/python -m pytest -q --timeout=900
 
@@ -52,7 +65,10 @@ demo: setup
 readme-images: setup
 	$(BIN)/python scripts/readme_images.py
 
+# Fonts and speech sources first; without root each says what to install (the broad digits then use
+# the fonts found, and the open-vocabulary speech benchmark stops naming the missing package).
 bench: setup
+	-$(MAKE) --no-print-directory fonts speech-sources
 	$(BIN)/python -m benchmarks.run
 
 clean:
