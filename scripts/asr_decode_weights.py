@@ -10,7 +10,8 @@ the choice, so the test numbers stay honest. The chosen pair is what the trainin
 Usage::
 
     python scripts/asr_decode_weights.py --ckpt outputs/asr/checkpoints/best.ckpt \
-        [--lm-weights 0 0.5 1 1.5 2 2.5] [--ctc-weights 0.3 0.5] [--threads 2] [--limit N]
+        [--lm-weights 0 0.5 1 1.5 2 2.5] [--ctc-weights 0.3 0.5] [--threads 2] [--limit N] \
+        [--splits validation test]
 
 Writes ``benchmarks/results/asr_decode_weights.{json,md}`` (``--output`` changes the stem).
 JSON keys: ``checkpoint``, ``beam_size``, ``grid = [{lm_weight, ctc_weight, wer: {split: WER}}]``,
@@ -78,12 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="utterances per split (default all)")
     parser.add_argument(
+        "--splits",
+        nargs="+",
+        choices=SPLITS,
+        default=list(SPLITS),
+        help="splits scored (validation, which chooses, always among them)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=ROOT / "benchmarks" / "results" / "asr_decode_weights",
         help="path stem of the .json and .md written",
     )
     args = parser.parse_args(argv)
+    splits = [split for split in SPLITS if split in args.splits or split == "validation"]
     torch.set_num_threads(args.threads)
     from benchmarks.bench_asr import _loader
     from multiattn.checkpoint import load_checkpoint, load_system
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     data_args = {k: v for k, v in data_args.items() if not k.startswith("_")}
     grid = [{"lm_weight": lm, "ctc_weight": w, "wer": {}} for lm in args.lm_weights for w in args.ctc_weights]
     with torch.inference_mode():
-        for split in SPLITS:
+        for split in splits:
             loader, _ = _loader(data_args, split, 16, args.limit)
             for row in grid:
                 row["wer"][split] = _wer(
@@ -113,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "checkpoint": str(args.ckpt),
         "beam_size": args.beam_size,
-        "splits": list(SPLITS),
+        "splits": splits,
         "grid": grid,
         "chosen": {"lm_weight": best["lm_weight"], "ctc_weight": best["ctc_weight"]},
     }

@@ -39,6 +39,7 @@ from multiattn.io import UserError
 from multiattn.tasks.asr.augment import EVAL_CONDITIONS, AugmentConfig
 from multiattn.tasks.asr.dataset import AugmentedSpeechDataset, SpeechDataset, SpeechItem
 from multiattn.tasks.asr.sources.corpus import SPLITS, embedded_corpus
+from multiattn.tasks.asr.sources.grammar import generate_sentences
 from multiattn.tasks.asr.sources.librispeech import read_librispeech
 from multiattn.tasks.asr.sources.manifest import read_manifest
 from multiattn.tasks.asr.sources.open_corpus import OPEN_SPLITS, open_corpus, read_lines
@@ -213,6 +214,10 @@ class ASRDataModule(SplitDataModule):
         corpus_size: ``"tiny"``, ``"small"`` or ``"default"`` (embedded).
         corpus_seed: generator seed (embedded).
         split_sizes: utterances per split, overriding the size preset (embedded).
+        grammar_text_sentences: text-only sentences of the grammar added to :meth:`train_text` (what
+            the language model may learn from; ``language_model.text_batch_size``) beside the
+            training transcripts (embedded grammar corpus): drawn with seed ``corpus_seed + 1``,
+            never spoken, every validation and test transcript removed; 0 = the transcripts alone.
         rate_range: speaking rates in words per minute (embedded). Kept at or below ~170 so a
             character rarely needs more than one 40 ms encoder frame, which CTC requires.
         test_split: the evaluation split (embedded): ``"test"`` or ``"test_unseen_voices"``;
@@ -241,6 +246,7 @@ class ASRDataModule(SplitDataModule):
         corpus_size: str = "default",
         corpus_seed: int = 0,
         split_sizes: dict[str, int] | None = None,
+        grammar_text_sentences: int = 0,
         rate_range: tuple[int, int] = (120, 170),
         test_split: str = "test",
         test_condition: str | None = None,
@@ -263,6 +269,11 @@ class ASRDataModule(SplitDataModule):
             raise ValueError(f"source: expected one of {list(SOURCES)}, received {source!r}")
         if corpus_text not in ("grammar", "open"):
             raise ValueError(f"corpus_text: expected 'grammar' or 'open', received {corpus_text!r}")
+        if grammar_text_sentences < 0 or (grammar_text_sentences and corpus_text != "grammar"):
+            raise ValueError(
+                f"grammar_text_sentences: expected >= 0 and only with corpus_text 'grammar', "
+                f"received {grammar_text_sentences} with {corpus_text!r}"
+            )
         if test_condition is not None and test_condition not in EVAL_CONDITIONS:
             raise ValueError(
                 f"test_condition: expected one of {sorted(EVAL_CONDITIONS)} or null, received {test_condition!r}"
@@ -337,12 +348,21 @@ class ASRDataModule(SplitDataModule):
     def train_text(self) -> list[str]:
         """Every training sentence, with audio or without: what a language model may learn from.
 
-        The open corpus's ``train_text.txt`` (its evaluation sentences are never in it); for
-        other sources the training transcripts (:meth:`train_texts`).
+        The open corpus's ``train_text.txt`` (its evaluation sentences are never in it); for the
+        grammar corpus the training transcripts and ``grammar_text_sentences`` more sentences of
+        the grammar, none of them a validation or test transcript; for other sources the
+        training transcripts (:meth:`train_texts`).
         """
-        if self.hparams.source == "embedded" and self.hparams.corpus_text == "open":
+        hp = self.hparams
+        if hp.source == "embedded" and hp.corpus_text == "open":
             return read_lines(self._corpus()["train_text"])
-        return self.train_texts()
+        texts = self.train_texts()
+        if hp.source == "embedded" and hp.grammar_text_sentences > 0:
+            paths = self._corpus()
+            held_out = {e.text for split in SPLITS if split != "train" for e in read_manifest(paths[split])}
+            drawn = generate_sentences(hp.grammar_text_sentences, seed=hp.corpus_seed + 1)
+            texts = texts + [text for text in drawn if text not in held_out]
+        return texts
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]

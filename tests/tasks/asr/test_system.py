@@ -214,3 +214,29 @@ def test_language_model_reads_the_wider_text_in_training_steps_only(
     assert tiny_data.train_text() == tiny_data.train_texts()  # the grammar corpus: its transcripts
     with pytest.raises(ValueError, match="text_batch_size"):
         ASRSystem(**override(TINY, language_model__text_batch_size=-1))
+
+
+def test_grammar_text_sentences_widen_the_language_models_text(tiny_data: ASRDataModule, monkeypatch) -> None:
+    """grammar_text_sentences adds text-only grammar sentences to train_text(), never a validation
+    or test transcript, the same ones each time."""
+    from multiattn.tasks.asr import data as data_module
+    from multiattn.tasks.asr.sources.manifest import read_manifest
+
+    wider = ASRDataModule(
+        source="embedded", data_dir=tiny_data.hparams.data_dir, corpus_size="tiny", grammar_text_sentences=200
+    )
+    text = wider.train_text()
+    assert text[: len(tiny_data.train_texts())] == tiny_data.train_texts()
+    assert 190 <= len(text) - len(tiny_data.train_texts()) <= 200
+    assert wider.train_text() == text
+    paths = wider._corpus()
+    held_out = {
+        e.text for split in ("validation", "test", "test_unseen_voices") for e in read_manifest(paths[split])
+    }
+    assert held_out and not held_out & set(text)
+    # a drawn sentence that is a held-out transcript is dropped
+    spoken = sorted(held_out)[0]
+    monkeypatch.setattr(data_module, "generate_sentences", lambda count, seed: [spoken, "a new sentence"])
+    assert wider.train_text()[len(tiny_data.train_texts()) :] == ["a new sentence"]
+    with pytest.raises(ValueError, match="grammar_text_sentences"):
+        ASRDataModule(corpus_text="open", grammar_text_sentences=10)
