@@ -48,6 +48,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.output import shown_path
 from benchmarks.timing import best_of_interleaved
 from multiattn.runtime import keep_freed_memory
 
@@ -475,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         print(reason, flush=True)
     result: dict = {
         "config": config,
-        "checkpoint": str(ckpt),
+        "checkpoint": shown_path(ckpt),
         "threads": args.threads,
         "load_average": round(os.getloadavg()[0], 2),
         "train_minutes": None if minutes is None else round(minutes, 1),

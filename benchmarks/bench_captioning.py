@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import yaml
 
-from benchmarks.output import write_results
+from benchmarks.output import shown_path, write_results
 from benchmarks.timing import best_of_interleaved
 from multiattn.checkpoint import load_checkpoint, load_system
 from multiattn.metrics.captioning import caption_metrics, java_available
@@ -352,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python -m benchmarks.bench_captioning "
         + " ".join(argv if argv is not None else sys.argv[1:]),
-        "config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
-        "checkpoint": str(ckpt),
+        "config": shown_path(config),
+        "checkpoint": shown_path(ckpt),
         "threads": args.threads,
         "java": java_available(),
         "training_minutes": None if trained_s is None else trained_s / 60,
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         "style": style,
         "test": test,
         "oog": oog,
-        "oog_dir": str(oog_root) if oog is not None else None,
+        "oog_dir": shown_path(oog_root) if oog is not None else None,
         "beam": beam,
         "throughput": throughput,
     }

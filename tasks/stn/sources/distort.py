@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -413,18 +414,38 @@ def _restyle(generator: torch.Generator, images: Tensor, spec: DistortionSpec) -
     return images.clamp(0.0, 1.0)
 
 
+def _styled(
+    spec: DistortionSpec,
+    *,
+    rotation: float,
+    scale_range: tuple[float, float],
+    clutter_widening: tuple[int, int],
+    **styles: Any,
+) -> DistortionSpec:
+    """``spec`` with ``styles``, ``rotation`` and ``scale_range`` where ``spec`` leaves them to the
+    variant (cluttered and RTS), and its clutter range widened by ``clutter_widening`` pieces
+    (below, above)."""
+    placed = spec.variant in ("RTS", "cluttered")
+    low, high = spec.clutter_pieces
+    return dataclasses.replace(
+        spec,
+        rotation=spec.rotation if spec.rotation is not None or not placed else rotation,
+        scale_range=spec.scale_range if spec.scale_range is not None or not placed else scale_range,
+        clutter_pieces=(max(0, low - clutter_widening[0]), high + clutter_widening[1]),
+        **styles,
+    )
+
+
 def broad_spec(spec: DistortionSpec) -> DistortionSpec:
     """The broad digit set's distortion: ``spec`` with wide style variety (stroke, aspect, slant,
     blur, noise, contrast, background, inversion), rotation ±15° and scale 0.7-1.35 where ``spec``
     leaves them to the variant (cluttered and RTS), and the clutter range widened by 2 pieces
     below and 4 above (4-6 -> 2-10)."""
-    placed = spec.variant in ("RTS", "cluttered")
-    low, high = spec.clutter_pieces
-    return dataclasses.replace(
+    return _styled(
         spec,
-        rotation=spec.rotation if spec.rotation is not None or not placed else 15.0,
-        scale_range=spec.scale_range if spec.scale_range is not None or not placed else (0.7, 1.35),
-        clutter_pieces=(max(0, low - 2), high + 4),
+        rotation=15.0,
+        scale_range=(0.7, 1.35),
+        clutter_widening=(2, 4),
         aspect_range=(0.75, 1.33),
         shear=0.25,
         stroke_range=(-0.5, 1.2),
@@ -441,13 +462,11 @@ def varied_spec(spec: DistortionSpec) -> DistortionSpec:
     with half its shape styles (aspect, slant, stroke, blur, rotation, scale spread), no
     inversion, and the clutter range widened by 1 piece below and 2 above (4-6 -> 3-8): a set
     between the standard digits and the broad ones."""
-    placed = spec.variant in ("RTS", "cluttered")
-    low, high = spec.clutter_pieces
-    return dataclasses.replace(
+    return _styled(
         spec,
-        rotation=spec.rotation if spec.rotation is not None or not placed else 7.5,
-        scale_range=spec.scale_range if spec.scale_range is not None or not placed else (0.75, 1.275),
-        clutter_pieces=(max(0, low - 1), high + 2),
+        rotation=7.5,
+        scale_range=(0.75, 1.275),
+        clutter_widening=(1, 2),
         aspect_range=(0.87, 1.15),
         shear=0.125,
         stroke_range=(-0.25, 0.6),
