@@ -221,6 +221,13 @@ def export_examples(task: str, count: int) -> list[Path]:
     return files
 
 
+def report_command(limit: int) -> list[str]:
+    """``multiattn report``'s arguments: the explorer goes into ``OUT`` beside the demo's own folders,
+    so ``--force`` (which replaces only the report's entries there and keeps the rest)."""
+    argv = ["report"] + [f"--ckpt={checkpoint_of(t)}" for t in TASKS]
+    return argv + ["--split", "test", "--limit", str(limit), "--out", str(OUT), "--force"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -271,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.monotonic()
     say(f"step 4/4: building the report ({args.limit} test examples per task)")
-    report_argv = ["report"] + [f"--ckpt={checkpoint_of(t)}" for t in TASKS]
-    report_argv += ["--split", "test", "--limit", str(args.limit), "--out", str(OUT)]
+    report_argv = report_command(args.limit)
     run("report", report_argv)
     index = OUT / "index.html"
     if not index.is_file():

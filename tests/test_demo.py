@@ -68,3 +68,20 @@ def test_readme_images_before_the_demo_is_one_line(tmp_path, capsys):
     assert readme_images.main(["--demo", str(tmp_path / "none"), "--images", str(images)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "make demo" in err and not images.exists()
+
+
+def test_the_demos_report_command_accepts_the_demo_folder(tmp_path, monkeypatch):
+    """The explorer is written into outputs/demo beside the training folders: the report's guard
+    against writing over a user's folder must let the demo's own command through."""
+    import demo
+
+    from tasks.report import build_parser, check_out_folder
+
+    monkeypatch.chdir(tmp_path)
+    for task in demo.TASKS:
+        (demo.OUT / task / "checkpoints").mkdir(parents=True)
+    (demo.OUT / "logs" / "fit.log").parent.mkdir()
+    (demo.OUT / "logs" / "fit.log").write_text("kept")
+    args = build_parser().parse_args(demo.report_command(limit=4)[1:])
+    assert Path(args.out) == demo.OUT
+    assert check_out_folder(Path(args.out), force=args.force) is False  # merged in, the rest kept
