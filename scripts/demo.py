@@ -204,6 +204,8 @@ def export_examples(task: str, count: int) -> list[Path]:
         for index in range(len(dataset) - count, len(dataset)):
             path = folder / f"scene{index:05d}.png"
             write_png(denormalize(dataset[index].image).numpy(), path)
+            # its reference captions beside it, one per line (make readme-images shows a right one)
+            (folder / f"scene{index:05d}.txt").write_text("\n".join(dataset[index].references) + "\n")
             files.append(path)
     else:
         from multiattn.tasks.asr.audio import SAMPLE_RATE

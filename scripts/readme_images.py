@@ -3,7 +3,8 @@
     python scripts/readme_images.py [--demo outputs/demo]
 
 - ``docs/images/<task>_overlay.png``: the smallest overlay the demo's app commands wrote for each
-  task (``outputs/demo/overlays/<task>/``);
+  task (``outputs/demo/overlays/<task>/``) among those whose answer is right (the digit in the
+  file's name, the transcript or a reference caption in the ``.txt`` beside it), any when none is;
 - ``docs/images/report.png``: a headless Chromium screenshot of the demo's attention explorer
   (``outputs/demo/index.html``) with one caption word selected; skipped, with a message, when
   Chromium or Playwright is missing (``make browser`` installs Chromium).
@@ -16,6 +17,8 @@ Exit status 2, with one line, when the demo has not been run.
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -28,10 +31,39 @@ from multiattn.io import atomic_path  # noqa: E402
 TASKS = ("stn", "captioning", "asr")
 
 
+def right_answers(demo: Path, task: str) -> set[str]:
+    """Names of the overlays whose prediction matches the truth the demo exported beside its input."""
+    predictions = demo / "predictions" / f"{task}.jsonl"
+    if not predictions.is_file():
+        return set()
+    right = set()
+    for line in predictions.read_text().splitlines():
+        record = json.loads(line)
+        source, answer = (
+            Path(record["file"]),
+            record.get("label") or record.get("caption") or record.get("text"),
+        )
+        digit = re.search(r"_digit(\w+)$", source.stem)
+        truths = source.with_suffix(".txt")
+        if digit:
+            expected = {digit.group(1)}
+        elif truths.is_file():
+            expected = {text.strip().lower() for text in truths.read_text().splitlines() if text.strip()}
+        else:
+            continue
+        if record.get("overlay") and str(answer).strip().lower() in expected:
+            right.add(Path(record["overlay"]).name)
+    return right
+
+
 def copy_overlays(demo: Path, images: Path) -> list[Path]:
     written = []
     for task in TASKS:
-        overlays = sorted((demo / "overlays" / task).glob("*.png"), key=lambda p: (p.stat().st_size, p.name))
+        right = right_answers(demo, task)
+        overlays = sorted(
+            (demo / "overlays" / task).glob("*.png"),
+            key=lambda p: (p.name not in right, p.stat().st_size, p.name),
+        )
         if not overlays:
             print(f"readme-images: no {task} overlay in {demo / 'overlays' / task}: kept the old picture")
             continue

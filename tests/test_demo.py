@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -85,3 +86,32 @@ def test_the_demos_report_command_accepts_the_demo_folder(tmp_path, monkeypatch)
     args = build_parser().parse_args(demo.report_command(limit=4)[1:])
     assert Path(args.out) == demo.OUT
     assert check_out_folder(Path(args.out), force=args.force) is False  # merged in, the rest kept
+
+
+def test_readme_images_prefers_an_overlay_whose_answer_is_right(tmp_path, monkeypatch):
+    demo = _fake_demo(tmp_path)  # b.png is the smaller overlay of every task
+    inputs = demo / "inputs"
+    inputs.mkdir()
+    (inputs / "u.txt").write_text("a small red circle\nthe red circle is small\n")
+    records = {
+        "stn": [("x_digit5.png", "label", "3", "b"), ("y_digit7.png", "label", "7", "a")],
+        "captioning": [
+            ("u.png", "caption", "a small blue circle", "b"),
+            ("u.png", "caption", "A small red circle", "a"),
+        ],
+        "asr": [("missing.wav", "text", "hello", "b"), ("none.wav", "text", "hello", "a")],
+    }
+    (demo / "predictions").mkdir()
+    for task, rows in records.items():
+        lines = [
+            json.dumps({"file": str(inputs / f), key: answer, "overlay": f"overlays/{task}/{o}.png"})
+            for f, key, answer, o in rows
+        ]
+        (demo / "predictions" / f"{task}.jsonl").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(readme_images, "screenshot", lambda index, target: False)
+    images = tmp_path / "images"
+    images.mkdir()
+    assert readme_images.main(["--demo", str(demo), "--images", str(images)]) == 0
+    assert (images / "stn_overlay.png").read_bytes() == b"large" * 10  # b.png's 3 is wrong
+    assert (images / "captioning_overlay.png").read_bytes() == b"large" * 10  # a reference, any case
+    assert (images / "asr_overlay.png").read_bytes() == b"small asr"  # no truth: the smallest
