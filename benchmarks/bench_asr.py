@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.output import shown_path
+from benchmarks.output import machine, shown_path
 from benchmarks.timing import best_of_interleaved
 from multiattn.runtime import keep_freed_memory
 
@@ -300,7 +300,8 @@ def _markdown(result: dict) -> str:
     lines = [
         "# Speech recognition benchmark",
         "",
-        f"Checkpoint `{result['checkpoint']}`, {result['threads']} thread(s), load average {result['load_average']}.",
+        f"Checkpoint `{result['checkpoint']}`, {result['threads']} thread(s), load average {result['load_average']}"
+        f"; machine: {result.get('machine', 'not recorded')}.",
         f"Training wall time: {result['train_minutes']} min. Language-model weight: {result.get('lm_weight', 0.0)}"
         " (attention and joint decoding; `joint_no_lm` is joint decoding without it).",
         "",
@@ -479,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": shown_path(ckpt),
         "threads": args.threads,
         "load_average": round(os.getloadavg()[0], 2),
+        "machine": machine(),
         "train_minutes": None if minutes is None else round(minutes, 1),
         "lm_weight": lm_weight,
         "corpus": f"{corpus_text} / {data_args.get('corpus_size', 'default')}",

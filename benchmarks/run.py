@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.output import machine
 from multiattn.io import atomic_open
 
 HERE = Path(__file__).resolve().parent
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `python -m benchmarks.run{' --quick' if args.quick else ''}`"
         f"{' --only ' + ' '.join(names) if args.only else ''}  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"CUDA {'yes' if torch.cuda.is_available() else 'no'}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"Machine: {machine()}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
     ]
     for name in names:
