@@ -68,6 +68,8 @@ def _model_and_data(config: Path, *, quick: bool, variety: str | None = None):
     data_args = dict(spec["data"]["init_args"])
     if variety is not None:
         data_args["variety"] = variety
+    if data_args.get("variety", "standard") == "standard":
+        data_args.pop("curriculum_epochs", None)  # a curriculum starts from the standard digits
     data = STNDataModule(**data_args)
     data.prepare_data()
     data.setup("fit")
@@ -147,7 +149,7 @@ def evaluation_splits(
     splits = {f"{variety}_test": arrays(data.datasets["test"])}
     if variety != "standard":
         hp = dict(data.hparams)
-        hp.update(variety="standard", progress=False)
+        hp.update(variety="standard", curriculum_epochs=0, progress=False)
         standard = STNDataModule(**hp)
         standard.setup("test")
         splits["standard_test"] = arrays(standard.datasets["test"])
@@ -259,6 +261,7 @@ def inference_throughput(checkpoint: Path, data, *, files: int) -> dict[str, flo
 
 _SPLIT_TITLES = {
     "standard_test": "standard test",
+    "varied_test": "varied test",
     "broad_test": "broad test",
     "out_of_generator": "out-of-generator",
     "out_of_generator_clean": "out-of-generator, black ground",
@@ -295,7 +298,7 @@ def _markdown(result: dict) -> str:
         lines.append(row)
     lines += [
         "",
-        "In-generator splits: the embedded test split of the standard or broad digits. IoU is exact: the "
+        "In-generator splits: the embedded test split of the standard, varied or broad digits. IoU is exact: the "
         "sampled quadrilateral clipped by the digit's box. The out-of-generator split "
         f"({result.get('out_of_generator_images', 0)} images) is typeset with Pillow in the held-out "
         "Liberation / FreeFont families with stroke clutter (tasks/stn/sources/outside.py).",
@@ -321,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny config, seconds (a smoke run)")
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget per run (wall clock)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs per run (default: as many as the measured throughput fits in --minutes)",
+    )
     parser.add_argument("--skip-baseline", action="store_true", help="train only the transformer model")
     parser.add_argument(
         "--box-loss",
@@ -361,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = yaml.safe_load(config.read_text())
     variety = args.variety or spec["data"]["init_args"].get("variety", "standard")
     variety_args = [] if args.variety is None else ["--data.init_args.variety", args.variety]
+    if args.variety == "standard":
+        variety_args += ["--data.init_args.curriculum_epochs", "0"]
     load_start = os.getloadavg()[0]
 
     if args.evaluate:
@@ -404,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         names["baseline"] = [*variety_args, "--model.model.transformer.enabled", "false"]
     if args.box_loss > 0:
         names["stn_box_loss"] = [*variety_args, "--model.box_loss.weight", str(args.box_loss)]
-    epochs = max(1, int(minutes * 60 * rate * 0.7 / len(names) / train_size))
+    epochs = args.epochs or max(1, int(minutes * 60 * rate * 0.7 / len(names) / train_size))
     folder = WORK / time.strftime("%Y%m%d-%H%M%S")  # a new folder per run (see _config_copy)
     processes = {}
     for name, extra in names.items():

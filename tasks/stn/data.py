@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from multiattn.io import UserError
-from multiattn.resumable import ResumableSampler
+from multiattn.resumable import MixtureSampler, ResumableSampler
 from multiattn.tasks.common.data import SplitDataModule
 from multiattn.tasks.stn.sources.distort import (
     VARIANTS,
@@ -158,6 +158,13 @@ class STNDataModule(SplitDataModule):
             or ``varied`` (the broad fonts, grounds and contrast with half the broad shape
             styles and no inversion). Cached apart, under ``<data_dir>/<variant>-<variety>``.
         font_dirs: extra folders of ``.ttf`` / ``.otf`` fonts for ``variety: varied / broad``.
+        curriculum_epochs: with ``variety: varied / broad``, train this many first epochs on the
+            standard digits only (their own training split, generated and cached beside), then
+            on a mixture of both; 0 (default) trains on ``variety`` alone. Validation and test
+            are ``variety``'s. Measured in docs/stn.md: the region learns to find the digit on
+            the plainer digits first, then holds on the varied ones.
+        curriculum_share: after ``curriculum_epochs``, the share of each epoch's images that stay
+            standard digits (the rest are ``variety``'s). An epoch is ``train_size`` images either way.
     """
 
     def __init__(
@@ -185,6 +192,8 @@ class STNDataModule(SplitDataModule):
         progress: bool = True,
         variety: str = "standard",
         font_dirs: list[str] | None = None,
+        curriculum_epochs: int = 0,
+        curriculum_share: float = 0.5,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -201,8 +210,18 @@ class STNDataModule(SplitDataModule):
             raise ValueError(f"unknown variety {variety!r}; valid varieties: {', '.join(VARIETIES)}")
         if variety != "standard" and source != "embedded":
             raise ValueError(f"variety {variety!r} applies to the embedded source only")
+        if curriculum_epochs < 0 or not 0.0 <= curriculum_share <= 1.0:
+            raise ValueError(
+                f"curriculum_epochs must be >= 0 and curriculum_share in [0, 1], received "
+                f"{curriculum_epochs} and {curriculum_share}"
+            )
+        if curriculum_epochs > 0 and variety == "standard":
+            raise ValueError(
+                "curriculum_epochs needs variety 'varied' or 'broad' (it starts from 'standard')"
+            )
         self.save_hyperparameters()
         self.variety, self.font_dirs = variety, list(font_dirs or [])
+        self.curriculum = (int(curriculum_epochs), float(curriculum_share)) if curriculum_epochs > 0 else None
         self.spec = DistortionSpec(
             variant=variant,
             canvas_size=canvas_size,
@@ -211,6 +230,7 @@ class STNDataModule(SplitDataModule):
             clutter_pieces=(int(clutter_pieces[0]), int(clutter_pieces[1])),
             clutter_size=clutter_size,
         )
+        self.standard_spec = self.spec
         self.spec = variety_spec(self.spec, variety)
         self.source, self.root, self.download = source, root, download
         self.data_dir, self.seed, self.progress = data_dir, seed, progress
@@ -236,20 +256,22 @@ class STNDataModule(SplitDataModule):
         return (side, side)
 
     # ---- preparation -------------------------------------------------------------------------
-    def _generate_embedded(self) -> Path:
+    def _generate_embedded(self, *, standard: bool = False) -> Path:
         return generate_embedded(
             self.data_dir,
-            self.spec,
+            self.standard_spec if standard else self.spec,
             sizes=self.sizes,
             seed=self.seed,
             progress=self.progress,
-            variety=self.variety,
+            variety="standard" if standard else self.variety,
             font_dirs=self.font_dirs,
         )
 
     def prepare_data(self) -> None:
         if self.source == "embedded":
             self._generate_embedded()
+            if self.curriculum is not None:
+                self._generate_embedded(standard=True)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -259,6 +281,16 @@ class STNDataModule(SplitDataModule):
             for split in ("train", "val", "test"):
                 arrays = load_split(root, split)
                 self.datasets[split] = ArrayImageDataset(arrays["images"], arrays["labels"], arrays["boxes"])
+            if self.curriculum is not None:
+                # Standard digits first in one stacked training set; the sampler picks the mixture.
+                standard = load_split(self._generate_embedded(standard=True), "train")
+                varied = self.datasets["train"]
+                self.datasets["train"] = ArrayImageDataset(
+                    *(
+                        np.concatenate([standard[key], getattr(varied, key)])
+                        for key in ("images", "labels", "boxes")
+                    )
+                )
         elif self.source in MNIST_LIKE:
             self._setup_mnist_like()
         elif self.source == "cifar10":
@@ -348,6 +380,11 @@ class STNDataModule(SplitDataModule):
         self.class_names = list(classes)
         self.datasets = sets
 
+    def curriculum_shares(self, epoch: int) -> tuple[float, float]:
+        """Shares of (standard, ``variety``) digits in training epoch ``epoch``."""
+        epochs, share = self.curriculum or (0, 0.0)
+        return (1.0, 0.0) if epoch < epochs else (share, 1.0 - share)
+
     # ---- loaders -----------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
@@ -355,6 +392,14 @@ class STNDataModule(SplitDataModule):
         dataset = self.datasets[split]
         # The order depends only on (seed, epoch), so a run resumed mid-epoch sees the same batches.
         sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=self.seed)
+        if split == "train" and self.curriculum is not None:
+            standard_size = len(dataset) - self.sizes[0]
+            sampler = MixtureSampler(
+                [standard_size, self.sizes[0]],
+                self.curriculum_shares,
+                num_samples=self.sizes[0],
+                seed=self.seed,
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -54,17 +54,20 @@ def assert_same_end(full: Path, resumed: Path, *, steps: int, monitor: str) -> N
     assert float(best_a) == float(best_b)
 
 
-def check_sigkill_resume(task: str, tmp_path: Path, *, kill_step: int, steps: int, monitor: str) -> None:
-    """``configs/<task>_tiny.yaml`` fitted whole, and fitted again but SIGKILLed right after step
-    ``kill_step`` then resumed with ``--ckpt_path last``, end alike (:func:`assert_same_end`)."""
+def check_sigkill_resume(
+    task: str, tmp_path: Path, *extra: str, kill_step: int, steps: int, monitor: str
+) -> None:
+    """``configs/<task>_tiny.yaml`` (with ``extra`` arguments) fitted whole, and fitted again but
+    SIGKILLed right after step ``kill_step`` then resumed with ``--ckpt_path last``, end alike
+    (:func:`assert_same_end`)."""
     config = ROOT / "configs" / f"{task}_tiny.yaml"
     checkpoints = Path("outputs") / f"{task}_tiny" / "checkpoints"
-    full = fit(config, checkpoints, tmp_path / "full")
+    full = fit(config, checkpoints, tmp_path / "full", *extra)
     assert full.returncode == 0, full.stderr[-3000:]
-    killed = fit(config, checkpoints, tmp_path / "killed", *kill_at(kill_step))
+    killed = fit(config, checkpoints, tmp_path / "killed", *extra, *kill_at(kill_step))
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert load_checkpoint(newest_last(tmp_path / "killed" / checkpoints))["global_step"] == kill_step
-    resumed = fit(config, checkpoints, tmp_path / "killed", "--ckpt_path", "last")
+    resumed = fit(config, checkpoints, tmp_path / "killed", *extra, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_end(
         tmp_path / "full" / checkpoints, tmp_path / "killed" / checkpoints, steps=steps, monitor=monitor
