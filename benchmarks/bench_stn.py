@@ -69,7 +69,7 @@ def _model_and_data(config: Path, *, quick: bool, variety: str | None = None):
     if variety is not None:
         data_args["variety"] = variety
     if data_args.get("variety", "standard") == "standard":
-        data_args.pop("curriculum_epochs", None)  # a curriculum starts from the standard digits
+        data_args["curriculum_epochs"] = 0  # a curriculum starts from the standard digits
     data = STNDataModule(**data_args)
     data.prepare_data()
     data.setup("fit")

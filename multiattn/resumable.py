@@ -19,6 +19,11 @@ from torch.utils.data import Sampler
 __all__ = ["ResumableSampler", "MixtureSampler"]
 
 
+def _permutation(size: int, seed: int) -> list[int]:
+    """``torch.randperm(size)`` from a generator seeded with ``seed``."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
 class ResumableSampler(Sampler[int]):
     """Shuffled (or sequential) indices, reproducible from ``(seed, epoch)``, resumable.
 
@@ -49,8 +54,7 @@ class ResumableSampler(Sampler[int]):
         """The full index order of ``epoch``."""
         if not self.shuffle:
             return list(range(self.num_samples))
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.num_samples, generator=generator).tolist()
+        return _permutation(self.num_samples, self.seed * 1_000_003 + epoch)
 
     def __iter__(self) -> Iterator[int]:
         skip, self._skip = self._skip, 0
@@ -108,20 +112,17 @@ class MixtureSampler(ResumableSampler):
         size, taken = self.part_sizes[part], []
         while len(taken) < count:
             cycle, offset = divmod(start + len(taken), size)
-            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + cycle) * 31 + part)
-            permutation = torch.randperm(size, generator=generator).tolist()
+            permutation = _permutation(size, (self.seed * 1_000_003 + cycle) * 31 + part)
             taken += permutation[offset : offset + count - len(taken)]
         return taken
 
     def order(self, epoch: int) -> list[int]:
-        drawn = [[0] * len(self.part_sizes)]  # indices of each part drawn before each epoch
+        drawn = [0] * len(self.part_sizes)  # indices of each part drawn before this epoch
         for past in range(epoch):
-            drawn.append([a + b for a, b in zip(drawn[-1], self.counts(past))])
+            drawn = [a + b for a, b in zip(drawn, self.counts(past))]
         indices: list[int] = []
         offset = 0
         for part, (size, count) in enumerate(zip(self.part_sizes, self.counts(epoch))):
-            indices += [offset + i for i in self._part_indices(part, drawn[-1][part], count)]
+            indices += [offset + i for i in self._part_indices(part, drawn[part], count)]
             offset += size
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        mixed = torch.randperm(len(indices), generator=generator).tolist()
-        return [indices[i] for i in mixed]
+        return [indices[i] for i in _permutation(len(indices), self.seed * 1_000_003 + epoch)]

@@ -391,15 +391,17 @@ class STNDataModule(SplitDataModule):
             self.setup()
         dataset = self.datasets[split]
         # The order depends only on (seed, epoch), so a run resumed mid-epoch sees the same batches.
-        sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=self.seed)
         if split == "train" and self.curriculum is not None:
-            standard_size = len(dataset) - self.sizes[0]
+            # The stacked set: the standard split, then the variety's, each train_size images.
+            train_size = self.sizes[0]
             sampler = MixtureSampler(
-                [standard_size, self.sizes[0]],
+                [len(dataset) - train_size, train_size],
                 self.curriculum_shares,
-                num_samples=self.sizes[0],
+                num_samples=train_size,
                 seed=self.seed,
             )
+        else:
+            sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=self.seed)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
