@@ -197,7 +197,7 @@ def evaluate(checkpoint: Path, splits: dict[str, dict[str, np.ndarray]], *, batc
     system = load_system(STNSystem, checkpoint, log_overlays=False)
     results = {}
     for name, split in splits.items():
-        correct, ious = 0, []
+        correct, ious, widths, heights = 0, [], [], []
         for start in range(0, len(split["labels"]), batch_size):
             images = (
                 torch.from_numpy(np.array(split["images"][start : start + batch_size])).float()[:, None]
@@ -209,6 +209,10 @@ def evaluate(checkpoint: Path, splits: dict[str, dict[str, np.ndarray]], *, batc
             if out["corners"] is not None:
                 boxes = torch.from_numpy(np.array(split["boxes"][start : start + batch_size]))
                 ious.append(region_iou(out["corners"], boxes, exact=True))
+                # The region's extent over the digit's: does its size follow the digit's?
+                extent = out["corners"].float().amax(dim=1) - out["corners"].float().amin(dim=1)
+                widths.append(extent[:, 0] / (boxes[:, 2] - boxes[:, 0]).float())
+                heights.append(extent[:, 1] / (boxes[:, 3] - boxes[:, 1]).float())
         total = len(split["labels"])
         result = {
             "accuracy": round(correct / total, 5),
@@ -218,7 +222,10 @@ def evaluate(checkpoint: Path, splits: dict[str, dict[str, np.ndarray]], *, batc
         if ious:
             iou = torch.cat(ious)
             result.update(
-                mean_iou=round(float(iou.mean()), 4), iou50=round(float((iou > 0.5).float().mean()), 4)
+                mean_iou=round(float(iou.mean()), 4),
+                iou50=round(float((iou > 0.5).float().mean()), 4),
+                region_width_ratio=round(float(torch.cat(widths).median()), 3),
+                region_height_ratio=round(float(torch.cat(heights).median()), 3),
             )
         results[name] = result
     return results
@@ -296,6 +303,28 @@ def _markdown(result: dict) -> str:
             iou50 = f"{100 * scores['iou50']:.1f}%" if "iou50" in scores else "-"
             row += f" {100 * scores['accuracy']:.2f}% | {iou} | {iou50} |"
         lines.append(row)
+    sized = [
+        name
+        for name, run in result["runs"].items()
+        if any("region_width_ratio" in s for s in run["splits"].values())
+    ]
+    if sized:
+        lines += [
+            "",
+            "Median region extent over the digit's box (width / height; 1 = the region spans the digit):",
+            "",
+        ]
+        lines += [
+            "| run |" + "".join(f" {_SPLIT_TITLES[name]} |" for name in splits),
+            "| --- |" + " ---: |" * len(splits),
+        ]
+        for name in sized:
+            cells = []
+            for split in splits:
+                scores = result["runs"][name]["splits"].get(split, {})
+                ratio = (scores.get("region_width_ratio"), scores.get("region_height_ratio"))
+                cells.append(f"{ratio[0]:.2f} / {ratio[1]:.2f}" if None not in ratio else "-")
+            lines.append(f"| {name} |" + "".join(f" {cell} |" for cell in cells))
     lines += [
         "",
         "In-generator splits: the embedded test split of the standard, varied or broad digits. IoU is exact: the "
