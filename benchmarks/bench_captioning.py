@@ -16,7 +16,7 @@ Measures, side by side in one run (ratios, not absolute claims, on a shared mach
 4. training throughput (images/s) in fp32 and bf16-mixed (``torch.autocast``, what Lightning's
    ``bf16-mixed`` does), interleaved.
 
-Writes ``benchmarks/results/captioning.json`` and ``captioning.md``. Usage::
+Writes ``benchmarks/results/captioning.json`` and ``captioning.md`` (``--results-name`` another stem). Usage::
 
     python -m benchmarks.bench_captioning                  # full: trains ~20 min
     python -m benchmarks.bench_captioning --ckpt outputs/captioning/checkpoints/best.ckpt
@@ -297,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scores-only", action="store_true", help="only the two test splits' scores: no speed or throughput"
     )
+    parser.add_argument(
+        "--results-name",
+        default=None,
+        metavar="STEM",
+        help="file stem of the results under benchmarks/results (default from the config and style)",
+    )
     args = parser.parse_args(argv)
     if args.oog_images is None:
         args.oog_images = 32 if args.quick else 500
@@ -369,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.config.stem if args.config is not None else "captioning"
     name += ("" if style == "plain" else f"_{style}") + ("_scores" if args.scores_only else "")
     name += "_quick" if args.quick else ""
-    write_results(name, result, _markdown(result))
+    write_results(args.results_name or name, result, _markdown(result))
     return 0
 
 
