@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import yaml
 
+from benchmarks.output import shown_path, write_results
 from multiattn.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,9 +210,10 @@ def evaluate(checkpoint: Path, splits: dict[str, dict[str, np.ndarray]], *, batc
             correct += int((out["label"] == labels).sum())
             if out["corners"] is not None:
                 boxes = torch.from_numpy(np.array(split["boxes"][start : start + batch_size]))
-                ious.append(region_iou(out["corners"], boxes, exact=True))
+                corners = out["corners"].float()
+                ious.append(region_iou(corners, boxes, exact=True))
                 # The region's extent over the digit's: does its size follow the digit's?
-                extent = out["corners"].float().amax(dim=1) - out["corners"].float().amin(dim=1)
+                extent = corners.amax(dim=1) - corners.amin(dim=1)
                 widths.append(extent[:, 0] / (boxes[:, 2] - boxes[:, 0]).float())
                 heights.append(extent[:, 1] / (boxes[:, 3] - boxes[:, 1]).float())
         total = len(split["labels"])
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         _, data = _model_and_data(config, quick=args.quick, variety=variety)
         splits = evaluation_splits(data, variety=variety, ood_size=ood_size)
         runs = {
-            name: {"checkpoint": str(path), "splits": evaluate(path, splits)}
+            name: {"checkpoint": shown_path(path), "splits": evaluate(path, splits)}
             for name, path in checkpoints.items()
         }
         result = {
@@ -482,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             "use_transformer": name != "baseline",
             "epochs": epochs,
             "train_minutes": round(train_minutes, 2),
-            "checkpoint": str(checkpoint.relative_to(ROOT)),
+            "checkpoint": shown_path(checkpoint),
             "splits": evaluate(checkpoint, splits),
         }
         print(f"{name}: {runs[name]}", flush=True)
@@ -511,8 +513,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(result: dict, stem: str) -> None:
-    from benchmarks.output import write_results
-
     write_results(stem, result, _markdown(result))
 
 
