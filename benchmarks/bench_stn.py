@@ -70,8 +70,6 @@ def _model_and_data(config: Path, *, quick: bool, variety: str | None = None):
     data_args = dict(spec["data"]["init_args"])
     if variety is not None:
         data_args["variety"] = variety
-    if data_args.get("variety", "standard") == "standard":
-        data_args["curriculum_epochs"] = 0  # a curriculum starts from the standard digits
     data = STNDataModule(**data_args)
     data.prepare_data()
     data.setup("fit")
@@ -130,8 +128,9 @@ def evaluation_splits(
 ) -> dict[str, dict[str, np.ndarray]]:
     """The splits every checkpoint is scored on, as arrays ``images (M, C, C)``, ``labels``, ``boxes``.
 
-    ``<variety>_test``: the data module's test split (the generator the model trained with:
-    ``standard_test`` or ``broad_test``); ``standard_test`` also when the data are the broad set
+    ``<variety>_val``: the data module's validation split (the split settings are chosen on; the
+    out-of-generator split never chooses anything); ``<variety>_test``: its test split (the
+    generator the model trained with: ``standard_test`` or ``broad_test``); ``standard_test`` also when the data are the broad set
     (so both varieties are compared on the same images); ``out_of_generator``: ``ood_size``
     digits of :mod:`multiattn.tasks.stn.sources.outside` in the held-out font families, on the same canvas
     (left out, with a message, when those fonts are not installed); ``out_of_generator_clean``:
@@ -148,10 +147,13 @@ def evaluation_splits(
             "boxes": np.asarray(dataset.boxes),
         }
 
-    splits = {f"{variety}_test": arrays(data.datasets["test"])}
+    splits = {
+        f"{variety}_val": arrays(data.datasets["val"]),
+        f"{variety}_test": arrays(data.datasets["test"]),
+    }
     if variety != "standard":
         hp = dict(data.hparams)
-        hp.update(variety="standard", curriculum_epochs=0, progress=False)
+        hp.update(variety="standard", progress=False)
         standard = STNDataModule(**hp)
         standard.setup("test")
         splits["standard_test"] = arrays(standard.datasets["test"])
@@ -270,6 +272,9 @@ def inference_throughput(checkpoint: Path, data, *, files: int) -> dict[str, flo
 
 
 _SPLIT_TITLES = {
+    "standard_val": "standard validation",
+    "varied_val": "varied validation",
+    "broad_val": "broad validation",
     "standard_test": "standard test",
     "varied_test": "varied test",
     "broad_test": "broad test",
@@ -330,7 +335,8 @@ def _markdown(result: dict) -> str:
             lines.append(f"| {name} |" + "".join(f" {cell} |" for cell in cells))
     lines += [
         "",
-        "In-generator splits: the embedded test split of the standard, varied or broad digits. IoU is exact: the "
+        "In-generator splits: the embedded validation (where settings are chosen) and test splits of the "
+        "standard, varied or broad digits. IoU is exact: the "
         "sampled quadrilateral clipped by the digit's box. The out-of-generator split "
         f"({result.get('out_of_generator_images', 0)} images) is typeset with Pillow in the held-out "
         "Liberation / FreeFont families with stroke clutter (tasks/stn/sources/outside.py).",
@@ -407,8 +413,6 @@ def main(argv: list[str] | None = None) -> int:
     spec = yaml.safe_load(config.read_text())
     variety = args.variety or spec["data"]["init_args"].get("variety", "standard")
     variety_args = [] if args.variety is None else ["--data.init_args.variety", args.variety]
-    if args.variety == "standard":
-        variety_args += ["--data.init_args.curriculum_epochs", "0"]
     load_start = os.getloadavg()[0]
 
     if args.evaluate:

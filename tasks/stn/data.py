@@ -160,7 +160,8 @@ class STNDataModule(SplitDataModule):
         font_dirs: extra folders of ``.ttf`` / ``.otf`` fonts for ``variety: varied / broad``.
         curriculum_epochs: with ``variety: varied / broad``, train this many first epochs on the
             standard digits only (their own training split, generated and cached beside), then
-            on a mixture of both; 0 (default) trains on ``variety`` alone. Validation and test
+            on a mixture of both; 0 (default) trains on ``variety`` alone. With the standard
+            digits (or another source) there is nothing to mix and it has no effect. Validation and test
             are ``variety``'s. Measured in docs/stn.md: the region learns to find the digit on
             the plainer digits first, then holds on the varied ones.
         curriculum_share: after ``curriculum_epochs``, the share of each epoch's images that stay
@@ -215,13 +216,12 @@ class STNDataModule(SplitDataModule):
                 f"curriculum_epochs must be >= 0 and curriculum_share in [0, 1], received "
                 f"{curriculum_epochs} and {curriculum_share}"
             )
-        if curriculum_epochs > 0 and variety == "standard":
-            raise ValueError(
-                "curriculum_epochs needs variety 'varied' or 'broad' (it starts from 'standard')"
-            )
         self.save_hyperparameters()
         self.variety, self.font_dirs = variety, list(font_dirs or [])
-        self.curriculum = (int(curriculum_epochs), float(curriculum_share)) if curriculum_epochs > 0 else None
+        # The curriculum starts from the standard digits: with those alone (variety 'standard', the
+        # only one of the non-embedded sources) there is nothing to mix, and it is off.
+        active = curriculum_epochs > 0 and variety != "standard"
+        self.curriculum = (int(curriculum_epochs), float(curriculum_share)) if active else None
         self.spec = DistortionSpec(
             variant=variant,
             canvas_size=canvas_size,
