@@ -39,6 +39,7 @@ __all__ = [
     "build_stn_head",
     "warp",
     "SpatialTransformer",
+    "GlimpseRefiner",
     "theta_to_corners",
     "theta_kind",
     "map_output_points",
@@ -417,6 +418,8 @@ class SpatialTransformer(nn.Module):
         align_corners: passed to both ``affine_grid`` and ``grid_sample``.
         padding_mode: ``grid_sample`` padding; ``"border"`` avoids the black frame that can make
             a zoomed-out transform collapse.
+        refiner: an optional :class:`GlimpseRefiner` that corrects an affine ``theta`` from a
+            glimpse around its region before the warp.
     """
 
     def __init__(
@@ -427,6 +430,7 @@ class SpatialTransformer(nn.Module):
         output_size: tuple[int, int],
         align_corners: bool = False,
         padding_mode: str = "border",
+        refiner: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if padding_mode not in ("zeros", "border", "reflection"):
@@ -438,10 +442,12 @@ class SpatialTransformer(nn.Module):
         self.output_size = (int(output_size[0]), int(output_size[1]))
         self.align_corners = align_corners
         self.padding_mode = padding_mode
+        self.refiner = refiner
 
     def localization_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the localisation net and head (train them with a smaller learning rate)."""
-        return [*self.localization.parameters(), *self.head.parameters()]
+        """Parameters of the localisation net, head and refiner (train them with their own learning rate)."""
+        refiner = [] if self.refiner is None else list(self.refiner.parameters())
+        return [*self.localization.parameters(), *self.head.parameters(), *refiner]
 
     def forward(
         self, images: Tensor, *, with_class_logits: bool = False
@@ -468,6 +474,8 @@ class SpatialTransformer(nn.Module):
             class_logits = SoftArgmaxHead.class_logits(scores)  # (B, K)
         else:
             theta = self.head(features)
+        if self.refiner is not None:
+            theta = self.refiner(images, theta)
         warped = warp(
             images, theta, self.output_size, align_corners=self.align_corners, padding_mode=self.padding_mode
         )
@@ -482,6 +490,102 @@ class SpatialTransformer(nn.Module):
                 align_corners=self.align_corners,
             )
         return (warped, theta, class_logits) if with_class_logits else (warped, theta)
+
+
+class GlimpseRefiner(nn.Module):
+    """A second look: correct an affine region from a glimpse of its surroundings.
+
+    The localisation net predicts the region from a coarse view in which a cell sees about a
+    digit's width, so the region's *size* is a guess from local appearance: it follows the
+    training glyphs' sizes, not the glyph in front of it. The refiner samples a glimpse around the
+    region (``context`` times its size, so the object's edges are in view), and a small CNN reads
+    how far the object reaches and predicts a correction in the glimpse's own frame: log-scales
+    ``(a, b)`` and a shift ``(u, v)``. The region ``A`` becomes ``A · C · D · C⁻¹`` with
+    ``C = diag(context, context, 1)`` and ``D = [[e^a, 0, u], [0, e^b, v], [0, 0, 1]]``: for the
+    attention transform ``[[sx, 0, tx], [0, sy, ty]]`` that is ``sx · e^a`` and
+    ``tx + context · sx · u``. Iterative refinement of a transform from the image it samples is the
+    inverse-compositional STN's idea (Lin and Lucey 2017); here one step, from a wider glimpse.
+
+    Bounded and identity at init: ``a, b`` are ``log(max_zoom) · tanh(·)`` (the size changes at
+    most by ``max_zoom``, so it cannot collapse), ``u, v`` are ``tanh(·)`` (at most one glimpse
+    half-width), and the last layer starts at zero. The glimpse is sampled at a detached region:
+    it is what the refiner observes, and the localisation net learns from the refined region's
+    loss only through ``A`` itself.
+
+    Args:
+        in_channels: ``C`` of the images.
+        context: glimpse side over the region's side.
+        glimpse_size: side of the square glimpse in pixels.
+        channels: widths of the two 5x5 conv stages (each followed by a 2x2 max pool).
+        hidden_dim: width of the hidden layer.
+        max_zoom: the largest factor by which one step may grow or shrink a side.
+        align_corners: the sampler's convention (the transformer's).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        context: float = 1.5,
+        glimpse_size: int = 24,
+        channels: tuple[int, int] = (16, 32),
+        hidden_dim: int = 64,
+        max_zoom: float = 2.0,
+        align_corners: bool = False,
+    ) -> None:
+        super().__init__()
+        if context < 1 or max_zoom <= 1 or glimpse_size % 4:
+            raise ValueError(
+                f"refiner: expected context >= 1, max_zoom > 1 and glimpse_size a multiple of 4, "
+                f"received {context}, {max_zoom}, {glimpse_size}"
+            )
+        self.context, self.glimpse_size, self.align_corners = context, glimpse_size, align_corners
+        self.log_max_zoom = math.log(max_zoom)
+        stages: list[nn.Module] = []
+        previous = in_channels
+        for width in channels:
+            stages += [
+                nn.Conv2d(previous, width, 5, padding=2, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            previous = width
+        cells = (glimpse_size // 4) ** 2
+        self.net = nn.Sequential(
+            *stages, nn.Flatten(), nn.Linear(previous * cells, hidden_dim), nn.ReLU(inplace=True)
+        )
+        self.correction = nn.Linear(hidden_dim, 4)  # (a, b, u, v) before their bounds
+        nn.init.zeros_(self.correction.weight)
+        nn.init.zeros_(self.correction.bias)
+
+    def forward(self, images: Tensor, theta: Tensor) -> Tensor:
+        """``images (B, C, H, W)``, affine ``theta (B, 2, 3)`` -> the refined ``theta (B, 2, 3)``."""
+        check_shape("theta", theta, (images.shape[0], 2, 3))
+        theta = theta.float()
+        scale = torch.tensor([self.context, self.context, 1.0], device=theta.device)
+        wide = theta.detach() * scale  # the glimpse: the region widened by `context` about its centre
+        glimpse = warp(
+            images,
+            wide,
+            (self.glimpse_size, self.glimpse_size),
+            align_corners=self.align_corners,
+            padding_mode="zeros",
+        )
+        raw = self.correction(self.net(glimpse)).float()  # (B, 4)
+        log_zoom = self.log_max_zoom * torch.tanh(raw[:, :2])  # (B, 2)
+        shift = torch.tanh(raw[:, 2:]) * self.context  # (B, 2), in the region's own frame
+        zero = torch.zeros_like(log_zoom[:, 0])
+        one = torch.ones_like(zero)
+        step = torch.stack(
+            [
+                torch.stack([log_zoom[:, 0].exp(), zero, shift[:, 0]], -1),
+                torch.stack([zero, log_zoom[:, 1].exp(), shift[:, 1]], -1),
+                torch.stack([zero, zero, one], -1),
+            ],
+            dim=1,
+        )  # (B, 3, 3): C · D · C^-1 (only D's shift is scaled by C)
+        return theta @ step  # (B, 2, 3)
 
 
 def theta_kind(theta: Tensor) -> str:

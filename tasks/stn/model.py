@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from multiattn.builders import fields, pick
-from multiattn.stn import STN_HEADS, ScaleTranslateHead, SoftArgmaxHead, SpatialTransformer
+from multiattn.stn import STN_HEADS, GlimpseRefiner, ScaleTranslateHead, SoftArgmaxHead, SpatialTransformer
 
 __all__ = [
     "STNModelConfig",
@@ -78,6 +78,10 @@ class LocalizationConfig:
         class_maps: heatmap: score one map per class, pooled into class logits that the
             system's ``localization_loss.class_map_weight`` trains on the label (the maps then
             light up on the object; see :class:`multiattn.stn.SoftArgmaxHead`).
+        refine: a second look (:class:`multiattn.stn.GlimpseRefiner`): a small CNN reads a glimpse
+            around the predicted region and corrects its size and centre to the object's extent
+            (affine transforms: scale_translate, scale_translate_anisotropic, affine).
+        refine_context: the refiner's glimpse side over the region's side.
     """
 
     kind: Literal["fc", "heatmap"] = "fc"
@@ -87,6 +91,8 @@ class LocalizationConfig:
     init_scale: float = 0.5
     min_scale: float = 0.1
     class_maps: bool = False
+    refine: bool = False
+    refine_context: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -324,6 +330,8 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
 TRANSFORMS = tuple(HEADS)
 HEATMAP_TRANSFORMS = ("scale_translate", "scale_translate_anisotropic")
 """The transforms a heatmap localisation net predicts (translation by soft-argmax, scale)."""
+REFINABLE_TRANSFORMS = ("affine", *HEATMAP_TRANSFORMS)
+"""The transforms :class:`~multiattn.stn.GlimpseRefiner` corrects (affine ``(B, 2, 3)`` ones)."""
 
 
 def _fc_localization(
@@ -431,12 +439,25 @@ def build_model(config: STNModelConfig, *, in_channels: int = 1, num_classes: in
     if stn.enabled:
         build = pick(LOCALIZATIONS, stn.localization.kind, what="localization.kind")
         localization, head = build(stn, in_channels=in_channels, num_classes=num_classes)
+        refiner = None
+        if stn.localization.refine:
+            if stn.transform not in REFINABLE_TRANSFORMS:
+                raise ValueError(
+                    f"localization.refine corrects {', '.join(REFINABLE_TRANSFORMS)} transforms, "
+                    f"not {stn.transform!r}"
+                )
+            refiner = GlimpseRefiner(
+                in_channels=in_channels,
+                context=stn.localization.refine_context,
+                align_corners=stn.align_corners,
+            )
         transformer = SpatialTransformer(
             localization=localization,
             head=head,
             output_size=tuple(stn.output_size),
             align_corners=stn.align_corners,
             padding_mode=stn.padding_mode,
+            refiner=refiner,
         )
     classifier = build_classifier(config.classifier, in_channels=in_channels, num_classes=num_classes)
     return STNClassifier(transformer=transformer, classifier=classifier, mean=mean, std=std)

@@ -2,12 +2,13 @@
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from multiattn.recording import record_attention
 from multiattn.stn import (
     STN_HEADS,
     AffineHead,
+    GlimpseRefiner,
     ProjectiveHead,
     ScaleTranslateHead,
     SpatialTransformer,
@@ -268,3 +269,69 @@ def test_region_outline_and_grid_lines():
     assert top_middle[1] < straight[1] - 1.0
     with pytest.raises(ValueError, match="K = n"):
         map_output_points(torch.zeros(1, 5, 2), torch.zeros(1, 2))
+
+
+def _theta(sx: Tensor, sy: Tensor, tx: Tensor, ty: Tensor) -> Tensor:
+    zero = torch.zeros_like(sx)
+    return torch.stack([torch.stack([sx, zero, tx], -1), torch.stack([zero, sy, ty], -1)], 1)
+
+
+def test_glimpse_refiner_starts_as_the_identity_and_is_bounded():
+    torch.manual_seed(0)
+    refiner = GlimpseRefiner(in_channels=1, context=1.5, max_zoom=2.0)
+    images = torch.rand(4, 1, 60, 60)
+    theta = _theta(torch.tensor([0.3, 0.5, 0.2, 0.9]), torch.tensor([0.4, 0.5, 0.3, 0.7]),
+                   torch.tensor([0.1, -0.5, 0.0, 0.2]), torch.tensor([0.0, 0.3, -0.6, 0.1]))  # fmt: skip
+    assert torch.equal(refiner(images, theta), theta)  # zero correction at init
+    with torch.no_grad():  # the largest correction the bounds allow
+        refiner.correction.bias.copy_(torch.tensor([50.0, -50.0, 50.0, -50.0]))
+    refined = refiner(images, theta)
+    assert torch.allclose(refined[:, 0, 0], 2 * theta[:, 0, 0]) and torch.allclose(
+        refined[:, 1, 1], theta[:, 1, 1] / 2
+    )
+    assert torch.allclose(refined[:, 0, 2], theta[:, 0, 2] + 1.5 * theta[:, 0, 0])  # one glimpse half-width
+    assert torch.allclose(refined[:, 1, 2], theta[:, 1, 2] - 1.5 * theta[:, 1, 1])
+    assert refined[:, 0, 1].abs().max() == 0 and refined[:, 1, 0].abs().max() == 0
+    with pytest.raises(ValueError, match="context"):
+        GlimpseRefiner(in_channels=1, context=0.5)
+
+
+def _squares(count: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Images of one bright square each, its centre (normalised) and its half-side (normalised)."""
+    half = 0.1 + 0.25 * torch.rand(count, generator=generator)  # 3-10 pixels of a 60-pixel canvas
+    centre = (torch.rand(count, 2, generator=generator) - 0.5) * (1.6 - 2 * half[:, None])
+    axis = (torch.arange(60) + 0.5) / 30 - 1  # pixel centres, normalised (align_corners=False)
+    inside_x = (axis[None, :] - centre[:, :1]).abs() <= half[:, None]  # (N, 60)
+    inside_y = (axis[None, :] - centre[:, 1:]).abs() <= half[:, None]
+    images = (inside_y[:, :, None] & inside_x[:, None, :]).float()[:, None]  # (N, 1, 60, 60)
+    return images, centre, half
+
+
+def test_glimpse_refiner_learns_the_object_size_from_its_glimpse():
+    """Given a region on the object's centre but of one fixed size, the refiner learns to fit each
+    object's size from what it sees (a regression on the true size here, to test that the glimpse
+    carries it; the task trains it from labels alone)."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    refiner = GlimpseRefiner(in_channels=1, context=2.0, max_zoom=3.0)
+    optimizer = torch.optim.Adam(refiner.parameters(), lr=3e-3)
+
+    def error(images, centre, half) -> Tensor:
+        start = torch.full_like(half, 0.22)  # every region starts at the middle of the size range
+        theta = refiner(images, _theta(start, start, centre[:, 0], centre[:, 1]))
+        return (theta[:, 0, 0].log() - half.log()).abs() + (theta[:, 1, 1].log() - half.log()).abs()
+
+    test = _squares(256, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        refiner.eval()
+        before = float(error(*test).mean())
+        refiner.train()
+    for _ in range(150):
+        loss = error(*_squares(32, generator)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    refiner.eval()
+    with torch.no_grad():
+        after = float(error(*test).mean())
+    assert after < 0.4 * before, (before, after)

@@ -109,3 +109,41 @@ def test_unknown_names_fail_loudly():
         _tiny(classifier="no_such_model_anywhere")
     with pytest.raises(ValueError, match="mean / std"):
         _tiny(in_channels=3, mean=(0.1, 0.2))
+
+
+@pytest.mark.parametrize("transform", ["scale_translate_anisotropic", "affine"])
+def test_refined_region_starts_where_the_head_puts_it_and_its_refiner_learns(transform):
+    torch.manual_seed(0)
+    heatmap = transform != "affine"
+    config = STNModelConfig(
+        transformer=TransformerConfig(
+            transform=transform,
+            output_size=(16, 16),
+            localization=LocalizationConfig(
+                kind="heatmap" if heatmap else "fc", channels=(4, 4), hidden_dim=8, refine=True
+            ),
+        ),
+        classifier=ClassifierConfig(channels=(4, 8), hidden_dim=16, dropout=0.0),
+    )
+    model = build_model(config)
+    images = torch.rand(4, 1, 40, 40)
+    theta = model(images).theta
+    unrefined = model.transformer.head(model.transformer.localization(images))
+    assert torch.allclose(theta, unrefined, atol=1e-6)  # identity correction at init
+    refiner = model.transformer.refiner
+    assert {id(p) for p in refiner.parameters()} <= {id(p) for p in model.localization_parameters()}
+    with torch.no_grad():  # off its zero init, so gradients reach the refiner's CNN too
+        refiner.correction.weight.normal_(0, 0.1)
+    output = model(images)
+    torch.nn.functional.cross_entropy(output.logits, torch.tensor([0, 1, 2, 3])).backward()
+    for name, parameter in refiner.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_refine_needs_an_affine_transform():
+    for transform in ("projective", "tps"):
+        config = STNModelConfig(
+            transformer=TransformerConfig(transform=transform, localization=LocalizationConfig(refine=True))
+        )
+        with pytest.raises(ValueError, match="refine"):
+            build_model(config)
