@@ -244,7 +244,7 @@ def doubly_stochastic_penalty(
     return per_cell.sum(dim=1).mean()
 
 
-def attention_entropy(weights: Tensor, lengths: Tensor | None = None) -> Tensor:
+def attention_entropy(weights: Tensor, lengths: Tensor | None = None, steps: Tensor | None = None) -> Tensor:
     """Mean entropy (nats) of the per-step attention distributions, a sharpening penalty.
 
     ``mean over valid (b, t) of -sum_i alpha_{b,t,i} log alpha_{b,t,i}``: 0 when every step puts
@@ -255,17 +255,25 @@ def attention_entropy(weights: Tensor, lengths: Tensor | None = None) -> Tensor:
     Args:
         weights: ``(B, T, N)`` or ``(B, T, H, W)`` per-step attention (each step sums to 1).
         lengths: ``(B,)`` number of valid steps per item; ``None`` means all ``T`` are valid.
+        steps: ``(B, T)`` bool, the steps to sharpen (for example those that emit a word naming an
+            object); ``None`` means every valid step.
 
     Returns:
-        A scalar float32 tensor.
+        A scalar float32 tensor (0 when no step is selected).
     """
     weights = _per_step(weights)
-    batch, steps, _ = weights.shape
+    batch, count, _ = weights.shape
     weights = weights.float()
     # The clamp keeps 0 * log 0 = 0 and the gradient finite at cells with zero weight.
     per_step = -(weights * weights.clamp_min(1e-12).log()).sum(dim=-1)  # (B, T)
-    if lengths is None:
+    if lengths is None and steps is None:
         return per_step.mean()
-    check_lengths(lengths, batch, steps)
-    step_mask = lengths_to_mask(lengths, steps).to(per_step.dtype)
-    return (per_step * step_mask).sum() / step_mask.sum().clamp_min(1.0)
+    selected = torch.ones_like(per_step, dtype=torch.bool)
+    if lengths is not None:
+        check_lengths(lengths, batch, count)
+        selected = selected & lengths_to_mask(lengths, count)
+    if steps is not None:
+        check_shape("steps", steps, (batch, count))
+        selected = selected & steps.bool()
+    selected = selected.to(per_step.dtype)
+    return (per_step * selected).sum() / selected.sum().clamp_min(1.0)

@@ -105,9 +105,11 @@ class CaptionModel(nn.Module):
         *,
         attention_penalty: float = 0.0,
         attention_entropy: float = 0.0,
+        entropy_token_ids: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Cross-entropy over the valid targets (padding ignored) plus ``lambda`` times the doubly
-        stochastic penalty plus ``attention_entropy`` times the attention's mean entropy.
+        stochastic penalty plus ``attention_entropy`` times the attention's mean entropy (over the
+        steps whose target is one of ``entropy_token_ids`` when given, else over every word).
 
         Returns:
             ``(loss, parts)`` with ``parts["nll"]`` (mean per target word), ``parts["penalty"]``
@@ -125,7 +127,8 @@ class CaptionModel(nn.Module):
             parts["penalty"] = penalty
             loss = loss + attention_penalty * penalty
         if attention_entropy > 0 and output.attention is not None:
-            entropy = _attention_entropy(output.attention, lengths - 1)
+            steps = None if entropy_token_ids is None else torch.isin(targets, entropy_token_ids)
+            entropy = _attention_entropy(output.attention, lengths - 1, steps)
             parts["entropy"] = entropy
             loss = loss + attention_entropy * entropy
         return loss, parts

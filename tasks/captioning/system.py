@@ -24,6 +24,7 @@ import lightning.pytorch as pl
 import torch
 
 from multiattn.configs import from_plain, to_plain
+from multiattn.io import UserError
 from multiattn.metrics.captioning import caption_metrics
 from multiattn.schedules import warmup_cosine
 from multiattn.tasks.captioning.datasets import CaptionBatch
@@ -114,6 +115,9 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         attention_entropy: weight of the attention's mean entropy per word, a sharpening term
             without box supervision (show_attend_tell only; 0 = off; docs/captioning.md
             "Attention levers").
+        attention_entropy_words: sharpen only the steps that emit one of these words (those that
+            name an object: shapes and colours for the embedded scenes); ``None`` = every word.
+            Words missing from the vocabulary are an error.
         vocab: the vocabulary as a list (filled from the data module when ``None``).
         input_size: image side the model expects (filled from the data module when ``None``).
         use_java: Java for METEOR and the PTB tokenizer; ``None`` = when ``java`` is on PATH.
@@ -132,6 +136,7 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         decoding: CaptionDecodingConfig = CaptionDecodingConfig(),
         attention_penalty: float = 0.0,
         attention_entropy: float = 0.0,
+        attention_entropy_words: list[str] | None = None,
         vocab: list[str] | None = None,
         input_size: int | None = None,
         use_java: bool | None = None,
@@ -155,6 +160,9 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
 
     # ----- construction -------------------------------------------------------------------------
     def _build(self, vocab: Vocabulary) -> None:
+        missing = [word for word in self.hparams.get("attention_entropy_words") or () if word not in vocab]
+        if missing:
+            raise UserError(f"attention_entropy_words: not in the vocabulary: {', '.join(missing)}")
         self.vocab = vocab
         self.model = build_model(
             self.model_config, vocab_size=len(vocab), max_len=max(64, self.decoding.max_len + 2)
@@ -210,7 +218,15 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
             batch.lengths,
             attention_penalty=self.hparams.attention_penalty,
             attention_entropy=self.hparams.attention_entropy,
+            entropy_token_ids=self._entropy_token_ids(batch.tokens.device),
         )
+
+    def _entropy_token_ids(self, device: torch.device) -> torch.Tensor | None:
+        """The token ids of ``attention_entropy_words`` (``None``: every word is sharpened)."""
+        words = self.hparams.get("attention_entropy_words")
+        if not words or self.vocab is None:
+            return None
+        return torch.tensor([self.vocab.index[word] for word in words], device=device)
 
     def training_step(self, batch: CaptionBatch | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every image of the batch was unreadable (already warned)

@@ -134,6 +134,14 @@ def test_attention_entropy_hand_computed():
     assert torch.isfinite(weights.grad).all() and weights.grad[0, 2].abs().sum() == 0
     with pytest.raises(ValueError, match="lengths"):
         attention_entropy(weights, torch.tensor([4, 1]))
+    # Selected steps only: item 0's first step (log 2) and item 1's first (log 4); item 1's second
+    # step is selected but padding, so it stays out.
+    steps = torch.tensor([[True, False, True], [True, True, False]])
+    torch.testing.assert_close(attention_entropy(weights, lengths, steps), (log2 + log4) / 2)
+    torch.testing.assert_close(attention_entropy(weights, None, steps), (log2 + log4 + 0.0 + log4) / 4)
+    assert attention_entropy(weights, lengths, torch.zeros(2, 3, dtype=torch.bool)) == 0
+    with pytest.raises(ValueError, match="steps"):
+        attention_entropy(weights, lengths, torch.ones(2, 2, dtype=torch.bool))
 
 
 def test_grids_shared_by_groups_of_rows_equal_repeated_grids():

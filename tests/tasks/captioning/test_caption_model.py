@@ -223,3 +223,20 @@ def test_learned_start_and_coordinates_keep_batched_search_equal_to_one_at_a_tim
         single = model.generate(images[i : i + 1], beam_size=3, max_len=8)[0]
         assert single.tokens == caption.tokens
         assert abs(single.score - caption.score) < 1e-4
+
+
+def test_entropy_of_selected_words_only():
+    model = _model("show_attend_tell").train()
+    images, tokens, lengths = _batch()
+    out = model(images, tokens, lengths, with_attention=True)
+    word = int(tokens[0, 1])  # the first word of the first caption
+    _, every = model.loss(out, tokens, lengths, attention_entropy=0.1)
+    _, selected = model.loss(
+        out, tokens, lengths, attention_entropy=0.1, entropy_token_ids=torch.tensor([word])
+    )
+    steps = tokens[:, 1:] == word  # the steps whose target is that word (never padding: pad id 0)
+    per_step = -(
+        out.attention.float().flatten(2) * out.attention.float().flatten(2).clamp_min(1e-12).log()
+    ).sum(-1)
+    torch.testing.assert_close(selected["entropy"], per_step[steps].mean())
+    assert not torch.isclose(selected["entropy"], every["entropy"])

@@ -13,6 +13,7 @@ from PIL import Image
 
 from multiattn.attention.compiled_energy import CompiledEnergy, fused_energy
 from multiattn.checkpoint import load_checkpoint, load_system
+from multiattn.io import UserError
 from multiattn.lightning_cli import build_cli
 from multiattn.tasks.captioning.app import main as caption_main
 from multiattn.tasks.captioning.data import SceneCaptionData
@@ -219,3 +220,12 @@ def test_timm_checkpoint_needs_no_weights_file_to_caption(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     assert set(record["words"]) <= set(vocab[4:])
     assert len(record["attention_peaks"]) == len(record["words"])
+
+
+def test_attention_entropy_words_must_be_in_the_vocabulary():
+    vocab = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "circle"]
+    args = {**_tiny_init_args("model"), "vocab": vocab, "input_size": 64, "attention_entropy": 0.1}
+    with pytest.raises(UserError, match="attention_entropy_words: not in the vocabulary: zebra"):
+        CaptioningSystem(**args, attention_entropy_words=["red", "zebra"])
+    system = CaptioningSystem(**args, attention_entropy_words=["red", "circle"])
+    assert system._entropy_token_ids(torch.device("cpu")).tolist() == [5, 6]
