@@ -82,6 +82,8 @@ class LocalizationConfig:
             around the predicted region and corrects its size and centre to the object's extent
             (affine transforms: scale_translate, scale_translate_anisotropic, affine).
         refine_context: the refiner's glimpse side over the region's side.
+        refine_start_epoch: training: the refiner is frozen (its zero-initialised correction is the
+            identity) until this epoch, so the heatmap head finds the object first.
     """
 
     kind: Literal["fc", "heatmap"] = "fc"
@@ -93,6 +95,7 @@ class LocalizationConfig:
     class_maps: bool = False
     refine: bool = False
     refine_context: float = 1.5
+    refine_start_epoch: int = 0
 
 
 @dataclass(frozen=True)

@@ -342,6 +342,15 @@ class STNSystem(ConfiguredSystem, pl.LightningModule):
             [img.numpy() for img in images], corner_list, [w.numpy() for w in warped], titles, grids=grids
         )
 
+    def on_train_epoch_start(self) -> None:
+        # The refiner learns only from `refine_start_epoch` on: frozen before, its zero-initialised
+        # correction is the identity, so the heatmap head finds the object on its own first.
+        refiner = None if self.model.transformer is None else self.model.transformer.refiner
+        if refiner is not None:
+            refiner.requires_grad_(
+                self.current_epoch >= self.model_config.transformer.localization.refine_start_epoch
+            )
+
     def on_validation_epoch_end(self) -> None:
         if self._overlay_batch is None or self._trainer is None:
             return

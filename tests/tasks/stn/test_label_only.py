@@ -91,3 +91,22 @@ def test_label_only_training_moves_the_region_onto_the_digit(one_thread):
     # 60x60 canvas); from the labels alone it learns to sit on the digit.
     assert distance < 0.35 * start_distance, (start_distance, distance)
     assert iou > identity_iou + 0.04, (identity_iou, start_iou, iou)
+
+
+@pytest.mark.parametrize("start", [0, 2])
+def test_refiner_is_frozen_until_its_start_epoch(start):
+    transformer = {
+        **_TINY_LABEL_ONLY["model"]["transformer"],
+        "localization": {
+            **_TINY_LABEL_ONLY["model"]["transformer"]["localization"],
+            "refine": True,
+            "refine_start_epoch": start,
+        },
+    }
+    system = STNSystem(
+        **{**_TINY_LABEL_ONLY, "model": {**_TINY_LABEL_ONLY["model"], "transformer": transformer}}
+    )
+    system.on_train_epoch_start()  # epoch 0 (no trainer)
+    refiner = system.model.transformer.refiner
+    assert all(p.requires_grad == (start == 0) for p in refiner.parameters())
+    assert all(p.requires_grad for p in system.model.transformer.head.parameters())
