@@ -492,6 +492,31 @@ class SpatialTransformer(nn.Module):
         return (warped, theta, class_logits) if with_class_logits else (warped, theta)
 
 
+def conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    """``kernel_size`` convolution (same padding, no bias), batch norm, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def conv_stages(
+    in_channels: int, channels: tuple[int, ...], downsample: int = 1, *, pool_last: bool = True
+) -> tuple[list[nn.Module], int]:
+    """A max pool by ``downsample``, then per width a 5x5 :func:`conv_block` and a 2x2 max pool (the
+    last one only with ``pool_last``); returns the layers and the last width. The small CNNs of
+    localisation nets and of :class:`GlimpseRefiner` are built from these."""
+    layers: list[nn.Module] = [nn.MaxPool2d(downsample)] if downsample > 1 else []
+    previous = in_channels
+    for index, width in enumerate(channels):
+        layers.append(conv_block(previous, width, 5))
+        if pool_last or index < len(channels) - 1:
+            layers.append(nn.MaxPool2d(2))
+        previous = width
+    return layers, previous
+
+
 class GlimpseRefiner(nn.Module):
     """A second look: correct an affine region from a glimpse of its surroundings.
 
@@ -541,16 +566,7 @@ class GlimpseRefiner(nn.Module):
             )
         self.context, self.glimpse_size, self.align_corners = context, glimpse_size, align_corners
         self.log_max_zoom = math.log(max_zoom)
-        stages: list[nn.Module] = []
-        previous = in_channels
-        for width in channels:
-            stages += [
-                nn.Conv2d(previous, width, 5, padding=2, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            previous = width
+        stages, previous = conv_stages(in_channels, tuple(channels))
         cells = (glimpse_size // 4) ** 2
         self.net = nn.Sequential(
             *stages, nn.Flatten(), nn.Linear(previous * cells, hidden_dim), nn.ReLU(inplace=True)
@@ -563,8 +579,9 @@ class GlimpseRefiner(nn.Module):
         """``images (B, C, H, W)``, affine ``theta (B, 2, 3)`` -> the refined ``theta (B, 2, 3)``."""
         check_shape("theta", theta, (images.shape[0], 2, 3))
         theta = theta.float()
-        scale = torch.tensor([self.context, self.context, 1.0], device=theta.device)
-        wide = theta.detach() * scale  # the glimpse: the region widened by `context` about its centre
+        linear, offset = theta[:, :, :2], theta[:, :, 2:]  # (B, 2, 2), (B, 2, 1)
+        # the glimpse: the region widened by `context` about its centre, observed (detached)
+        wide = torch.cat([linear * self.context, offset], dim=2).detach()
         glimpse = warp(
             images,
             wide,
@@ -573,19 +590,11 @@ class GlimpseRefiner(nn.Module):
             padding_mode="zeros",
         )
         raw = self.correction(self.net(glimpse)).float()  # (B, 4)
-        log_zoom = self.log_max_zoom * torch.tanh(raw[:, :2])  # (B, 2)
+        zoom = (self.log_max_zoom * torch.tanh(raw[:, :2])).exp()  # (B, 2): e^a, e^b
         shift = torch.tanh(raw[:, 2:]) * self.context  # (B, 2), in the region's own frame
-        zero = torch.zeros_like(log_zoom[:, 0])
-        one = torch.ones_like(zero)
-        step = torch.stack(
-            [
-                torch.stack([log_zoom[:, 0].exp(), zero, shift[:, 0]], -1),
-                torch.stack([zero, log_zoom[:, 1].exp(), shift[:, 1]], -1),
-                torch.stack([zero, zero, one], -1),
-            ],
-            dim=1,
-        )  # (B, 3, 3): C · D · C^-1 (only D's shift is scaled by C)
-        return theta @ step  # (B, 2, 3)
+        # A · C · D · C^-1: the columns of A's linear part scaled by (e^a, e^b), its offset moved
+        # by A's linear part applied to the shift.
+        return torch.cat([linear * zoom[:, None, :], offset + linear @ shift[:, :, None]], dim=2)
 
 
 def theta_kind(theta: Tensor) -> str:

@@ -160,10 +160,14 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
 
     # ----- construction -------------------------------------------------------------------------
     def _build(self, vocab: Vocabulary) -> None:
-        missing = [word for word in self.hparams.get("attention_entropy_words") or () if word not in vocab]
+        words = self.hparams.get("attention_entropy_words") or ()
+        missing = [word for word in words if word not in vocab]
         if missing:
             raise UserError(f"attention_entropy_words: not in the vocabulary: {', '.join(missing)}")
         self.vocab = vocab
+        # Their token ids, once: a buffer (not saved) that follows the module to its device.
+        ids = torch.tensor([vocab.index[word] for word in words], dtype=torch.long)
+        self.register_buffer("_entropy_ids", ids if words else None, persistent=False)
         self.model = build_model(
             self.model_config, vocab_size=len(vocab), max_len=max(64, self.decoding.max_len + 2)
         )
@@ -218,15 +222,8 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
             batch.lengths,
             attention_penalty=self.hparams.attention_penalty,
             attention_entropy=self.hparams.attention_entropy,
-            entropy_token_ids=self._entropy_token_ids(batch.tokens.device),
+            entropy_token_ids=self._entropy_ids,  # None: every word is sharpened
         )
-
-    def _entropy_token_ids(self, device: torch.device) -> torch.Tensor | None:
-        """The token ids of ``attention_entropy_words`` (``None``: every word is sharpened)."""
-        words = self.hparams.get("attention_entropy_words")
-        if not words or self.vocab is None:
-            return None
-        return torch.tensor([self.vocab.index[word] for word in words], device=device)
 
     def training_step(self, batch: CaptionBatch | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every image of the batch was unreadable (already warned)

@@ -25,7 +25,15 @@ import torch
 from torch import Tensor, nn
 
 from multiattn.builders import fields, pick
-from multiattn.stn import STN_HEADS, GlimpseRefiner, ScaleTranslateHead, SoftArgmaxHead, SpatialTransformer
+from multiattn.stn import (
+    STN_HEADS,
+    GlimpseRefiner,
+    ScaleTranslateHead,
+    SoftArgmaxHead,
+    SpatialTransformer,
+    conv_block,
+    conv_stages,
+)
 
 __all__ = [
     "STNModelConfig",
@@ -157,29 +165,6 @@ class STNModelConfig:
     std: tuple[float, ...] = (0.3081,)
 
 
-def _conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-def _conv_stages(
-    in_channels: int, channels: tuple[int, ...], downsample: int, *, pool_last: bool
-) -> tuple[list[nn.Module], int]:
-    """A max pool by ``downsample``, then per width a 5x5 conv stage and a 2x2 max pool (the last
-    one only with ``pool_last``); returns the layers and the last width."""
-    layers: list[nn.Module] = [nn.MaxPool2d(downsample)] if downsample > 1 else []
-    previous = in_channels
-    for index, width in enumerate(channels):
-        layers.append(_conv_block(previous, width, 5))
-        if pool_last or index < len(channels) - 1:
-            layers.append(nn.MaxPool2d(2))
-        previous = width
-    return layers, previous
-
-
 class LocalizationNet(nn.Module):
     """Coarse CNN predicting transform features: ``(B, C, H, W) -> (B, F)``.
 
@@ -205,7 +190,7 @@ class LocalizationNet(nn.Module):
         pool_size: int = 7,
     ) -> None:
         super().__init__()
-        layers, previous = _conv_stages(in_channels, channels, downsample, pool_last=True)
+        layers, previous = conv_stages(in_channels, channels, downsample, pool_last=True)
         layers += [
             nn.AdaptiveAvgPool2d(pool_size),
             nn.Flatten(),  # (B, c, p, p) -> (B, c * p * p)
@@ -238,7 +223,7 @@ class HeatmapLocalizationNet(nn.Module):
     ) -> None:
         super().__init__()
         # no pool after the last stage: a finer map to place the region on
-        layers, previous = _conv_stages(in_channels, channels, downsample, pool_last=False)
+        layers, previous = conv_stages(in_channels, channels, downsample, pool_last=False)
         self.net = nn.Sequential(*layers)
         self.out_features = previous
 
@@ -272,9 +257,9 @@ class SmallCNN(nn.Module):
         super().__init__()
         first, second = channels
         self.features = nn.Sequential(
-            _conv_block(in_channels, first, 5),
+            conv_block(in_channels, first, 5),
             nn.MaxPool2d(2),
-            _conv_block(first, second, 5),
+            conv_block(first, second, 5),
             nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(7),  # 28x28 -> 7x7 already; larger inputs are pooled to it
         )

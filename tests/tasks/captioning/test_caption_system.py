@@ -228,4 +228,4 @@ def test_attention_entropy_words_must_be_in_the_vocabulary():
     with pytest.raises(UserError, match="attention_entropy_words: not in the vocabulary: zebra"):
         CaptioningSystem(**args, attention_entropy_words=["red", "zebra"])
     system = CaptioningSystem(**args, attention_entropy_words=["red", "circle"])
-    assert system._entropy_token_ids(torch.device("cpu")).tolist() == [5, 6]
+    assert system._entropy_ids.tolist() == [5, 6]
