@@ -19,6 +19,7 @@ from multiattn.attention.spatial import (
     SoftSpatialAttention,
     SpatialAttentionOutput,
     attention_entropy,
+    attention_region_nll,
     doubly_stochastic_penalty,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "SpatialAttentionOutput",
     "CompiledEnergy",
     "attention_entropy",
+    "attention_region_nll",
     "doubly_stochastic_penalty",
     "ATTENTION",
     "build_attention",

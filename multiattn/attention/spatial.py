@@ -27,6 +27,7 @@ __all__ = [
     "SoftSpatialAttention",
     "SpatialAttentionOutput",
     "attention_entropy",
+    "attention_region_nll",
     "doubly_stochastic_penalty",
     "flatten_grid",
 ]
@@ -277,3 +278,31 @@ def attention_entropy(weights: Tensor, lengths: Tensor | None = None, steps: Ten
         selected = selected & steps.bool()
     selected = selected.to(per_step.dtype)
     return (per_step * selected).sum() / selected.sum().clamp_min(1.0)
+
+
+def attention_region_nll(weights: Tensor, regions: Tensor, steps: Tensor) -> Tensor:
+    """Attention supervision: mean ``-log(sum_i alpha_{b,t,i} r_{b,t,i})`` over the selected steps.
+
+    ``r`` says how much of each cell belongs to the region a step should look at (the box of the
+    object its word names: :func:`multiattn.metrics.captioning.box_cell_coverage`), so the term is
+    the negative log of the attention mass inside that region; 0 when all of it is there. It needs
+    boxes, which a captioning dataset rarely has: an option for comparison, not a default.
+
+    Args:
+        weights: ``(B, T, H, W)`` or ``(B, T, N)`` per-step attention (each step sums to 1).
+        regions: the same shape, each cell's share in ``[0, 1]`` of the step's region.
+        steps: ``(B, T)`` bool, the supervised steps (those whose word names one object).
+
+    Returns:
+        A scalar float32 tensor (0 when no step is selected).
+    """
+    weights = _per_step(weights)
+    batch, count, cells = weights.shape
+    regions = regions.reshape(batch, count, -1)
+    check_shape("regions", regions, (batch, count, cells))
+    check_shape("steps", steps, (batch, count))
+    inside = (weights.float() * regions.float()).sum(dim=-1)  # (B, T)
+    selected = steps.bool()
+    if not bool(selected.any()):
+        return weights.float().sum() * 0.0  # keeps the graph (and DDP's unused-parameter check) intact
+    return -inside[selected].clamp_min(1e-6).log().mean()

@@ -40,6 +40,7 @@ __all__ = [
     "simple_tokenize",
     "caption_metrics",
     "attention_box_scores",
+    "box_cell_coverage",
 ]
 
 log = logging.getLogger(__name__)
@@ -178,3 +179,28 @@ def attention_box_scores(
     peak = maps.flatten(1).argmax(1)  # (N,) flat pixel index
     hit = inside.flatten(1).gather(1, peak.unsqueeze(1)).squeeze(1)  # (N,)
     return mass, hit
+
+
+def box_cell_coverage(boxes: Tensor, grid_hw: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
+    """Share of each grid cell that lies inside each box.
+
+    Args:
+        boxes: ``(N, 4)`` ``[x0, y0, x1, y1]`` in image pixels, end exclusive (as the scenes' boxes).
+        grid_hw: ``(H, W)`` of the attention grid, which tiles the image evenly.
+        image_size: ``(Hi, Wi)`` of the image the boxes refer to.
+
+    Returns:
+        ``(N, H, W)`` float32 in ``[0, 1]``: the overlap of cell and box over the cell's area.
+    """
+    check_shape("boxes", boxes, (None, 4))
+    (height, width), (image_h, image_w) = grid_hw, image_size
+    b = boxes.float()
+    ys = torch.arange(height + 1, device=b.device, dtype=torch.float32) * (image_h / height)  # cell edges
+    xs = torch.arange(width + 1, device=b.device, dtype=torch.float32) * (image_w / width)
+
+    def overlap(edges: Tensor, low: Tensor, high: Tensor) -> Tensor:  # (N,), (N,) -> (N, cells)
+        start = torch.maximum(edges[None, :-1], low[:, None])
+        end = torch.minimum(edges[None, 1:], high[:, None])
+        return (end - start).clamp_min(0) / (edges[1:] - edges[:-1])[None]
+
+    return overlap(ys, b[:, 1], b[:, 3])[:, :, None] * overlap(xs, b[:, 0], b[:, 2])[:, None, :]

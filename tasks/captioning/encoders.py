@@ -5,7 +5,8 @@ convolutional feature map, each cell an annotation vector ``a_i`` of ``C`` chann
 encoders give that grid:
 
 - :class:`ConvEncoder`: a small CNN trained from scratch (the default for the embedded scenes;
-  its receptive field stays local, so each cell describes what is at that place).
+  with its default 3x3 stages a cell sees 47 pixels, about half a 96-pixel scene; 1x1 kernels
+  after the last stride narrow that, ``kernel_sizes``).
 - :class:`TimmEncoder`: any timm backbone by name as a feature map (``features_only=True``,
   last stage), pretrained through timm when online or from a local weights file, frozen or
   fine-tuned.
@@ -32,12 +33,15 @@ __all__ = ["ConvEncoder", "TimmEncoder", "WithCoordinates"]
 
 
 class ConvEncoder(nn.Module):
-    """Conv 3x3 -> BatchNorm -> ReLU stages; the product of ``strides`` is the grid's stride.
+    """Conv -> BatchNorm -> ReLU stages; the product of ``strides`` is the grid's stride.
 
     Args:
         channels: output channels of each stage.
         strides: stride of each stage (same length as ``channels``).
         in_channels: image channels.
+        kernel_sizes: each stage's (odd) kernel side; ``None`` = 3 everywhere. A 1 after the
+            last stride keeps each cell's receptive field small (:attr:`receptive_field`), so a
+            cell's annotation describes what lies under it rather than its neighbourhood.
     """
 
     def __init__(
@@ -46,17 +50,28 @@ class ConvEncoder(nn.Module):
         channels: Sequence[int] = (32, 64, 96, 128, 128),
         strides: Sequence[int] = (2, 2, 2, 1, 1),
         in_channels: int = 3,
+        kernel_sizes: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if len(channels) != len(strides) or not channels:
             raise ValueError(
                 f"channels and strides: expected equal non-zero lengths, received {channels}, {strides}"
             )
+        kernels = [3] * len(channels) if kernel_sizes is None else [int(k) for k in kernel_sizes]
+        if len(kernels) != len(channels) or any(k < 1 or k % 2 == 0 for k in kernels):
+            raise ValueError(
+                f"kernel_sizes: expected {len(channels)} odd sizes (one per stage), received {list(kernel_sizes)}"
+            )
         layers: list[nn.Module] = []
         previous = in_channels
-        for width, stride in zip(channels, strides):
+        self.receptive_field, jump = 1, 1  # input pixels one output cell sees; input pixels per step
+        for width, stride, kernel in zip(channels, strides, kernels):
+            self.receptive_field += (kernel - 1) * jump
+            jump *= stride
             layers += [
-                nn.Conv2d(previous, width, kernel_size=3, stride=stride, padding=1, bias=False),
+                nn.Conv2d(
+                    previous, width, kernel_size=kernel, stride=stride, padding=kernel // 2, bias=False
+                ),
                 nn.BatchNorm2d(width),
                 nn.ReLU(inplace=True),
             ]

@@ -201,6 +201,7 @@ class EncoderConfig:
         name: cnn (a small CNN trained from scratch) or timm (a timm backbone's last feature map).
         channels: cnn: channels per stage.
         strides: cnn: stride per stage (their product is the grid's stride).
+        kernel_sizes: cnn: kernel side per stage (odd); None = 3 everywhere.
         backbone: timm: backbone name, e.g. resnet18.
         pretrained: timm: load pretrained weights (downloads when online).
         weights_file: timm: local backbone weights file (implies pretrained).
@@ -211,6 +212,7 @@ class EncoderConfig:
     name: Literal["cnn", "timm"] = "cnn"
     channels: tuple[int, ...] = (32, 64, 96, 128, 128)
     strides: tuple[int, ...] = (2, 2, 2, 1, 1)
+    kernel_sizes: tuple[int, ...] | None = None
     backbone: str | None = None
     pretrained: bool = False
     weights_file: str | None = None
@@ -263,7 +265,7 @@ class CaptionModelConfig:
 
 
 def _cnn(config: EncoderConfig) -> ConvEncoder:
-    return ConvEncoder(channels=config.channels, strides=config.strides)
+    return ConvEncoder(channels=config.channels, strides=config.strides, kernel_sizes=config.kernel_sizes)
 
 
 def _timm(config: EncoderConfig) -> TimmEncoder:

@@ -23,14 +23,15 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 
+from multiattn.attention import attention_region_nll
 from multiattn.configs import from_plain, to_plain
 from multiattn.io import UserError
-from multiattn.metrics.captioning import caption_metrics
+from multiattn.metrics.captioning import box_cell_coverage, caption_metrics
 from multiattn.schedules import warmup_cosine
 from multiattn.tasks.captioning.datasets import CaptionBatch
 from multiattn.tasks.captioning.images import denormalize
 from multiattn.tasks.captioning.model import Caption, CaptionModel, CaptionModelConfig, build_model
-from multiattn.tasks.captioning.scoring import SceneScorer
+from multiattn.tasks.captioning.scoring import SceneScorer, align_words_to_objects
 from multiattn.tasks.captioning.vocab import Vocabulary
 from multiattn.tasks.common.configured import ConfiguredSystem
 from multiattn.tasks.common.distributed import gather_records
@@ -118,6 +119,11 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         attention_entropy_words: sharpen only the steps that emit one of these words (those that
             name an object: shapes and colours for the embedded scenes); ``None`` = every word.
             Words missing from the vocabulary are an error.
+        attention_box_weight: attention supervision, for comparison only (the default learns
+            without boxes): weight of ``-log`` of the attention mass inside the box of the object
+            that a training word names (:func:`multiattn.attention.attention_region_nll`; the
+            embedded scenes' boxes and the scorer's word-to-object alignment; show_attend_tell
+            only; 0 = off; docs/captioning.md "Attention supervision").
         vocab: the vocabulary as a list (filled from the data module when ``None``).
         input_size: image side the model expects (filled from the data module when ``None``).
         use_java: Java for METEOR and the PTB tokenizer; ``None`` = when ``java`` is on PATH.
@@ -137,6 +143,7 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         attention_penalty: float = 0.0,
         attention_entropy: float = 0.0,
         attention_entropy_words: list[str] | None = None,
+        attention_box_weight: float = 0.0,
         vocab: list[str] | None = None,
         input_size: int | None = None,
         use_java: bool | None = None,
@@ -212,18 +219,52 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
     # ----- training -----------------------------------------------------------------------------
     def _loss(self, batch: CaptionBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         assert self.model is not None
+        hp = self.hparams
+        box_weight = hp.get("attention_box_weight", 0.0)
         need_attention = (
-            self.hparams.attention_penalty > 0 or self.hparams.attention_entropy > 0
+            hp.attention_penalty > 0 or hp.attention_entropy > 0 or box_weight > 0
         ) and self.model_config.decoder.name == "show_attend_tell"
         output = self.model(batch.images, batch.tokens, batch.lengths, with_attention=need_attention)
-        return self.model.loss(
+        loss, parts = self.model.loss(
             output,
             batch.tokens,
             batch.lengths,
-            attention_penalty=self.hparams.attention_penalty,
-            attention_entropy=self.hparams.attention_entropy,
+            attention_penalty=hp.attention_penalty,
+            attention_entropy=hp.attention_entropy,
             entropy_token_ids=self._entropy_ids,  # None: every word is sharpened
         )
+        if box_weight > 0 and output.attention is not None:
+            if batch.objects is None:
+                raise UserError(
+                    "attention_box_weight: needs object boxes (the embedded scenes); this data has none"
+                )
+            parts["attention_box"] = self._attention_box_nll(output.attention, batch)
+            loss = loss + box_weight * parts["attention_box"]
+        return loss, parts
+
+    def _attention_box_nll(self, attention: torch.Tensor, batch: CaptionBatch) -> torch.Tensor:
+        """``-log`` of the attention mass in the named object's box, over the teacher-forced steps
+        whose target word names one object (aligned as the scorer aligns generated captions)."""
+        assert self.vocab is not None
+        batch_size, steps, height, width = attention.shape  # step t emits tokens[:, t + 1]
+        rows, columns, boxes = [], [], []
+        for row, objects in enumerate(batch.objects):
+            words = self.vocab.decode_words(batch.tokens[row, 1 : int(batch.lengths[row]) - 1].tolist())
+            owners, _ = align_words_to_objects(words, objects)
+            for step, owner in enumerate(owners):
+                if owner >= 0:
+                    rows.append(row)
+                    columns.append(step)
+                    boxes.append(objects[owner]["box"])
+        regions = attention.new_zeros(batch_size, steps, height, width, dtype=torch.float32)
+        selected = torch.zeros(batch_size, steps, dtype=torch.bool, device=attention.device)
+        if boxes:
+            cover = box_cell_coverage(
+                torch.tensor(boxes, device=attention.device), (height, width), tuple(batch.images.shape[-2:])
+            )  # (n, H, W)
+            regions[rows, columns] = cover
+            selected[rows, columns] = True
+        return attention_region_nll(attention, regions, selected)
 
     def training_step(self, batch: CaptionBatch | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every image of the batch was unreadable (already warned)

@@ -7,6 +7,7 @@ import torch
 
 from multiattn.metrics.captioning import (
     attention_box_scores,
+    box_cell_coverage,
     caption_metrics,
     java_available,
     simple_tokenize,
@@ -88,3 +89,21 @@ def test_attention_box_scores():
     assert empty_mass.shape == (0,) and empty_hit.shape == (0,)
     with pytest.raises(ValueError, match="boxes"):
         attention_box_scores(attention, boxes[:2], (32, 32))
+
+
+def test_box_cell_coverage_is_each_cells_share_of_the_box():
+    # On a 96-pixel image a 12x12 grid has 8-pixel cells: a box on cell edges covers whole cells,
+    # one that ends mid-cell half of it.
+    cover = box_cell_coverage(torch.tensor([[8, 16, 28, 24]]), (12, 12), (96, 96))[0]
+    assert cover.shape == (12, 12)
+    assert cover[2, 1:4].tolist() == [1.0, 1.0, 0.5] and float(cover.sum()) == 2.5
+    # Invariance: cell areas times coverage sum to the box's area, whatever the grid.
+    generator = torch.Generator().manual_seed(0)
+    low = torch.randint(0, 60, (20, 2), generator=generator)
+    boxes = torch.cat([low, low + torch.randint(1, 36, (20, 2), generator=generator)], dim=1)
+    for grid in [(12, 12), (7, 9), (16, 16)]:
+        cover = box_cell_coverage(boxes, grid, (96, 96))
+        cell_area = (96 / grid[0]) * (96 / grid[1])
+        area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).float()
+        torch.testing.assert_close(cover.sum(dim=(1, 2)) * cell_area, area)
+        assert float(cover.min()) >= 0.0 and float(cover.max()) <= 1.0

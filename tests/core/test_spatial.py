@@ -7,6 +7,7 @@ from multiattn.attention.spatial import (
     SoftSpatialAttention,
     SpatialAttentionOutput,
     attention_entropy,
+    attention_region_nll,
     doubly_stochastic_penalty,
 )
 from multiattn.recording import record_attention
@@ -159,3 +160,32 @@ def test_grids_shared_by_groups_of_rows_equal_repeated_grids():
             torch.testing.assert_close(mine, theirs)
     with pytest.raises(ValueError, match="equal groups"):
         attention(features[:2].flatten(2).transpose(1, 2), torch.randn(5, 5), grid_hw=(2, 3))
+
+
+def test_attention_region_nll_is_minus_log_the_mass_inside():
+    # Item 0 step 0: all weight in the region (0); step 1: half of it on a half-covered cell (-log 0.25);
+    # step 2 not selected. Item 1: no step selected.
+    weights = torch.tensor(
+        [
+            [[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]],
+            [[0.25, 0.25, 0.25, 0.25]] * 3,
+        ],
+        requires_grad=True,
+    )
+    regions = torch.zeros(2, 3, 4)
+    regions[0, 0, 0] = 1.0
+    regions[0, 1, :2] = torch.tensor([0.5, 0.0])
+    steps = torch.tensor([[True, True, False], [False, False, False]])
+    loss = attention_region_nll(weights, regions, steps)
+    torch.testing.assert_close(loss, -torch.tensor(0.25).log() / 2)
+    torch.testing.assert_close(
+        attention_region_nll(weights.view(2, 3, 2, 2), regions.view(2, 3, 2, 2), steps), loss
+    )
+    loss.backward()  # only the selected steps' weights, and more weight inside lowers it
+    assert (
+        weights.grad[0, 1, 0] < 0 and weights.grad[0, 2].abs().sum() == 0 and weights.grad[1].abs().sum() == 0
+    )
+    none = attention_region_nll(weights, regions, torch.zeros(2, 3, dtype=torch.bool))
+    assert float(none.detach()) == 0.0 and none.requires_grad
+    with pytest.raises(ValueError, match="steps"):
+        attention_region_nll(weights, regions, steps[:, :2])

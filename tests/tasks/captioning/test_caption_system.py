@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from multiattn.lightning_cli import build_cli
 from multiattn.tasks.captioning.app import main as caption_main
 from multiattn.tasks.captioning.data import SceneCaptionData
 from multiattn.tasks.captioning.model import CaptionModelConfig, DecoderConfig, EncoderConfig
+from multiattn.tasks.captioning.sources.scenes import SHAPES, SIZES
 from multiattn.tasks.captioning.system import CaptionDecodingConfig, CaptioningSystem
 from tests.helpers.processes import metrics_by_process_count
 
@@ -229,3 +231,48 @@ def test_attention_entropy_words_must_be_in_the_vocabulary():
         CaptioningSystem(**args, attention_entropy_words=["red", "zebra"])
     system = CaptioningSystem(**args, attention_entropy_words=["red", "circle"])
     assert system._entropy_ids.tolist() == [5, 6]
+
+
+def test_attention_box_supervision_is_minus_log_the_mass_in_the_named_box(tmp_path):
+    torch.manual_seed(0)
+    data = SceneCaptionData(**{**_tiny_init_args("data"), "data_dir": str(tmp_path / "data")})
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    args = {**_tiny_init_args("model"), "vocab": data.vocab.to_list(), "input_size": 96}
+    assert "attention_box" not in CaptioningSystem(**args)._loss(batch)[1]
+    system = CaptioningSystem(**args, attention_box_weight=1.0)
+    # Uniform attention: the mass in a box is the box's share of the image (the 12x12 grid tiles it),
+    # averaged over the words of each noun phrase that names one object (size, colour, shape).
+    steps = batch.tokens.shape[1] - 1
+    uniform = torch.full((len(batch), steps, 12, 12), 1 / 144)
+    expected = []
+    for row, objects in enumerate(batch.objects):
+        words = system.vocab.decode_words(batch.tokens[row].tolist())
+        for j, word in enumerate(words):
+            if word in SHAPES:
+                owner = [o for o in objects if o["shape"] == word and o["colour"] == words[j - 1]]
+                if len(owner) == 1:
+                    x0, y0, x1, y1 = owner[0]["box"]
+                    named = 3 if words[j - 2] in SIZES else 2
+                    expected += [-np.log((x1 - x0) * (y1 - y0) / 96**2)] * named
+    assert len(expected) >= len(batch)  # every caption names at least one object
+    torch.testing.assert_close(
+        system._attention_box_nll(uniform, batch),
+        torch.tensor(float(np.mean(expected))),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    # Trained with the term, the words' attention moves into their boxes.
+    optimizer = torch.optim.Adam(system.parameters(), lr=3e-3)
+    system.train()
+    start = float(system._loss(batch)[1]["attention_box"].detach())
+    for _ in range(40):
+        loss, parts = system._loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    final = float(parts["attention_box"].detach())
+    assert final < 0.5 * start, (start, final)
+    no_boxes = dataclasses.replace(batch, objects=None)
+    with pytest.raises(UserError, match="attention_box_weight: needs object boxes"):
+        system._loss(no_boxes)
