@@ -38,7 +38,6 @@ __all__ = [
     "STN_HEADS",
     "build_stn_head",
     "warp",
-    "border_ink",
     "SpatialTransformer",
     "GlimpseRefiner",
     "theta_to_corners",
@@ -596,37 +595,6 @@ class GlimpseRefiner(nn.Module):
         # A · C · D · C^-1: the columns of A's linear part scaled by (e^a, e^b), its offset moved
         # by A's linear part applied to the shift.
         return torch.cat([linear * zoom[:, None, :], offset + linear @ shift[:, :, None]], dim=2)
-
-
-def border_ink(warped: Tensor, images: Tensor, *, width: int = 1) -> Tensor:
-    """How much of the object the region's edge cuts: ink on the warped image's outer ring.
-
-    A label-free measure of a region's fit: a region that encloses the object has ground on its
-    edge, one that cuts the object has strokes there. "Ink" is a pixel's distance from its image's
-    ground, taken as the image's per-channel median (most of a cluttered canvas is ground). As a
-    loss beside an area prior (which shrinks the region) it stops the shrinking at the object's
-    outline rather than where cutting it starts to cost the classifier; the gradient reaches
-    ``theta`` through the bilinear sampler. Written here because no library measures it.
-
-    Args:
-        warped: ``(B, C, h, w)`` the sampled region (:func:`warp`'s output).
-        images: ``(B, C, H, W)`` the inputs it was sampled from.
-        width: the ring's width in output pixels.
-
-    Returns:
-        ``(B,)`` mean ink over the ring, averaged over channels.
-    """
-    check_shape("images", images, (warped.shape[0], warped.shape[1], None, None))
-    height, side = warped.shape[-2:]
-    if not 1 <= width <= min(height, side) // 2:
-        raise ValueError(
-            f"width: expected 1..{min(height, side) // 2} for a {height}x{side} region, received {width}"
-        )
-    ground = images.detach().float().flatten(2).median(dim=2).values  # (B, C)
-    ink = (warped.float() - ground[:, :, None, None]).abs().mean(dim=1)  # (B, h, w)
-    ring = torch.ones(height, side, dtype=torch.bool, device=warped.device)
-    ring[width:-width, width:-width] = False
-    return ink[:, ring].mean(dim=1)
 
 
 def theta_kind(theta: Tensor) -> str:

@@ -24,7 +24,6 @@ from torch import Tensor
 
 from multiattn.configs import from_plain
 from multiattn.stn import (
-    border_ink,
     output_corners,
     pixels_to_normalized,
     region_grid_lines,
@@ -85,14 +84,10 @@ class LocalizationLossConfig:
         area_weight: weight of the mean area of the sampled region (``|sx sy|`` of the affine
             part, 1 = the whole input): the region shrinks until cutting the object would cost
             the classifier more, so it fits the object instead of keeping a wide margin.
-        border_weight: weight of the ink on the sampled region's outer ring
-            (:func:`multiattn.stn.border_ink`, distance from the image's median ground): with the
-            area prior, the region shrinks to the object's outline instead of into its strokes.
     """
 
     class_map_weight: float = 0.0
     area_weight: float = 0.0
-    border_weight: float = 0.0
 
 
 # The flat hyper-parameters of checkpoints written before the nested configs, and their places now.
@@ -234,7 +229,7 @@ class STNSystem(ConfiguredSystem, pl.LightningModule):
         self.log(f"{prefix}/acc", accuracy, prog_bar=True, batch_size=size, on_step=on_step, on_epoch=True)
         if prefix == "test":
             self.log("test/error", 1.0 - accuracy, batch_size=size)
-        for name, (weight, value) in self.localization_losses(output, batch.labels, batch.images).items():
+        for name, (weight, value) in self.localization_losses(output, batch.labels).items():
             self.log(f"{prefix}/{name}", value, batch_size=size, on_step=on_step, on_epoch=True)
             loss = loss + weight * value
         if output.theta is not None and batch.boxes is not None:
@@ -251,14 +246,11 @@ class STNSystem(ConfiguredSystem, pl.LightningModule):
             )
         return loss, output
 
-    def localization_losses(
-        self, output: STNOutput, labels: Tensor, images: Tensor
-    ) -> dict[str, tuple[float, Tensor]]:
+    def localization_losses(self, output: STNOutput, labels: Tensor) -> dict[str, tuple[float, Tensor]]:
         """The label-only localisation losses in use, ``{name: (weight, value)}`` (:class:`LocalizationLossConfig`).
 
         ``class_map_loss``: cross-entropy of the localisation net's class logits; ``region_area``:
-        mean ``|det|`` of the affine part of ``theta`` (the region's area, 1 = the whole input);
-        ``region_border``: mean ink on the region's outer ring (:func:`multiattn.stn.border_ink`).
+        mean ``|det|`` of the affine part of ``theta`` (the region's area, 1 = the whole input).
         """
         prior, losses = self.localization_loss, {}
         if output.localization_logits is not None and prior.class_map_weight > 0:
@@ -269,8 +261,6 @@ class STNSystem(ConfiguredSystem, pl.LightningModule):
         if output.theta is not None and theta_kind(output.theta) == "affine_theta" and prior.area_weight > 0:
             linear = output.theta.float()[:, :, :2]  # (B, 2, 2)
             losses["region_area"] = (prior.area_weight, torch.linalg.det(linear).abs().mean())
-        if output.theta is not None and prior.border_weight > 0:
-            losses["region_border"] = (prior.border_weight, border_ink(output.warped, images).mean())
         return losses
 
     def _box_loss(self, theta: Tensor, boxes: Tensor, input_hw: tuple[int, int]) -> Tensor:

@@ -13,7 +13,6 @@ from multiattn.stn import (
     ScaleTranslateHead,
     SpatialTransformer,
     ThinPlateSplineHead,
-    border_ink,
     build_stn_head,
     map_output_points,
     region_grid_lines,
@@ -336,52 +335,3 @@ def test_glimpse_refiner_learns_the_object_size_from_its_glimpse():
     with torch.no_grad():
         after = float(error(*test).mean())
     assert after < 0.4 * before, (before, after)
-
-
-def _square_theta(half: Tensor, centre: tuple[float, float] = (0.1, -0.1)) -> Tensor:
-    """``(1, 2, 3)`` a scale-translate region of normalised half-size ``half`` around ``centre``."""
-    zero = torch.zeros(())
-    return torch.stack(
-        [
-            torch.stack([half, zero, torch.tensor(centre[0])]),
-            torch.stack([zero, half, torch.tensor(centre[1])]),
-        ]
-    )[None]
-
-
-@pytest.mark.parametrize("ground", [0.0, 0.3])
-def test_border_ink_is_low_around_the_object_and_high_across_it(ground):
-    # A bright square at x 14..29, y 10..25 of a 40x40 canvas: normalised half-size 0.4 about
-    # (0.1, -0.1). A region that encloses it has ground on its edge; one that cuts it has ink there;
-    # the ground level (the image's median) does not matter.
-    image = torch.full((1, 1, 40, 40), ground)
-    image[..., 10:26, 14:30] = 1.0
-    ink = {}
-    for half in (0.3, 0.38, 0.45, 0.6):
-        warped = warp(
-            image, _square_theta(torch.tensor(half)), (20, 20), align_corners=False, padding_mode="border"
-        )
-        ink[half] = float(border_ink(warped, image))
-    assert ink[0.3] > 0.9 * (1.0 - ground) and ink[0.38] > 0.5 * (1.0 - ground), ink  # cuts the square
-    assert ink[0.45] < 1e-6 and ink[0.6] < 1e-6, ink  # encloses it
-    two = torch.cat([image, 1.0 - image])  # per image: the inverted one's ground is its own median
-    warped = warp(
-        two,
-        _square_theta(torch.tensor(0.3)).expand(2, 2, 3),
-        (20, 20),
-        align_corners=False,
-        padding_mode="border",
-    )
-    assert torch.allclose(border_ink(warped, two), torch.full((2,), ink[0.3]), atol=1e-5)
-
-
-def test_border_ink_gradient_grows_a_region_that_cuts_the_object_edge():
-    image = torch.zeros(1, 1, 40, 40)
-    image[..., 10:26, 14:30] = 1.0
-    half = torch.tensor(0.42, requires_grad=True)  # the ring samples between the edge pixels and ground
-    border_ink(
-        warp(image, _square_theta(half), (20, 20), align_corners=False, padding_mode="border"), image
-    ).sum().backward()
-    assert half.grad < 0  # growing the region takes its edge off the ink
-    with pytest.raises(ValueError, match="width"):
-        border_ink(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 8, 8), width=3)
