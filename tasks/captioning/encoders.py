@@ -39,9 +39,11 @@ class ConvEncoder(nn.Module):
         channels: output channels of each stage.
         strides: stride of each stage (same length as ``channels``).
         in_channels: image channels.
-        kernel_sizes: each stage's (odd) kernel side; ``None`` = 3 everywhere. A 1 after the
-            last stride keeps each cell's receptive field small (:attr:`receptive_field`), so a
-            cell's annotation describes what lies under it rather than its neighbourhood.
+        kernel_sizes: each stage's (odd) kernel side; ``None`` = 3 everywhere.
+        dilations: each stage's kernel dilation; ``None`` = 1 everywhere. With ``kernel_sizes``
+            they set how many input pixels a cell sees (:attr:`receptive_field`) without changing
+            the grid: 1x1 kernels after the last stride narrow it, dilated ones widen it at the
+            same cost.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class ConvEncoder(nn.Module):
         strides: Sequence[int] = (2, 2, 2, 1, 1),
         in_channels: int = 3,
         kernel_sizes: Sequence[int] | None = None,
+        dilations: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if len(channels) != len(strides) or not channels:
@@ -62,15 +65,21 @@ class ConvEncoder(nn.Module):
             raise ValueError(
                 f"kernel_sizes: expected {len(channels)} odd sizes (one per stage), received {list(kernel_sizes)}"
             )
+        spread = [1] * len(channels) if dilations is None else [int(d) for d in dilations]
+        if len(spread) != len(channels) or any(d < 1 for d in spread):
+            raise ValueError(
+                f"dilations: expected {len(channels)} values >= 1 (one per stage), received {list(dilations)}"
+            )
         layers: list[nn.Module] = []
         previous = in_channels
         self.receptive_field, jump = 1, 1  # input pixels one output cell sees; input pixels per step
-        for width, stride, kernel in zip(channels, strides, kernels):
-            self.receptive_field += (kernel - 1) * jump
+        for width, stride, kernel, dilation in zip(channels, strides, kernels, spread):
+            self.receptive_field += (kernel - 1) * dilation * jump
             jump *= stride
+            padding = dilation * (kernel // 2)
             layers += [
                 nn.Conv2d(
-                    previous, width, kernel_size=kernel, stride=stride, padding=kernel // 2, bias=False
+                    previous, width, kernel, stride=stride, padding=padding, dilation=dilation, bias=False
                 ),
                 nn.BatchNorm2d(width),
                 nn.ReLU(inplace=True),

@@ -202,6 +202,7 @@ class EncoderConfig:
         channels: cnn: channels per stage.
         strides: cnn: stride per stage (their product is the grid's stride).
         kernel_sizes: cnn: kernel side per stage (odd); None = 3 everywhere.
+        dilations: cnn: kernel dilation per stage; None = 1 everywhere.
         backbone: timm: backbone name, e.g. resnet18.
         pretrained: timm: load pretrained weights (downloads when online).
         weights_file: timm: local backbone weights file (implies pretrained).
@@ -213,6 +214,7 @@ class EncoderConfig:
     channels: tuple[int, ...] = (32, 64, 96, 128, 128)
     strides: tuple[int, ...] = (2, 2, 2, 1, 1)
     kernel_sizes: tuple[int, ...] | None = None
+    dilations: tuple[int, ...] | None = None
     backbone: str | None = None
     pretrained: bool = False
     weights_file: str | None = None
@@ -265,7 +267,12 @@ class CaptionModelConfig:
 
 
 def _cnn(config: EncoderConfig) -> ConvEncoder:
-    return ConvEncoder(channels=config.channels, strides=config.strides, kernel_sizes=config.kernel_sizes)
+    return ConvEncoder(
+        channels=config.channels,
+        strides=config.strides,
+        kernel_sizes=config.kernel_sizes,
+        dilations=config.dilations,
+    )
 
 
 def _timm(config: EncoderConfig) -> TimmEncoder:

@@ -242,20 +242,27 @@ def test_entropy_of_selected_words_only():
     assert not torch.isclose(selected["entropy"], every["entropy"])
 
 
-def test_conv_encoder_kernel_sizes_set_the_receptive_field_not_the_grid():
+def test_conv_encoder_kernels_and_dilations_set_the_receptive_field_not_the_grid():
     images = torch.zeros(2, 3, 96, 96)
     images[:, :, 40:44, 40:44] = 1.0  # a 4-pixel dot: which cells does it reach?
-    fields = {}
-    for kernels, field in [(None, 47), ([3, 3, 3, 3, 1], 31), ([3, 3, 3, 1, 1], 15)]:
+    reached = {}
+    for kernels, dilations, field in [
+        (None, None, 47),
+        ([3, 3, 3, 3, 1], None, 31),
+        ([3, 3, 3, 1, 1], None, 15),
+        (None, [1, 1, 1, 2, 2], 79),
+    ]:
         torch.manual_seed(0)
-        encoder = ConvEncoder(kernel_sizes=kernels).eval()
+        encoder = ConvEncoder(kernel_sizes=kernels, dilations=dilations).eval()
         assert encoder.receptive_field == field
         with torch.no_grad():
             change = (encoder(images) - encoder(torch.zeros_like(images))).abs().sum(dim=(0, 1))  # (12, 12)
         assert change.shape == (12, 12)
-        fields[field] = int((change > 1e-6).sum())
-    assert fields[15] < fields[31] < fields[47]  # a smaller receptive field: fewer cells see the dot
+        reached[field] = int((change > 1e-6).sum())
+    assert reached[15] < reached[31] < reached[47] < reached[79]  # a wider field: more cells see the dot
     with pytest.raises(ValueError, match="kernel_sizes"):
         ConvEncoder(kernel_sizes=[3, 3, 2, 1, 1])
     with pytest.raises(ValueError, match="kernel_sizes"):
         ConvEncoder(kernel_sizes=[3, 3])
+    with pytest.raises(ValueError, match="dilations"):
+        ConvEncoder(dilations=[1, 1, 1, 0, 2])
