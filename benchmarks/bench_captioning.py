@@ -204,6 +204,16 @@ _SCORE_ROWS = (
     ("images naming exactly their objects", "objects_exact", ""),
     ("pointing game, object words", "pointing_game", "≥ 0.90 / ≥ 0.90"),
     ("attention mass in the named object's box", "attention_mass", "≥ 0.75 / ≥ 0.75"),
+    (
+        "pointing game: size / colour / shape words",
+        ("pointing_game_size", "pointing_game_colour", "pointing_game_shape"),
+        "",
+    ),
+    (
+        "mass in box: size / colour / shape words",
+        ("attention_mass_size", "attention_mass_colour", "attention_mass_shape"),
+        "",
+    ),
     ("images", "test_images", ""),
 )
 

@@ -9,6 +9,8 @@ box, pointing-game hit). A phrase that matches no object, or several, is not sco
 
 Naming accuracy: an image is correct when every colour-shape pair its caption names exists in
 the image (``pairs_correct``); ``objects_exact`` also asks that the caption names all objects.
+The attention scores are also kept per kind of word (size, colour, shape): a shape word's map
+often sits on the object's outline, partly outside its box, where a colour word's is inside.
 
 Shape legend: ``T`` caption words, ``H, W`` attention grid.
 """
@@ -68,20 +70,25 @@ class SceneScorer:
         image_size: ``(height, width)`` in pixels of the images the boxes refer to.
     """
 
-    FIELDS = ("images", "pairs_correct", "objects_exact", "words", "unmatched", "mass_sum", "hits")
+    KINDS = (("size", SIZES), ("colour", COLOURS), ("shape", SHAPES))
+    FIELDS = (
+        "images",
+        "pairs_correct",
+        "objects_exact",
+        "words",
+        "unmatched",
+        "mass_sum",
+        "hits",
+        *(f"{field}_{kind}" for kind, _ in KINDS for field in ("words", "mass_sum", "hits")),
+    )
 
     def __init__(self, image_size: tuple[int, int]) -> None:
         self.image_size = image_size
         self.reset()
 
     def reset(self) -> None:
-        self.images = 0
-        self.pairs_correct = 0
-        self.objects_exact = 0
-        self.words = 0
-        self.unmatched = 0
-        self.mass_sum = 0.0
-        self.hits = 0
+        for name in self.FIELDS:
+            setattr(self, name, 0)
 
     def add(self, words: Sequence[str], attention: Tensor | None, objects: Sequence[dict[str, Any]]) -> None:
         """Score one caption: ``words``, its per-word ``attention (T, H, W)``, the scene's ``objects``."""
@@ -100,15 +107,13 @@ class SceneScorer:
         named = colour_shape_pairs(list(words))
         truth = {(o["colour"], o["shape"]) for o in objects}
         owners, unmatched = align_words_to_objects(words, objects)
-        counts = {
-            "images": 1,
-            "pairs_correct": int(all(pair in truth for pair in named)),
-            "objects_exact": int(set(named) == truth and len(named) == len(truth)),
-            "words": 0,
-            "unmatched": unmatched,
-            "mass_sum": 0.0,
-            "hits": 0,
-        }
+        counts: dict[str, float] = dict.fromkeys(self.FIELDS, 0)
+        counts.update(
+            images=1,
+            pairs_correct=int(all(pair in truth for pair in named)),
+            objects_exact=int(set(named) == truth and len(named) == len(truth)),
+            unmatched=unmatched,
+        )
         scored = [t for t, owner in enumerate(owners) if owner >= 0]
         if attention is None or not scored:
             return counts
@@ -116,14 +121,21 @@ class SceneScorer:
         boxes = torch.tensor([objects[owners[t]]["box"] for t in scored], dtype=torch.long)  # (n, 4)
         mass, hit = attention_box_scores(maps, boxes, self.image_size)
         counts.update(words=len(scored), mass_sum=float(mass.sum()), hits=int(hit.sum()))
+        for kind, vocabulary in self.KINDS:
+            of_kind = torch.tensor([words[t] in vocabulary for t in scored])  # (n,)
+            counts[f"words_{kind}"] = int(of_kind.sum())
+            counts[f"mass_sum_{kind}"] = float(mass[of_kind].sum())
+            counts[f"hits_{kind}"] = int(hit[of_kind].sum())
         return counts
 
     def compute(self) -> dict[str, float]:
         """``pairs_correct``, ``objects_exact`` (shares of images), ``attention_mass``,
-        ``pointing_game`` (over scored object words), ``object_words`` and ``unmatched_phrases`` (counts)."""
+        ``pointing_game`` (over scored object words), the same two per kind of word
+        (``attention_mass_shape``, ``pointing_game_colour``, ...), ``object_words`` and
+        ``unmatched_phrases`` (counts)."""
         images = max(self.images, 1)
         words = max(self.words, 1)
-        return {
+        scores = {
             "pairs_correct": self.pairs_correct / images,
             "objects_exact": self.objects_exact / images,
             "attention_mass": self.mass_sum / words,
@@ -131,3 +143,8 @@ class SceneScorer:
             "object_words": float(self.words),
             "unmatched_phrases": float(self.unmatched),
         }
+        for kind, _ in self.KINDS:
+            count = max(getattr(self, f"words_{kind}"), 1)
+            scores[f"attention_mass_{kind}"] = getattr(self, f"mass_sum_{kind}") / count
+            scores[f"pointing_game_{kind}"] = getattr(self, f"hits_{kind}") / count
+        return scores
