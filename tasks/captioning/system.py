@@ -123,7 +123,8 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
             without boxes): weight of ``-log`` of the attention mass inside the box of the object
             that a training word names (:func:`multiattn.attention.attention_region_nll`; the
             embedded scenes' boxes and the scorer's word-to-object alignment; show_attend_tell
-            only; 0 = off; docs/captioning.md "Attention supervision").
+            only; 0 = off; docs/captioning.md "How much a cell sees, and attention
+            supervision").
         vocab: the vocabulary as a list (filled from the data module when ``None``).
         input_size: image side the model expects (filled from the data module when ``None``).
         use_java: Java for METEOR and the PTB tokenizer; ``None`` = when ``java`` is on PATH.
