@@ -5,8 +5,8 @@ convolutional feature map, each cell an annotation vector ``a_i`` of ``C`` chann
 encoders give that grid:
 
 - :class:`ConvEncoder`: a small CNN trained from scratch (the default for the embedded scenes;
-  with its default 3x3 stages a cell sees 47 pixels, about half a 96-pixel scene; 1x1 kernels
-  after the last stride narrow that, ``kernel_sizes``).
+  with its default 3x3 stages a cell sees 47 pixels, about half a 96-pixel scene;
+  ``kernel_sizes`` and ``dilations`` narrow or widen that).
 - :class:`TimmEncoder`: any timm backbone by name as a feature map (``features_only=True``,
   last stage), pretrained through timm when online or from a local weights file, frozen or
   fine-tuned.

@@ -71,14 +71,12 @@ class SceneScorer:
     """
 
     KINDS = (("size", SIZES), ("colour", COLOURS), ("shape", SHAPES))
+    # Every scored word is of one kind, so the totals over all words are sums of these.
     FIELDS = (
         "images",
         "pairs_correct",
         "objects_exact",
-        "words",
         "unmatched",
-        "mass_sum",
-        "hits",
         *(f"{field}_{kind}" for kind, _ in KINDS for field in ("words", "mass_sum", "hits")),
     )
 
@@ -120,7 +118,6 @@ class SceneScorer:
         maps = attention[scored]  # (n, H, W)
         boxes = torch.tensor([objects[owners[t]]["box"] for t in scored], dtype=torch.long)  # (n, 4)
         mass, hit = attention_box_scores(maps, boxes, self.image_size)
-        counts.update(words=len(scored), mass_sum=float(mass.sum()), hits=int(hit.sum()))
         for kind, vocabulary in self.KINDS:
             of_kind = torch.tensor([words[t] in vocabulary for t in scored])  # (n,)
             counts[f"words_{kind}"] = int(of_kind.sum())
@@ -133,14 +130,18 @@ class SceneScorer:
         ``pointing_game`` (over scored object words), the same two per kind of word
         (``attention_mass_shape``, ``pointing_game_colour``, ...), ``object_words`` and
         ``unmatched_phrases`` (counts)."""
+
+        def total(field: str) -> float:
+            return sum(getattr(self, f"{field}_{kind}") for kind, _ in self.KINDS)
+
         images = max(self.images, 1)
-        words = max(self.words, 1)
+        words = max(total("words"), 1)
         scores = {
             "pairs_correct": self.pairs_correct / images,
             "objects_exact": self.objects_exact / images,
-            "attention_mass": self.mass_sum / words,
-            "pointing_game": self.hits / words,
-            "object_words": float(self.words),
+            "attention_mass": total("mass_sum") / words,
+            "pointing_game": total("hits") / words,
+            "object_words": float(total("words")),
             "unmatched_phrases": float(self.unmatched),
         }
         for kind, _ in self.KINDS:

@@ -221,7 +221,7 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
     def _loss(self, batch: CaptionBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         assert self.model is not None
         hp = self.hparams
-        box_weight = hp.get("attention_box_weight", 0.0)
+        box_weight = hp.attention_box_weight
         need_attention = (
             hp.attention_penalty > 0 or hp.attention_entropy > 0 or box_weight > 0
         ) and self.model_config.decoder.name == "show_attend_tell"
@@ -250,7 +250,7 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         batch_size, steps, height, width = attention.shape  # step t emits tokens[:, t + 1]
         rows, columns, boxes = [], [], []
         for row, objects in enumerate(batch.objects):
-            words = self.vocab.decode_words(batch.tokens[row, 1 : int(batch.lengths[row]) - 1].tolist())
+            words = self.vocab.decode_words(batch.tokens[row].tolist())  # word i: tokens[i + 1]
             owners, _ = align_words_to_objects(words, objects)
             for step, owner in enumerate(owners):
                 if owner >= 0:

@@ -19,6 +19,8 @@ import importlib.util
 
 import numpy as np
 
+from multiattn.io import UserError
+
 __all__ = ["PIPER_VOICE", "piper_available", "check_neural_voice_fraction", "PiperSynthesizer"]
 
 PIPER_VOICE = "piper:en_US-joe-medium"
@@ -33,8 +35,6 @@ def piper_available() -> bool:
 def check_neural_voice_fraction(fraction: float) -> None:
     """``ValueError`` outside [0, 1]; a one-line :class:`~multiattn.io.UserError` naming the extra
     when it is positive and piper is not installed."""
-    from multiattn.io import UserError
-
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"neural_voice_fraction must be in [0, 1], got {fraction}")
     if fraction > 0 and not piper_available():
