@@ -79,6 +79,12 @@ class ShowAttendTellDecoder(nn.Module):
         init: the LSTM's initial state: ``mean`` (eq. 5, a projection of the mean annotation: the
             decoder sees the whole image before it attends) or ``learned`` (one learned state for
             every image: all it knows about the image comes through attention).
+        attend: where in the step the grid is read. ``before`` (the paper's): the query is
+            ``h_{t-1}``, the context ``z_t`` enters the LSTM with the previous word and the deep
+            output. ``after`` (the order of Luong et al. 2015 and of Lu et al. 2017's spatial
+            attention): the LSTM first reads the previous word and the previous context
+            (``z_0 = 0``), then ``h_t``, which knows the word just emitted, is the query, and
+            ``z_t`` enters only the deep output. The parameters are the same shapes in both.
     """
 
     def __init__(
@@ -92,12 +98,16 @@ class ShowAttendTellDecoder(nn.Module):
         dropout: float = 0.3,
         gate: bool = True,
         init: str = "mean",
+        attend: str = "before",
     ) -> None:
         super().__init__()
         if init not in ("mean", "learned"):
             raise ValueError(f"init: expected mean or learned, received {init!r}")
+        if attend not in ("before", "after"):
+            raise ValueError(f"attend: expected before or after, received {attend!r}")
         self.vocab_size = vocab_size
         self.init = init
+        self.attend = attend
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.attention = SoftSpatialAttention(
             feature_dim=feature_dim, hidden_dim=hidden_dim, attn_dim=attn_dim, gate=gate
@@ -128,12 +138,22 @@ class ShowAttendTellDecoder(nn.Module):
         else:
             start = torch.tanh(self.start).to(flat.dtype)  # (2, Dh)
             h, c = (s.expand(flat.shape[0], -1) for s in start)  # (B, Dh) each
-        return {"memory": GridMemory(flat, projected), "h": h, "c": c, "grid": (height, width)}
+        state = {"memory": GridMemory(flat, projected), "h": h, "c": c, "grid": (height, width)}
+        if self.attend == "after":  # the context fed to the first step's LSTM: none yet
+            state["context"] = flat.new_zeros(flat.shape[0], flat.shape[2])  # (B, C)
+        return state
 
     def _advance(self, previous: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any], Tensor]:
-        """Consume ``previous`` tokens ``(B,)``: attend with ``h_{t-1}``, update the LSTM, score the next word."""
+        """Consume ``previous`` tokens ``(B,)``: attend with ``h_{t-1}``, update the LSTM, score the next word
+        (``attend="after"``: update the LSTM, attend with ``h_t``, score)."""
         embedded = self.embedding(previous)  # (B, E)
         memory = state["memory"]
+        if self.attend == "after":
+            h, c = self.cell(torch.cat([embedded, state["context"]], dim=-1), (state["h"], state["c"]))
+            attended = self.attention(memory.features, h, grid_hw=state["grid"], features_proj=memory.features_proj)
+            context = attended.context  # (B, C)
+            logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(context)))
+            return logits, {**state, "h": h, "c": c, "context": context}, attended.weights
         attended = self.attention(
             memory.features, state["h"], grid_hw=state["grid"], features_proj=memory.features_proj
         )
@@ -167,9 +187,10 @@ class ShowAttendTellDecoder(nn.Module):
         In eval mode without autograd it runs on :meth:`folded_weights` (same values as
         :meth:`_advance` up to float rounding), looked up at a search's first step and kept in
         ``state["folded"]`` for the rest (the cache check is a comparison of parameter versions);
-        otherwise it is :meth:`_advance`.
+        otherwise, and always with ``attend="after"`` (whose order the folding does not cover),
+        it is :meth:`_advance`.
         """
-        if self.training or torch.is_grad_enabled():
+        if self.training or torch.is_grad_enabled() or self.attend == "after":
             logits, state, weights = self._advance(tokens[:, -1], state)
         else:
             folded = state.get("folded")

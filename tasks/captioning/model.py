@@ -239,6 +239,9 @@ class DecoderConfig:
         init: show_attend_tell: the LSTM's initial state, mean (a projection of the mean
             annotation, Xu et al. eq. 5) or learned (the same for every image, so that all the
             decoder knows of the image comes through attention).
+        attend: show_attend_tell: before (the paper's: the query is the state before the word
+            is read) or after (the LSTM reads the previous word first and its new state queries
+            the grid; docs/captioning.md "Attending after the LSTM step").
     """
 
     name: Literal["show_attend_tell", "transformer"] = "show_attend_tell"
@@ -251,6 +254,7 @@ class DecoderConfig:
     ff_dim: int = 512
     dropout: float = 0.3
     init: Literal["mean", "learned"] = "mean"
+    attend: Literal["before", "after"] = "before"
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,7 @@ ENCODERS: dict[str, Callable[[EncoderConfig], ConvEncoder | TimmEncoder]] = {"cn
 
 
 def _show_attend_tell(config: DecoderConfig, *, vocab_size: int, feature_dim: int, max_len: int) -> nn.Module:
-    options = fields(config, "embed_dim", "hidden_dim", "attn_dim", "dropout", "gate", "init")
+    options = fields(config, "embed_dim", "hidden_dim", "attn_dim", "dropout", "gate", "init", "attend")
     return ShowAttendTellDecoder(vocab_size=vocab_size, feature_dim=feature_dim, **options)
 
 

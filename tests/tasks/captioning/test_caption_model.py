@@ -266,3 +266,58 @@ def test_conv_encoder_kernels_and_dilations_set_the_receptive_field_not_the_grid
         ConvEncoder(kernel_sizes=[3, 3])
     with pytest.raises(ValueError, match="dilations"):
         ConvEncoder(dilations=[1, 1, 1, 0, 2])
+
+
+def _attend_model(attend: str, seed: int = 0):
+    torch.manual_seed(seed)
+    config = CaptionModelConfig(
+        encoder=EncoderConfig(channels=(8, 16, 16), strides=(2, 2, 2), coordinates=True),
+        decoder=DecoderConfig(name="show_attend_tell", init="learned", attend=attend, **TINY_DECODER),
+    )
+    return build_model(config, vocab_size=VOCAB).eval()
+
+
+@pytest.mark.parametrize("attend", ["before", "after"])
+def test_attention_query_reads_the_previous_word_only_when_attending_after(attend):
+    """Before: the first map comes from the start state, whatever the first input token; after:
+    the LSTM has read that token first, so the map changes with it."""
+    model = _attend_model(attend, seed=1)
+    images, tokens, lengths = _batch(seed=2)
+    other = tokens.clone()
+    other[:, 0] = 3  # another first input word
+    with torch.no_grad():
+        first = model(images, tokens, lengths, with_attention=True).attention[:, 0]
+        changed = model(images, other, lengths, with_attention=True).attention[:, 0]
+    assert torch.equal(first, changed) == (attend == "before")
+
+
+def test_attending_after_trains_every_parameter_and_teacher_forcing_matches_stepping():
+    model = _attend_model("after", seed=4)
+    images, tokens, lengths = _batch(seed=6)
+    with torch.no_grad():
+        out = model(images, tokens, lengths, with_attention=True)
+        state = model.decoder.init_state(model.encoder(images))
+        for t in range(tokens.shape[1] - 1):  # the inputs: tokens[:, :-1]
+            log_probs, state, weights = model.decoder.step(tokens[:, : t + 1], state)
+            assert torch.allclose(log_probs, torch.log_softmax(out.logits[:, t].float(), -1), atol=1e-5)
+            assert torch.allclose(weights, out.attention[:, t], atol=1e-6)
+    model.train()
+    loss, _ = model.loss(model(images, tokens, lengths), tokens, lengths, attention_penalty=0.5)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+def test_attending_after_keeps_batched_search_equal_to_one_at_a_time():
+    model = _attend_model("after", seed=3)
+    images, _, _ = _batch(seed=5)
+    batched = model.generate(images, beam_size=3, max_len=8)
+    for i, caption in enumerate(batched):
+        single = model.generate(images[i : i + 1], beam_size=3, max_len=8)[0]
+        assert single.tokens == caption.tokens
+        assert abs(single.score - caption.score) < 1e-4
+
+
+def test_attend_must_be_before_or_after():
+    with pytest.raises(ValueError, match="attend: expected before or after"):
+        _attend_model("during")
