@@ -150,7 +150,9 @@ class ShowAttendTellDecoder(nn.Module):
         memory = state["memory"]
         if self.attend == "after":
             h, c = self.cell(torch.cat([embedded, state["context"]], dim=-1), (state["h"], state["c"]))
-            attended = self.attention(memory.features, h, grid_hw=state["grid"], features_proj=memory.features_proj)
+            attended = self.attention(
+                memory.features, h, grid_hw=state["grid"], features_proj=memory.features_proj
+            )
             context = attended.context  # (B, C)
             logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(context)))
             return logits, {**state, "h": h, "c": c, "context": context}, attended.weights
