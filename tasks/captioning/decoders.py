@@ -85,6 +85,9 @@ class ShowAttendTellDecoder(nn.Module):
             attention): the LSTM first reads the previous word and the previous context
             (``z_0 = 0``), then ``h_t``, which knows the word just emitted, is the query, and
             ``z_t`` enters only the deep output. The parameters are the same shapes in both.
+        query_word: add a projection of the previous word's embedding to the attention query
+            (``W_a h + W_w E y_{t-1}``), so that the map is chosen knowing the word just emitted
+            without the LSTM having read it yet.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class ShowAttendTellDecoder(nn.Module):
         gate: bool = True,
         init: str = "mean",
         attend: str = "before",
+        query_word: bool = False,
     ) -> None:
         super().__init__()
         if init not in ("mean", "learned"):
@@ -108,6 +112,8 @@ class ShowAttendTellDecoder(nn.Module):
         self.vocab_size = vocab_size
         self.init = init
         self.attend = attend
+        # (E -> A) the previous word's share of the attention query, or None
+        self.word_query = nn.Linear(embed_dim, attn_dim, bias=False) if query_word else None
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.attention = SoftSpatialAttention(
             feature_dim=feature_dim, hidden_dim=hidden_dim, attn_dim=attn_dim, gate=gate
@@ -150,18 +156,28 @@ class ShowAttendTellDecoder(nn.Module):
         memory = state["memory"]
         if self.attend == "after":
             h, c = self.cell(torch.cat([embedded, state["context"]], dim=-1), (state["h"], state["c"]))
-            attended = self.attention(
-                memory.features, h, grid_hw=state["grid"], features_proj=memory.features_proj
-            )
+            attended = self._attend(memory, h, embedded, state["grid"])
             context = attended.context  # (B, C)
             logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(context)))
             return logits, {**state, "h": h, "c": c, "context": context}, attended.weights
-        attended = self.attention(
-            memory.features, state["h"], grid_hw=state["grid"], features_proj=memory.features_proj
-        )
+        attended = self._attend(memory, state["h"], embedded, state["grid"])
         h, c = self.cell(torch.cat([embedded, attended.context], dim=-1), (state["h"], state["c"]))
         logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(attended.context)))
         return logits, {**state, "h": h, "c": c}, attended.weights  # (B, V), state, (B, H, W)
+
+    def _attend(self, memory: GridMemory, query: Tensor, embedded: Tensor, grid: tuple[int, int]):
+        """Soft attention over ``memory`` queried by the state ``query (B, Dh)`` (and, with
+        ``query_word``, the previous word's embedding ``(B, E)``)."""
+        if self.word_query is None:
+            return self.attention(memory.features, query, grid_hw=grid, features_proj=memory.features_proj)
+        attention = self.attention
+        return attention.attend(
+            memory.features,
+            attention.hidden_proj(query) + self.word_query(embedded),  # (B, A)
+            None if attention.gate_proj is None else attention.gate_proj(query),  # (B, 1)
+            grid_hw=grid,
+            features_proj=memory.features_proj,
+        )
 
     def forward(self, features: Tensor, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher-forced decoding.
@@ -189,10 +205,10 @@ class ShowAttendTellDecoder(nn.Module):
         In eval mode without autograd it runs on :meth:`folded_weights` (same values as
         :meth:`_advance` up to float rounding), looked up at a search's first step and kept in
         ``state["folded"]`` for the rest (the cache check is a comparison of parameter versions);
-        otherwise, and always with ``attend="after"`` (whose order the folding does not cover),
-        it is :meth:`_advance`.
+        otherwise, and always with ``attend="after"`` or ``query_word`` (which the folding does not
+        cover), it is :meth:`_advance`.
         """
-        if self.training or torch.is_grad_enabled() or self.attend == "after":
+        if self.training or torch.is_grad_enabled() or self.attend == "after" or self.word_query is not None:
             logits, state, weights = self._advance(tokens[:, -1], state)
         else:
             folded = state.get("folded")

@@ -242,6 +242,7 @@ class DecoderConfig:
         attend: show_attend_tell: before (the paper's: the query is the state before the word
             is read) or after (the LSTM reads the previous word first and its new state queries
             the grid; docs/captioning.md "Attending after the LSTM step").
+        query_word: show_attend_tell: add the previous word's embedding to the attention query.
     """
 
     name: Literal["show_attend_tell", "transformer"] = "show_attend_tell"
@@ -255,6 +256,7 @@ class DecoderConfig:
     dropout: float = 0.3
     init: Literal["mean", "learned"] = "mean"
     attend: Literal["before", "after"] = "before"
+    query_word: bool = False
 
 
 @dataclass(frozen=True)
@@ -295,7 +297,9 @@ ENCODERS: dict[str, Callable[[EncoderConfig], ConvEncoder | TimmEncoder]] = {"cn
 
 
 def _show_attend_tell(config: DecoderConfig, *, vocab_size: int, feature_dim: int, max_len: int) -> nn.Module:
-    options = fields(config, "embed_dim", "hidden_dim", "attn_dim", "dropout", "gate", "init", "attend")
+    options = fields(
+        config, "embed_dim", "hidden_dim", "attn_dim", "dropout", "gate", "init", "attend", "query_word"
+    )
     return ShowAttendTellDecoder(vocab_size=vocab_size, feature_dim=feature_dim, **options)
 
 

@@ -268,31 +268,35 @@ def test_conv_encoder_kernels_and_dilations_set_the_receptive_field_not_the_grid
         ConvEncoder(dilations=[1, 1, 1, 0, 2])
 
 
-def _attend_model(attend: str, seed: int = 0):
+def _attend_model(attend: str, seed: int = 0, query_word: bool = False):
     torch.manual_seed(seed)
+    decoder = DecoderConfig(
+        name="show_attend_tell", init="learned", attend=attend, query_word=query_word, **TINY_DECODER
+    )
     config = CaptionModelConfig(
-        encoder=EncoderConfig(channels=(8, 16, 16), strides=(2, 2, 2), coordinates=True),
-        decoder=DecoderConfig(name="show_attend_tell", init="learned", attend=attend, **TINY_DECODER),
+        encoder=EncoderConfig(channels=(8, 16, 16), strides=(2, 2, 2), coordinates=True), decoder=decoder
     )
     return build_model(config, vocab_size=VOCAB).eval()
 
 
-@pytest.mark.parametrize("attend", ["before", "after"])
-def test_attention_query_reads_the_previous_word_only_when_attending_after(attend):
+@pytest.mark.parametrize(("attend", "query_word"), [("before", False), ("after", False), ("before", True)])
+def test_attention_query_reads_the_previous_word_only_when_attending_after_or_asked(attend, query_word):
     """Before: the first map comes from the start state, whatever the first input token; after:
-    the LSTM has read that token first, so the map changes with it."""
-    model = _attend_model(attend, seed=1)
+    the LSTM has read that token first, so the map changes with it; with query_word the token's
+    embedding is part of the query."""
+    model = _attend_model(attend, seed=1, query_word=query_word)
     images, tokens, lengths = _batch(seed=2)
     other = tokens.clone()
     other[:, 0] = 3  # another first input word
     with torch.no_grad():
         first = model(images, tokens, lengths, with_attention=True).attention[:, 0]
         changed = model(images, other, lengths, with_attention=True).attention[:, 0]
-    assert torch.equal(first, changed) == (attend == "before")
+    assert torch.equal(first, changed) == (attend == "before" and not query_word)
 
 
-def test_attending_after_trains_every_parameter_and_teacher_forcing_matches_stepping():
-    model = _attend_model("after", seed=4)
+@pytest.mark.parametrize(("attend", "query_word"), [("after", False), ("before", True)])
+def test_attending_after_trains_every_parameter_and_teacher_forcing_matches_stepping(attend, query_word):
+    model = _attend_model(attend, seed=4, query_word=query_word)
     images, tokens, lengths = _batch(seed=6)
     with torch.no_grad():
         out = model(images, tokens, lengths, with_attention=True)
@@ -308,8 +312,9 @@ def test_attending_after_trains_every_parameter_and_teacher_forcing_matches_step
     assert not missing, missing
 
 
-def test_attending_after_keeps_batched_search_equal_to_one_at_a_time():
-    model = _attend_model("after", seed=3)
+@pytest.mark.parametrize(("attend", "query_word"), [("after", False), ("before", True)])
+def test_attending_after_keeps_batched_search_equal_to_one_at_a_time(attend, query_word):
+    model = _attend_model(attend, seed=3, query_word=query_word)
     images, _, _ = _batch(seed=5)
     batched = model.generate(images, beam_size=3, max_len=8)
     for i, caption in enumerate(batched):
