@@ -201,7 +201,7 @@ def evaluate(checkpoint: Path, splits: dict[str, dict[str, np.ndarray]], *, batc
     system = load_system(STNSystem, checkpoint, log_overlays=False)
     results = {}
     for name, split in splits.items():
-        correct, ious, widths, heights = 0, [], [], []
+        correct, ious, widths, heights, digit_heights = 0, [], [], [], []
         for start in range(0, len(split["labels"]), batch_size):
             images = (
                 torch.from_numpy(np.array(split["images"][start : start + batch_size])).float()[:, None]
@@ -218,6 +218,7 @@ def evaluate(checkpoint: Path, splits: dict[str, dict[str, np.ndarray]], *, batc
                 extent = corners.amax(dim=1) - corners.amin(dim=1)
                 widths.append(extent[:, 0] / (boxes[:, 2] - boxes[:, 0]).float())
                 heights.append(extent[:, 1] / (boxes[:, 3] - boxes[:, 1]).float())
+                digit_heights.append((boxes[:, 3] - boxes[:, 1]).float())
         total = len(split["labels"])
         result = {
             "accuracy": round(correct / total, 5),
@@ -231,9 +232,40 @@ def evaluate(checkpoint: Path, splits: dict[str, dict[str, np.ndarray]], *, batc
                 iou50=round(float((iou > 0.5).float().mean()), 4),
                 region_width_ratio=round(float(torch.cat(widths).median()), 3),
                 region_height_ratio=round(float(torch.cat(heights).median()), 3),
+                by_height=_by_digit_height(
+                    iou, torch.cat(heights), torch.cat(digit_heights), canvas=split["images"].shape[-1]
+                ),
             )
         results[name] = result
     return results
+
+
+# Digit heights (ink px on the 60x60 canvas) at which IoU and the region's size are broken down.
+HEIGHT_BINS = (14, 18, 22, 26, 30)
+
+
+def _by_digit_height(
+    iou: torch.Tensor, height_ratio: torch.Tensor, digit_height: torch.Tensor, *, canvas: int
+):
+    """IoU > 0.5 share and the median region / box height per bin of the digit's height: does the
+    region's size follow the digit's? Edges are :data:`HEIGHT_BINS` scaled to ``canvas``."""
+    edges = [0.0, *(edge * canvas / 60.0 for edge in HEIGHT_BINS), float("inf")]
+    names = [f"<{HEIGHT_BINS[0]}"]
+    names += [f"{low}-{high}" for low, high in zip(HEIGHT_BINS, HEIGHT_BINS[1:])]
+    names += [f">={HEIGHT_BINS[-1]}"]
+    rows = []
+    for name, low, high in zip(names, edges, edges[1:]):
+        inside = (digit_height >= low) & (digit_height < high)
+        if inside.any():
+            rows.append(
+                {
+                    "height": name,
+                    "images": int(inside.sum()),
+                    "iou50": round(float((iou[inside] > 0.5).float().mean()), 4),
+                    "region_height_ratio": round(float(height_ratio[inside].median()), 3),
+                }
+            )
+    return rows
 
 
 @torch.inference_mode()
@@ -333,6 +365,35 @@ def _markdown(result: dict) -> str:
                 ratio = (scores.get("region_width_ratio"), scores.get("region_height_ratio"))
                 cells.append(f"{ratio[0]:.2f} / {ratio[1]:.2f}" if None not in ratio else "-")
             lines.append(f"| {name} |" + "".join(f" {cell} |" for cell in cells))
+    binned = [
+        (name, split)
+        for name, run in result["runs"].items()
+        for split in splits
+        if run["splits"].get(split, {}).get("by_height")
+    ]
+    if binned:
+        heights = [f"<{HEIGHT_BINS[0]}"]
+        heights += [f"{low}-{high}" for low, high in zip(HEIGHT_BINS, HEIGHT_BINS[1:])]
+        heights += [f">={HEIGHT_BINS[-1]}"]
+        lines += [
+            "",
+            "By the digit's height (ink px on a 60-px canvas): IoU > 0.5 share, median region / box "
+            "height, images:",
+            "",
+            "| run | split |" + "".join(f" {h} |" for h in heights),
+            "| --- | --- |" + " ---: |" * len(heights),
+        ]
+        for name, split in binned:
+            cells = {row["height"]: row for row in result["runs"][name]["splits"][split]["by_height"]}
+            row = f"| {name} | {_SPLIT_TITLES[split]} |"
+            for h in heights:
+                cell = cells.get(h)
+                row += (
+                    f" {100 * cell['iou50']:.1f}% / {cell['region_height_ratio']:.2f} / {cell['images']} |"
+                    if cell
+                    else " - |"
+                )
+            lines.append(row)
     lines += [
         "",
         "In-generator splits: the embedded validation (where settings are chosen) and test splits of the "
