@@ -182,10 +182,15 @@ def test_varied_spec_lies_between_standard_and_broad(hand, tmp_path, monkeypatch
     standard, varied, broad = (variety_spec(base, name) for name in ("standard", "varied", "broad"))
     assert standard == base and broad == broad_spec(base)
     assert varied.invert_probability == 0.0 and varied.background_range == broad.background_range
-    for name in ("aspect_range", "stroke_range", "blur_range", "scales"):
+    for name in ("aspect_range", "stroke_range", "blur_range"):
         low, high = getattr(varied, name)
         assert getattr(broad, name)[0] <= low <= getattr(base, name)[0]
         assert getattr(base, name)[1] <= high < getattr(broad, name)[1]
+    # Sizes spread the widest in the varied set (the region learns to follow the digit's size).
+    assert (
+        varied.scales == (0.6, 1.5)
+        and varied.scales[0] < broad.scales[0] < broad.scales[1] < varied.scales[1]
+    )
     assert 0 < varied.shear < broad.shear and 0 < varied.max_rotation < broad.max_rotation
     with pytest.raises(ValueError, match="unknown variety"):
         variety_spec(base, "wide")
