@@ -205,10 +205,10 @@ class ShowAttendTellDecoder(nn.Module):
         In eval mode without autograd it runs on :meth:`folded_weights` (same values as
         :meth:`_advance` up to float rounding), looked up at a search's first step and kept in
         ``state["folded"]`` for the rest (the cache check is a comparison of parameter versions);
-        otherwise, and always with ``attend="after"`` or ``query_word`` (which the folding does not
-        cover), it is :meth:`_advance`.
+        otherwise, and always with ``attend="after"`` (whose order the folding does not cover), it
+        is :meth:`_advance`.
         """
-        if self.training or torch.is_grad_enabled() or self.attend == "after" or self.word_query is not None:
+        if self.training or torch.is_grad_enabled() or self.attend == "after":
             logits, state, weights = self._advance(tokens[:, -1], state)
         else:
             folded = state.get("folded")

@@ -47,7 +47,9 @@ class FoldedStepWeights:
       composed), so the embedding's products become a row lookup (``V <= TOKEN_TABLE_MAX_VOCAB``);
     - ``composed``: when ``V (Dh + C) < E (Dh + C) + V E`` the output layer is folded into
       ``L_h`` and ``L_z`` (all linear; dropout is off in eval), so the step never forms the
-      ``E``-wide deep output.
+      ``E``-wide deep output;
+    - ``query_word`` decoders: the previous word's share of the attention query, ``W_w E[y]``,
+      is ``A`` more table columns (or one more matmul of the embedding without a table).
 
     The rows of the cell gate ``g`` are doubled (exact in floating point), so one ``sigmoid``
     over all gates gives ``tanh(g) = 2 sigmoid(2 g) - 1`` too: on CPUs float32 ``tanh`` costs
@@ -70,6 +72,8 @@ class FoldedStepWeights:
             hidden_dim + feature_dim + vocab_size
         )
         self.gates, self.attn_dim = gates, attention.attn_dim
+        word_query = None if decoder.word_query is None else decoder.word_query.weight  # (A, E)
+        self.word_query = None  # (E, A) without a table
         hidden_rows = [cell.weight_hh * scale[:, None], attention.hidden_proj.weight]
         hidden_bias = [torch.zeros_like(gate_bias), gate_bias.new_zeros(attention.attn_dim)]
         if attention.gate_proj is not None:
@@ -92,10 +96,14 @@ class FoldedStepWeights:
             if self.composed:
                 token_out = nn.functional.linear(token_out, out_weight, out_bias_term)  # (V, V)
             token_gates = nn.functional.linear(embeddings, weight_ih[:, :embed_dim], gate_bias)  # (V, G)
-            self.token_table = torch.cat([token_gates, token_out], dim=1)  # (V, G + O)
+            columns = [token_gates, token_out]
+            if word_query is not None:
+                columns.append(embeddings @ word_query.t())  # (V, A)
+            self.token_table = torch.cat(columns, dim=1)  # (V, G + O [+ A])
             self.context_bias = torch.zeros_like(self.context_weight[0])  # (G + O,)
         else:
             self.token_table, self.token_gates = None, weight_ih[:, :embed_dim].t()  # -, (E, G)
+            self.word_query = None if word_query is None else word_query.t()  # (E, A)
             self.context_bias = torch.cat([gate_bias, out_bias])  # (G + E,)
 
 
@@ -114,18 +122,25 @@ def folded_advance(
     gates, attn_dim = folded.gates, folded.attn_dim
     memory = state["memory"]
     by_hidden = torch.addmm(folded.hidden_bias, state["h"], folded.hidden_weight)  # (B, G + A [+ 1])
+    query = by_hidden[:, gates : gates + attn_dim]  # (B, A)
+    by_token = None if folded.token_table is None else folded.token_table.index_select(0, previous)
+    if decoder.word_query is not None:  # + W_w E[y]: from the table, or the embedding
+        if by_token is not None:
+            query = query + by_token[:, by_token.shape[1] - attn_dim :]
+        else:
+            query = torch.addmm(query, decoder.embedding(previous), folded.word_query)
     attended = decoder.attention.attend(
         memory.features,
-        by_hidden[:, gates : gates + attn_dim],
+        query,
         by_hidden[:, gates + attn_dim :] if decoder.attention.gate_proj is not None else None,
         grid_hw=state["grid"],
         features_proj=memory.features_proj,
     )
     by_context = torch.addmm(folded.context_bias, attended.context, folded.context_weight)  # (B, G + O)
-    if folded.token_table is not None:
-        by_token = folded.token_table.index_select(0, previous)  # (B, G + O)
+    if by_token is not None:  # (B, G + O [+ A])
+        width = by_context.shape[1]  # G + O
         pre_gates = torch.add(by_token[:, :gates], by_context[:, :gates])  # (B, G)
-        deep = torch.add(by_token[:, gates:], by_context[:, gates:])  # (B, O)
+        deep = torch.add(by_token[:, gates:width], by_context[:, gates:])  # (B, O)
     else:
         embedded = decoder.embedding(previous)  # (B, E)
         pre_gates = torch.addmm(by_context[:, :gates], embedded, folded.token_gates)  # (B, G)

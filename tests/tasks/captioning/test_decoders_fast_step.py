@@ -21,7 +21,9 @@ FEATURES, EMBED, HIDDEN, ATTN = 8, 16, 24, 12
 FOLDINGS = {"composed": (17, True, True), "table": (40, True, False), "no_table": (1100, False, False)}
 
 
-def _decoder(vocab_size: int, *, gate: bool = True, seed: int = 0) -> ShowAttendTellDecoder:
+def _decoder(
+    vocab_size: int, *, gate: bool = True, seed: int = 0, query_word: bool = False
+) -> ShowAttendTellDecoder:
     torch.manual_seed(seed)
     decoder = ShowAttendTellDecoder(
         vocab_size=vocab_size,
@@ -31,6 +33,7 @@ def _decoder(vocab_size: int, *, gate: bool = True, seed: int = 0) -> ShowAttend
         attn_dim=ATTN,
         dropout=0.3,  # must be off in eval: the folded step has no dropout
         gate=gate,
+        query_word=query_word,
     )
     with torch.no_grad():  # non-zero biases everywhere, so a misplaced bias shows
         for name, param in decoder.named_parameters():
@@ -70,6 +73,13 @@ def test_folded_step_matches_lstm_cell(folding: str, gate: bool) -> None:
     decoder = _decoder(vocab_size, gate=gate)
     folded = decoder.folded_weights()
     assert (folded.use_table, folded.composed) == (use_table, composed)
+    _assert_steps_match(decoder)
+
+
+@pytest.mark.parametrize("folding", sorted(FOLDINGS))
+def test_folded_step_matches_with_the_word_in_the_query(folding: str) -> None:
+    decoder = _decoder(FOLDINGS[folding][0], query_word=True, seed=2)
+    assert decoder.word_query is not None
     _assert_steps_match(decoder)
 
 
