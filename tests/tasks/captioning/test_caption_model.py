@@ -215,16 +215,6 @@ def test_learned_start_state_is_the_same_for_every_image_and_trains():
     assert not missing, missing
 
 
-def test_learned_start_and_coordinates_keep_batched_search_equal_to_one_at_a_time():
-    model = _learned_coordinates_model(seed=3)
-    images, _, _ = _batch(seed=5)
-    batched = model.generate(images, beam_size=3, max_len=8)
-    for i, caption in enumerate(batched):
-        single = model.generate(images[i : i + 1], beam_size=3, max_len=8)[0]
-        assert single.tokens == caption.tokens
-        assert abs(single.score - caption.score) < 1e-4
-
-
 def test_entropy_of_selected_words_only():
     model = _model("show_attend_tell").train()
     images, tokens, lengths = _batch()
@@ -312,8 +302,9 @@ def test_attending_after_trains_every_parameter_and_teacher_forcing_matches_step
     assert not missing, missing
 
 
-@pytest.mark.parametrize(("attend", "query_word"), [("after", False), ("before", True)])
-def test_attending_after_keeps_batched_search_equal_to_one_at_a_time(attend, query_word):
+@pytest.mark.parametrize(("attend", "query_word"), [("before", False), ("after", False), ("before", True)])
+def test_learned_start_and_each_query_keep_batched_search_equal_to_one_at_a_time(attend, query_word):
+    """Grid coordinates, a learned start state and each attention query."""
     model = _attend_model(attend, seed=3, query_word=query_word)
     images, _, _ = _batch(seed=5)
     batched = model.generate(images, beam_size=3, max_len=8)
