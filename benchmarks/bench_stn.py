@@ -226,22 +226,28 @@ def evaluate(checkpoint: Path, splits: dict[str, dict[str, np.ndarray]], *, batc
             "images": total,
         }
         if ious:
-            iou = torch.cat(ious)
+            iou, height_ratio = torch.cat(ious), torch.cat(heights)
             result.update(
                 mean_iou=round(float(iou.mean()), 4),
                 iou50=round(float((iou > 0.5).float().mean()), 4),
                 region_width_ratio=round(float(torch.cat(widths).median()), 3),
-                region_height_ratio=round(float(torch.cat(heights).median()), 3),
+                region_height_ratio=round(float(height_ratio.median()), 3),
                 by_height=_by_digit_height(
-                    iou, torch.cat(heights), torch.cat(digit_heights), canvas=split["images"].shape[-1]
+                    iou, height_ratio, torch.cat(digit_heights), canvas=split["images"].shape[-1]
                 ),
             )
         results[name] = result
     return results
 
 
-# Digit heights (ink px on the 60x60 canvas) at which IoU and the region's size are broken down.
+# Digit heights (ink px on the 60x60 canvas) at which IoU and the region's size are broken down,
+# and the names of the bins they bound.
 HEIGHT_BINS = (14, 18, 22, 26, 30)
+HEIGHT_BIN_NAMES = (
+    f"<{HEIGHT_BINS[0]}",
+    *(f"{low}-{high}" for low, high in zip(HEIGHT_BINS, HEIGHT_BINS[1:])),
+    f">={HEIGHT_BINS[-1]}",
+)
 
 
 def _by_digit_height(
@@ -250,11 +256,8 @@ def _by_digit_height(
     """IoU > 0.5 share and the median region / box height per bin of the digit's height: does the
     region's size follow the digit's? Edges are :data:`HEIGHT_BINS` scaled to ``canvas``."""
     edges = [0.0, *(edge * canvas / 60.0 for edge in HEIGHT_BINS), float("inf")]
-    names = [f"<{HEIGHT_BINS[0]}"]
-    names += [f"{low}-{high}" for low, high in zip(HEIGHT_BINS, HEIGHT_BINS[1:])]
-    names += [f">={HEIGHT_BINS[-1]}"]
     rows = []
-    for name, low, high in zip(names, edges, edges[1:]):
+    for name, low, high in zip(HEIGHT_BIN_NAMES, edges, edges[1:]):
         inside = (digit_height >= low) & (digit_height < high)
         if inside.any():
             rows.append(
@@ -372,9 +375,7 @@ def _markdown(result: dict) -> str:
         if run["splits"].get(split, {}).get("by_height")
     ]
     if binned:
-        heights = [f"<{HEIGHT_BINS[0]}"]
-        heights += [f"{low}-{high}" for low, high in zip(HEIGHT_BINS, HEIGHT_BINS[1:])]
-        heights += [f">={HEIGHT_BINS[-1]}"]
+        heights = HEIGHT_BIN_NAMES
         lines += [
             "",
             "By the digit's height (ink px on a 60-px canvas): IoU > 0.5 share, median region / box "

@@ -114,6 +114,7 @@ class SoftSpatialAttention(nn.Module):
         mask: Tensor | None = None,
         grid_hw: tuple[int, int] | None = None,
         features_proj: Tensor | None = None,
+        query_bias: Tensor | None = None,
     ) -> SpatialAttentionOutput:
         """One decoding step: ``e_i = f_att(a_i, h)``, ``alpha = softmax(e)``, context ``beta sum_i alpha_i a_i``.
 
@@ -127,15 +128,21 @@ class SoftSpatialAttention(nn.Module):
                 common size); masked cells get exactly zero weight.
             grid_hw: ``(H, W)``, needed for flattened features.
             features_proj: ``(G, N, A)`` from :meth:`precompute`.
+            query_bias: ``(B, A)`` added to ``hidden_proj(h)``: a second input to the query (the
+                captioning decoder's previous word); the gate still reads ``h`` alone.
 
         Returns:
             :class:`SpatialAttentionOutput` ``(context (B, C), weights (B, H, W), gate (B, 1))``.
         """
         check_shape("hidden", hidden, (None, self.hidden_dim))
         gate_logit = None if self.gate_proj is None else self.gate_proj(hidden)  # (B, 1)
+        query = self.hidden_proj(hidden)  # (B, A)
+        if query_bias is not None:
+            check_shape("query_bias", query_bias, (hidden.shape[0], self.attn_dim))
+            query = query + query_bias
         return self.attend(
             features,
-            self.hidden_proj(hidden),
+            query,
             gate_logit,
             mask=mask,
             grid_hw=grid_hw,

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from multiattn.attention.spatial import SoftSpatialAttention, flatten_grid
+from multiattn.attention.spatial import SoftSpatialAttention, SpatialAttentionOutput, flatten_grid
 from multiattn.decoding import ItemMemory
 from multiattn.positional import sinusoidal_2d
 from multiattn.recurrent import teacher_force
@@ -154,30 +154,26 @@ class ShowAttendTellDecoder(nn.Module):
         (``attend="after"``: update the LSTM, attend with ``h_t``, score)."""
         embedded = self.embedding(previous)  # (B, E)
         memory = state["memory"]
+        word = None if self.word_query is None else self.word_query(embedded)  # (B, A)
+
+        def attend(query: Tensor) -> SpatialAttentionOutput:
+            return self.attention(
+                memory.features,
+                query,
+                grid_hw=state["grid"],
+                features_proj=memory.features_proj,
+                query_bias=word,
+            )
+
         if self.attend == "after":
             h, c = self.cell(torch.cat([embedded, state["context"]], dim=-1), (state["h"], state["c"]))
-            attended = self._attend(memory, h, embedded, state["grid"])
-            context = attended.context  # (B, C)
-            logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(context)))
-            return logits, {**state, "h": h, "c": c, "context": context}, attended.weights
-        attended = self._attend(memory, state["h"], embedded, state["grid"])
-        h, c = self.cell(torch.cat([embedded, attended.context], dim=-1), (state["h"], state["c"]))
+            attended = attend(h)
+            state = {**state, "context": attended.context}
+        else:
+            attended = attend(state["h"])
+            h, c = self.cell(torch.cat([embedded, attended.context], dim=-1), (state["h"], state["c"]))
         logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(attended.context)))
         return logits, {**state, "h": h, "c": c}, attended.weights  # (B, V), state, (B, H, W)
-
-    def _attend(self, memory: GridMemory, query: Tensor, embedded: Tensor, grid: tuple[int, int]):
-        """Soft attention over ``memory`` queried by the state ``query (B, Dh)`` (and, with
-        ``query_word``, the previous word's embedding ``(B, E)``)."""
-        if self.word_query is None:
-            return self.attention(memory.features, query, grid_hw=grid, features_proj=memory.features_proj)
-        attention = self.attention
-        return attention.attend(
-            memory.features,
-            attention.hidden_proj(query) + self.word_query(embedded),  # (B, A)
-            None if attention.gate_proj is None else attention.gate_proj(query),  # (B, 1)
-            grid_hw=grid,
-            features_proj=memory.features_proj,
-        )
 
     def forward(self, features: Tensor, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher-forced decoding.

@@ -123,12 +123,15 @@ def folded_advance(
     memory = state["memory"]
     by_hidden = torch.addmm(folded.hidden_bias, state["h"], folded.hidden_weight)  # (B, G + A [+ 1])
     query = by_hidden[:, gates : gates + attn_dim]  # (B, A)
-    by_token = None if folded.token_table is None else folded.token_table.index_select(0, previous)
-    if decoder.word_query is not None:  # + W_w E[y]: from the table, or the embedding
-        if by_token is not None:
+    if folded.token_table is not None:
+        by_token = folded.token_table.index_select(0, previous)  # (B, G + O [+ A])
+    else:
+        embedded = decoder.embedding(previous)  # (B, E)
+    if decoder.word_query is not None:  # + W_w E[y]: the table's last A columns, or a matmul
+        if folded.token_table is not None:
             query = query + by_token[:, by_token.shape[1] - attn_dim :]
         else:
-            query = torch.addmm(query, decoder.embedding(previous), folded.word_query)
+            query = torch.addmm(query, embedded, folded.word_query)
     attended = decoder.attention.attend(
         memory.features,
         query,
@@ -137,12 +140,11 @@ def folded_advance(
         features_proj=memory.features_proj,
     )
     by_context = torch.addmm(folded.context_bias, attended.context, folded.context_weight)  # (B, G + O)
-    if by_token is not None:  # (B, G + O [+ A])
+    if folded.token_table is not None:
         width = by_context.shape[1]  # G + O
         pre_gates = torch.add(by_token[:, :gates], by_context[:, :gates])  # (B, G)
         deep = torch.add(by_token[:, gates:width], by_context[:, gates:])  # (B, O)
     else:
-        embedded = decoder.embedding(previous)  # (B, E)
         pre_gates = torch.addmm(by_context[:, :gates], embedded, folded.token_gates)  # (B, G)
         deep = torch.add(embedded, by_context[:, gates:])  # (B, E)
     activated = pre_gates.add_(by_hidden[:, :gates]).sigmoid_()  # (B, G): i, f, sigmoid(2g), o

@@ -36,6 +36,18 @@ def test_shapes_gate_and_flat_input_agree():
     torch.testing.assert_close(out_flat.weights, out.weights)
 
 
+def test_query_bias_adds_to_the_hidden_projection_and_leaves_the_gate():
+    module, features, hidden = make(seed=3)
+    bias = torch.randn(B, A)
+    out = module(features, hidden, query_bias=bias)
+    expected = module.attend(features, module.hidden_proj(hidden) + bias, module.gate_proj(hidden))
+    for got, want in zip(out, expected):
+        torch.testing.assert_close(got, want)
+    assert not torch.allclose(out.weights, module(features, hidden).weights)
+    with pytest.raises(ValueError, match="query_bias"):
+        module(features, hidden, query_bias=torch.zeros(B, A + 1))
+
+
 def test_no_gate_gives_unit_gate():
     module, features, hidden = make(gate=False)
     out = module(features, hidden)
