@@ -21,6 +21,7 @@ from multiattn.attention.spatial import (
     attention_entropy,
     attention_region_nll,
     doubly_stochastic_penalty,
+    step_contexts,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "attention_entropy",
     "attention_region_nll",
     "doubly_stochastic_penalty",
+    "step_contexts",
     "ATTENTION",
     "build_attention",
     "KVCache",

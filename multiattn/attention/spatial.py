@@ -30,6 +30,7 @@ __all__ = [
     "attention_region_nll",
     "doubly_stochastic_penalty",
     "flatten_grid",
+    "step_contexts",
 ]
 
 
@@ -313,3 +314,23 @@ def attention_region_nll(weights: Tensor, regions: Tensor, steps: Tensor) -> Ten
     if not bool(selected.any()):
         return weights.float().sum() * 0.0  # keeps the graph (and DDP's unused-parameter check) intact
     return -inside[selected].clamp_min(1e-6).log().mean()
+
+
+def step_contexts(weights: Tensor, features: Tensor) -> Tensor:
+    """The annotation each step attended to, ``sum_i alpha_{b,t,i} a_{b,i}``, for every step at once.
+
+    Ungated (no ``beta``): what the map selects from the grid, whatever the decoder then takes of
+    it. A term on these (a word predicted from its step's context alone) reaches the map and the
+    encoder without boxes.
+
+    Args:
+        weights: ``(B, T, H, W)`` or ``(B, T, N)`` per-step attention.
+        features: ``(B, C, H, W)`` the grid the weights are over (``N = H * W``).
+
+    Returns:
+        ``(B, T, C)``.
+    """
+    weights = _per_step(weights)
+    flat, _ = flatten_grid(features)  # (B, N, C)
+    check_shape("weights", weights, (flat.shape[0], None, flat.shape[1]))
+    return torch.bmm(weights.to(flat.dtype), flat)  # (B, T, N) x (B, N, C)

@@ -39,11 +39,20 @@ class ConvEncoder(nn.Module):
         channels: output channels of each stage.
         strides: stride of each stage (same length as ``channels``).
         in_channels: image channels.
-        kernel_sizes: each stage's (odd) kernel side; ``None`` = 3 everywhere.
+        kernel_sizes: each stage's kernel side; ``None`` = 3 everywhere. Odd at stride 1; at
+            stride 2 an even kernel (4) centres each output cell on the 2x2 block it stands for,
+            an odd one (3) half an input pixel up and left of it (:attr:`grid_offset`).
         dilations: each stage's kernel dilation; ``None`` = 1 everywhere. With ``kernel_sizes``
             they set how many input pixels a cell sees (:attr:`receptive_field`) without changing
             the grid: 1x1 kernels after the last stride narrow it, dilated ones widen it at the
             same cost.
+
+    Attributes:
+        receptive_field: input pixels one grid cell sees (along one side).
+        grid_offset: where each cell's receptive field is centred, in image pixels, relative to
+            the centre of the ``reduction x reduction`` tile it stands for in the overlays and the
+            attention scores (negative: up and left). 0 when every stride-2 stage has an even
+            kernel; -3.5 for three 3x3 stride-2 stages (the class default).
     """
 
     def __init__(
@@ -61,9 +70,9 @@ class ConvEncoder(nn.Module):
                 f"channels and strides: expected equal non-zero lengths, received {channels}, {strides}"
             )
         kernels = [3] * len(channels) if kernel_sizes is None else [int(k) for k in kernel_sizes]
-        if len(kernels) != len(channels) or any(k < 1 or k % 2 == 0 for k in kernels):
+        if len(kernels) != len(channels) or any(k < 1 for k in kernels):
             raise ValueError(
-                f"kernel_sizes: expected {len(channels)} odd sizes (one per stage), received {list(kernel_sizes)}"
+                f"kernel_sizes: expected {len(channels)} sizes >= 1 (one per stage), received {list(kernel_sizes)}"
             )
         spread = [1] * len(channels) if dilations is None else [int(d) for d in dilations]
         if len(spread) != len(channels) or any(d < 1 for d in spread):
@@ -73,10 +82,23 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         previous = in_channels
         self.receptive_field, jump = 1, 1  # input pixels one output cell sees; input pixels per step
-        for width, stride, kernel, dilation in zip(channels, strides, kernels, spread):
+        self.grid_offset = 0.0
+        for index, (width, stride, kernel, dilation) in enumerate(zip(channels, strides, kernels, spread)):
+            # Output cell j reads input pixels s*j - p .. s*j - p + (k-1)d: centred on its s-pixel
+            # block [s*j, s*j + s) when p = ((k-1)d + 1 - s) / 2, which needs that to be whole.
+            excess = (kernel - 1) * dilation + 1 - stride
+            if excess >= 0 and excess % 2 == 0:
+                padding = excess // 2
+            elif stride > 1 and kernel % 2 == 1:
+                padding = dilation * (kernel // 2)  # keeps the grid's size, off centre by excess/2 - p
+            else:
+                raise ValueError(
+                    f"kernel_sizes: stage {index}: a kernel of {kernel} at stride {stride} cannot keep "
+                    f"the grid centred (use an odd kernel at stride 1)"
+                )
+            self.grid_offset += (excess / 2 - padding) * jump
             self.receptive_field += (kernel - 1) * dilation * jump
             jump *= stride
-            padding = dilation * (kernel // 2)
             layers += [
                 nn.Conv2d(
                     previous, width, kernel, stride=stride, padding=padding, dilation=dilation, bias=False

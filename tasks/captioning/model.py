@@ -43,10 +43,12 @@ __all__ = [
 
 @dataclass
 class CaptionOutput:
-    """Teacher-forced outputs: ``logits (B, T, V)``, ``attention (B, T, H, W)`` or ``None``."""
+    """Teacher-forced outputs: ``logits (B, T, V)``, ``attention (B, T, H, W)`` or ``None``, and
+    the encoder's grid ``features (B, C, H, W)`` the attention is over."""
 
     logits: Tensor
     attention: Tensor | None
+    features: Tensor | None = None
 
 
 @dataclass
@@ -95,7 +97,7 @@ class CaptionModel(nn.Module):
             logits, attention = self.decoder(features, inputs, lengths - 1, with_attention=with_attention)
         else:
             logits, attention = self.decoder(features, inputs, lengths - 1)
-        return CaptionOutput(logits, attention)
+        return CaptionOutput(logits, attention, features)
 
     def loss(
         self,
@@ -201,7 +203,8 @@ class EncoderConfig:
         name: cnn (a small CNN trained from scratch) or timm (a timm backbone's last feature map).
         channels: cnn: channels per stage.
         strides: cnn: stride per stage (their product is the grid's stride).
-        kernel_sizes: cnn: kernel side per stage (odd); None = 3 everywhere.
+        kernel_sizes: cnn: kernel side per stage (odd at stride 1; even at stride 2 centres each
+            cell on the pixels it stands for); None = 3 everywhere.
         dilations: cnn: kernel dilation per stage; None = 1 everywhere.
         backbone: timm: backbone name, e.g. resnet18.
         pretrained: timm: load pretrained weights (downloads when online).

@@ -22,8 +22,10 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from multiattn.attention import attention_region_nll
+from multiattn.attention import attention_region_nll, step_contexts
 from multiattn.configs import from_plain, to_plain
 from multiattn.io import UserError
 from multiattn.metrics.captioning import box_cell_coverage, caption_metrics
@@ -125,6 +127,15 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
             embedded scenes' boxes and the scorer's word-to-object alignment; show_attend_tell
             only; 0 = off; docs/captioning.md "How much a cell sees, and attention
             supervision").
+        context_word_weight: a grounding term without boxes: weight of the cross-entropy of each
+            training word predicted from its step's attended annotation alone (``sum_i alpha_i a_i``,
+            :func:`multiattn.attention.step_contexts`, through one linear layer used only in
+            training), so the map must select the cells that show what the word names; the
+            reconstruction idea of Ma et al. 2020, "Learning to Generate Grounded Visual Captions
+            without Localization Supervision" (show_attend_tell only; 0 = off; docs/captioning.md
+            "The word from its context alone").
+        context_word_encoder: let that term train the encoder too (else its gradient reaches
+            only the maps and the head: the grid's features are detached for it).
         vocab: the vocabulary as a list (filled from the data module when ``None``).
         input_size: image side the model expects (filled from the data module when ``None``).
         use_java: Java for METEOR and the PTB tokenizer; ``None`` = when ``java`` is on PATH.
@@ -145,6 +156,8 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         attention_entropy: float = 0.0,
         attention_entropy_words: list[str] | None = None,
         attention_box_weight: float = 0.0,
+        context_word_weight: float = 0.0,
+        context_word_encoder: bool = True,
         vocab: list[str] | None = None,
         input_size: int | None = None,
         use_java: bool | None = None,
@@ -179,6 +192,12 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         self.model = build_model(
             self.model_config, vocab_size=len(vocab), max_len=max(64, self.decoding.max_len + 2)
         )
+        # Training only (decoding never reads it): the word from its step's context alone.
+        self.context_head: nn.Linear | None = None
+        if self.hparams.get("context_word_weight", 0.0) > 0:
+            if self.model_config.decoder.name != "show_attend_tell":
+                raise UserError("context_word_weight: needs the show_attend_tell decoder's soft attention")
+            self.context_head = nn.Linear(self.model.encoder.out_channels, len(vocab))
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -223,7 +242,10 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         hp = self.hparams
         box_weight = hp.attention_box_weight
         need_attention = (
-            hp.attention_penalty > 0 or hp.attention_entropy > 0 or box_weight > 0
+            hp.attention_penalty > 0
+            or hp.attention_entropy > 0
+            or box_weight > 0
+            or self.context_head is not None
         ) and self.model_config.decoder.name == "show_attend_tell"
         output = self.model(batch.images, batch.tokens, batch.lengths, with_attention=need_attention)
         loss, parts = self.model.loss(
@@ -241,6 +263,13 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
                 )
             parts["attention_box"] = self._attention_box_nll(output.attention, batch)
             loss = loss + box_weight * parts["attention_box"]
+        if self.context_head is not None and output.attention is not None:
+            features = output.features if hp.context_word_encoder else output.features.detach()
+            logits = self.context_head(step_contexts(output.attention, features)).float()  # (B, T, V)
+            parts["context_word"] = F.cross_entropy(
+                logits.flatten(0, 1), batch.tokens[:, 1:].flatten(), ignore_index=self.model.pad_id
+            )
+            loss = loss + hp.context_word_weight * parts["context_word"]
         return loss, parts
 
     def _attention_box_nll(self, attention: torch.Tensor, batch: CaptionBatch) -> torch.Tensor:

@@ -9,6 +9,7 @@ from multiattn.attention.spatial import (
     attention_entropy,
     attention_region_nll,
     doubly_stochastic_penalty,
+    step_contexts,
 )
 from multiattn.recording import record_attention
 from tests.helpers.gradients import assert_every_parameter_learns
@@ -201,3 +202,21 @@ def test_attention_region_nll_is_minus_log_the_mass_inside():
     assert float(none.detach()) == 0.0 and none.requires_grad
     with pytest.raises(ValueError, match="steps"):
         attention_region_nll(weights, regions, steps[:, :2])
+
+
+def test_step_contexts_are_the_ungated_contexts_of_each_step():
+    module, features, _ = make(gate=True)
+    hiddens = torch.randn(3, B, DH)  # three steps
+    outputs = [module(features, hidden) for hidden in hiddens]
+    weights = torch.stack([out.weights for out in outputs], dim=1)  # (B, 3, H, W)
+    contexts = step_contexts(weights, features)
+    assert contexts.shape == (B, 3, C)
+    for step, out in enumerate(outputs):  # the module's context is beta times the attended annotation
+        torch.testing.assert_close(out.gate * contexts[:, step], out.context)
+    torch.testing.assert_close(step_contexts(weights.flatten(2), features), contexts)
+    # A one-hot map picks its cell's annotation.
+    one_hot = torch.zeros(B, 1, H, W)
+    one_hot[:, 0, 2, 1] = 1.0
+    torch.testing.assert_close(step_contexts(one_hot, features)[:, 0], features[:, :, 2, 1])
+    with pytest.raises(ValueError, match="weights: expected shape"):
+        step_contexts(weights[..., :-1], features)

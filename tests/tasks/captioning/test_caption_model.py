@@ -232,6 +232,30 @@ def test_entropy_of_selected_words_only():
     assert not torch.isclose(selected["entropy"], every["entropy"])
 
 
+@pytest.mark.parametrize(
+    ("kernels", "offset"),
+    [(None, -3.5), ([4, 4, 4, 3, 3], 0.0), ([2, 2, 2, 3, 3], 0.0), ([4, 3, 4, 3, 3], -1.0)],
+)
+def test_conv_encoder_grid_offset_is_where_each_cell_looks(kernels, offset):
+    # With every weight positive the gradient of one cell's output with respect to the image is
+    # its receptive field's weighting; its centroid is where the cell is centred.
+    encoder = ConvEncoder(kernel_sizes=kernels).eval()
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.constant_(module.weight, 1.0)
+    assert encoder.grid_offset == offset
+    centres = torch.arange(96.0) + 0.5  # pixel centres
+    for row, column in [(5, 6), (4, 4), (7, 3)]:  # cells whose fields stay inside the image
+        images = torch.ones(1, 3, 96, 96, requires_grad=True)
+        encoder(images)[0, :, row, column].sum().backward()
+        field = images.grad[0].sum(0)  # (96, 96)
+        centre_y = (field.sum(1) * centres).sum() / field.sum()
+        centre_x = (field.sum(0) * centres).sum() / field.sum()
+        tile_y, tile_x = 8 * row + 4, 8 * column + 4  # the 8x8 tile the overlays draw it on
+        torch.testing.assert_close(centre_y, torch.tensor(tile_y + offset), atol=1e-3, rtol=0)
+        torch.testing.assert_close(centre_x, torch.tensor(tile_x + offset), atol=1e-3, rtol=0)
+
+
 def test_conv_encoder_kernels_and_dilations_set_the_receptive_field_not_the_grid():
     images = torch.zeros(2, 3, 96, 96)
     images[:, :, 40:44, 40:44] = 1.0  # a 4-pixel dot: which cells does it reach?
@@ -250,8 +274,8 @@ def test_conv_encoder_kernels_and_dilations_set_the_receptive_field_not_the_grid
         assert change.shape == (12, 12)
         reached[field] = int((change > 1e-6).sum())
     assert reached[15] < reached[31] < reached[47] < reached[79]  # a wider field: more cells see the dot
-    with pytest.raises(ValueError, match="kernel_sizes"):
-        ConvEncoder(kernel_sizes=[3, 3, 2, 1, 1])
+    with pytest.raises(ValueError, match="kernel_sizes: stage 3: a kernel of 2 at stride 1"):
+        ConvEncoder(kernel_sizes=[3, 3, 3, 2, 1])
     with pytest.raises(ValueError, match="kernel_sizes"):
         ConvEncoder(kernel_sizes=[3, 3])
     with pytest.raises(ValueError, match="dilations"):

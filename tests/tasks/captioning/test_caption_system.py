@@ -233,6 +233,41 @@ def test_attention_entropy_words_must_be_in_the_vocabulary():
     assert system._entropy_ids.tolist() == [5, 6]
 
 
+def test_context_word_term_predicts_each_word_from_its_attended_annotation(tmp_path):
+    torch.manual_seed(0)
+    data = SceneCaptionData(**{**_tiny_init_args("data"), "data_dir": str(tmp_path / "data")})
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    args = {**_tiny_init_args("model"), "vocab": data.vocab.to_list(), "input_size": 96}
+    plain = CaptioningSystem(**args)
+    assert plain.context_head is None and "context_word" not in plain._loss(batch)[1]
+    system = CaptioningSystem(**args, context_word_weight=0.5)
+    system.train()
+    # The term is the cross-entropy of the head over each step's attended annotation.
+    torch.manual_seed(1)
+    loss, parts = system._loss(batch)
+    torch.manual_seed(1)
+    output = system.model(batch.images, batch.tokens, batch.lengths, with_attention=True)
+    contexts = torch.einsum("bthw,bchw->btc", output.attention.float(), output.features.float())
+    logits = system.context_head(contexts)
+    targets = batch.tokens[:, 1:]
+    valid = targets != 0
+    expected = torch.nn.functional.cross_entropy(logits[valid], targets[valid])
+    torch.testing.assert_close(parts["context_word"], expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(loss, parts["nll"] + 0.5 * parts["context_word"], rtol=1e-5, atol=1e-5)
+    # Its gradient reaches the attention's score (it moves the maps), not only the head.
+    system.zero_grad()
+    parts["context_word"].backward()
+    score = system.model.decoder.attention.score.weight.grad
+    assert score is not None and score.abs().sum() > 0
+    # Saved and loaded with the system (the head is rebuilt from the hyperparameters).
+    again = CaptioningSystem(**args, context_word_weight=0.5)
+    again.load_state_dict(system.state_dict())
+    with pytest.raises(UserError, match="context_word_weight: needs the show_attend_tell"):
+        transformer = {**args["model"], "decoder": {**args["model"]["decoder"], "name": "transformer"}}
+        CaptioningSystem(**{**args, "model": transformer}, context_word_weight=0.5)
+
+
 def test_attention_box_supervision_is_minus_log_the_mass_in_the_named_box(tmp_path):
     torch.manual_seed(0)
     data = SceneCaptionData(**{**_tiny_init_args("data"), "data_dir": str(tmp_path / "data")})
