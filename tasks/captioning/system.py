@@ -134,8 +134,6 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
             reconstruction idea of Ma et al. 2020, "Learning to Generate Grounded Visual Captions
             without Localization Supervision" (show_attend_tell only; 0 = off; docs/captioning.md
             "The word from its context alone").
-        context_word_encoder: let that term train the encoder too (else its gradient reaches
-            only the maps and the head: the grid's features are detached for it).
         vocab: the vocabulary as a list (filled from the data module when ``None``).
         input_size: image side the model expects (filled from the data module when ``None``).
         use_java: Java for METEOR and the PTB tokenizer; ``None`` = when ``java`` is on PATH.
@@ -157,7 +155,6 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         attention_entropy_words: list[str] | None = None,
         attention_box_weight: float = 0.0,
         context_word_weight: float = 0.0,
-        context_word_encoder: bool = True,
         vocab: list[str] | None = None,
         input_size: int | None = None,
         use_java: bool | None = None,
@@ -264,8 +261,7 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
             parts["attention_box"] = self._attention_box_nll(output.attention, batch)
             loss = loss + box_weight * parts["attention_box"]
         if self.context_head is not None and output.attention is not None:
-            features = output.features if hp.context_word_encoder else output.features.detach()
-            logits = self.context_head(step_contexts(output.attention, features)).float()  # (B, T, V)
+            logits = self.context_head(step_contexts(output.attention, output.features)).float()  # (B, T, V)
             parts["context_word"] = F.cross_entropy(
                 logits.flatten(0, 1), batch.tokens[:, 1:].flatten(), ignore_index=self.model.pad_id
             )
