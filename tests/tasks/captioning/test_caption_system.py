@@ -32,6 +32,15 @@ def _tiny_init_args(section: str) -> dict:
     return dict(yaml.safe_load(TINY.read_text())[section]["init_args"])
 
 
+def _tiny_batch(tmp_path: Path) -> tuple:
+    """One training batch of the tiny config's scenes, and the system's arguments for their vocabulary."""
+    torch.manual_seed(0)
+    data = SceneCaptionData(**{**_tiny_init_args("data"), "data_dir": str(tmp_path / "data")})
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    return batch, {**_tiny_init_args("model"), "vocab": data.vocab.to_list(), "input_size": 96}
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_every_captioning_config_instantiates(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -42,11 +51,8 @@ def test_every_captioning_config_instantiates(config, tmp_path, monkeypatch):
 
 
 def test_tiny_config_overfits_one_batch(tmp_path):
-    torch.manual_seed(0)
-    data = SceneCaptionData(**{**_tiny_init_args("data"), "data_dir": str(tmp_path / "data")})
-    data.setup("fit")
-    batch = next(iter(data.train_dataloader()))
-    system = CaptioningSystem(**{**_tiny_init_args("model"), "vocab": data.vocab.to_list(), "input_size": 96})
+    batch, args = _tiny_batch(tmp_path)
+    system = CaptioningSystem(**args)
     optimizer = torch.optim.Adam(system.parameters(), lr=3e-3)
     system.train()
     losses = []
@@ -234,11 +240,7 @@ def test_attention_entropy_words_must_be_in_the_vocabulary():
 
 
 def test_context_word_term_predicts_each_word_from_its_attended_annotation(tmp_path):
-    torch.manual_seed(0)
-    data = SceneCaptionData(**{**_tiny_init_args("data"), "data_dir": str(tmp_path / "data")})
-    data.setup("fit")
-    batch = next(iter(data.train_dataloader()))
-    args = {**_tiny_init_args("model"), "vocab": data.vocab.to_list(), "input_size": 96}
+    batch, args = _tiny_batch(tmp_path)
     plain = CaptioningSystem(**args)
     assert plain.context_head is None and "context_word" not in plain._loss(batch)[1]
     system = CaptioningSystem(**args, context_word_weight=0.5)
@@ -269,11 +271,7 @@ def test_context_word_term_predicts_each_word_from_its_attended_annotation(tmp_p
 
 
 def test_attention_box_supervision_is_minus_log_the_mass_in_the_named_box(tmp_path):
-    torch.manual_seed(0)
-    data = SceneCaptionData(**{**_tiny_init_args("data"), "data_dir": str(tmp_path / "data")})
-    data.setup("fit")
-    batch = next(iter(data.train_dataloader()))
-    args = {**_tiny_init_args("model"), "vocab": data.vocab.to_list(), "input_size": 96}
+    batch, args = _tiny_batch(tmp_path)
     assert "attention_box" not in CaptioningSystem(**args)._loss(batch)[1]
     system = CaptioningSystem(**args, attention_box_weight=1.0)
     # Uniform attention: the mass in a box is the box's share of the image (the 12x12 grid tiles it),
