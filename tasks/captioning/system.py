@@ -121,6 +121,8 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         attention_entropy_words: sharpen only the steps that emit one of these words (those that
             name an object: shapes and colours for the embedded scenes); ``None`` = every word.
             Words missing from the vocabulary are an error.
+        attention_entropy_from_epoch: sharpen from this epoch on (0: from the start), so that
+            the maps find their objects before they are asked to narrow.
         attention_box_weight: attention supervision, for comparison only (the default learns
             without boxes): weight of ``-log`` of the attention mass inside the box of the object
             that a training word names (:func:`multiattn.attention.attention_region_nll`; the
@@ -153,6 +155,7 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         attention_penalty: float = 0.0,
         attention_entropy: float = 0.0,
         attention_entropy_words: list[str] | None = None,
+        attention_entropy_from_epoch: int = 0,
         attention_box_weight: float = 0.0,
         context_word_weight: float = 0.0,
         vocab: list[str] | None = None,
@@ -250,7 +253,9 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
             batch.tokens,
             batch.lengths,
             attention_penalty=hp.attention_penalty,
-            attention_entropy=hp.attention_entropy,
+            attention_entropy=hp.attention_entropy
+            if self.current_epoch >= hp.attention_entropy_from_epoch
+            else 0.0,
             entropy_token_ids=self._entropy_ids,  # None: every word is sharpened
         )
         if box_weight > 0 and output.attention is not None:

@@ -239,6 +239,18 @@ def test_attention_entropy_words_must_be_in_the_vocabulary():
     assert system._entropy_ids.tolist() == [5, 6]
 
 
+def test_attention_entropy_starts_at_its_epoch(tmp_path, monkeypatch):
+    batch, args = _tiny_batch(tmp_path)
+    system = CaptioningSystem(**{**args, "attention_entropy": 0.1}, attention_entropy_from_epoch=3)
+    system.eval()  # no dropout: the two losses differ only by the term
+    early = system._loss(batch)
+    assert "entropy" not in early[1]
+    monkeypatch.setattr(CaptioningSystem, "current_epoch", property(lambda self: 3))
+    loss, parts = system._loss(batch)
+    assert float(parts["entropy"]) > 0
+    torch.testing.assert_close(loss, early[0] + 0.1 * parts["entropy"])
+
+
 def test_context_word_term_predicts_each_word_from_its_attended_annotation(tmp_path):
     batch, args = _tiny_batch(tmp_path)
     plain = CaptioningSystem(**args)
