@@ -123,14 +123,14 @@ def folded_advance(
     memory = state["memory"]
     by_hidden = torch.addmm(folded.hidden_bias, state["h"], folded.hidden_weight)  # (B, G + A [+ 1])
     query = by_hidden[:, gates : gates + attn_dim]  # (B, A)
+    # query_word: + W_w E[y], the table's last A columns or a matmul of the embedding.
     if folded.token_table is not None:
         by_token = folded.token_table.index_select(0, previous)  # (B, G + O [+ A])
+        if decoder.word_query is not None:
+            query = query + by_token[:, -attn_dim:]
     else:
         embedded = decoder.embedding(previous)  # (B, E)
-    if decoder.word_query is not None:  # + W_w E[y]: the table's last A columns, or a matmul
-        if folded.token_table is not None:
-            query = query + by_token[:, by_token.shape[1] - attn_dim :]
-        else:
+        if folded.word_query is not None:
             query = torch.addmm(query, embedded, folded.word_query)
     attended = decoder.attention.attend(
         memory.features,

@@ -118,10 +118,7 @@ class CaptionModel(nn.Module):
             and ``parts["entropy"]`` (when their weights are positive).
         """
         targets = tokens[:, 1:]  # (B, T)
-        logits = output.logits.float()
-        nll = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=self.pad_id
-        )
+        nll = self.token_nll(output.logits, tokens)
         parts = {"nll": nll}
         loss = nll
         if attention_penalty > 0 and output.attention is not None:
@@ -134,6 +131,14 @@ class CaptionModel(nn.Module):
             parts["entropy"] = entropy
             loss = loss + attention_entropy * entropy
         return loss, parts
+
+    def token_nll(self, logits: Tensor, tokens: Tensor) -> Tensor:
+        """Mean cross-entropy of ``logits (B, T, V)`` (step t predicts ``tokens[:, t + 1]``) over
+        the targets that are not padding; float32."""
+        logits = logits.float()
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=self.pad_id
+        )
 
     def _step(self, tokens: Tensor, state: dict) -> StepOutput:
         log_probs, state, attention = self.decoder.step(tokens, state)

@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from multiattn.attention import attention_region_nll, step_contexts
@@ -241,11 +240,9 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
         assert self.model is not None
         hp = self.hparams
         box_weight = hp.attention_box_weight
+        entropy = hp.attention_entropy if self.current_epoch >= hp.attention_entropy_from_epoch else 0.0
         need_attention = (
-            hp.attention_penalty > 0
-            or hp.attention_entropy > 0
-            or box_weight > 0
-            or self.context_head is not None
+            hp.attention_penalty > 0 or entropy > 0 or box_weight > 0 or self.context_head is not None
         ) and self.model_config.decoder.name == "show_attend_tell"
         output = self.model(batch.images, batch.tokens, batch.lengths, with_attention=need_attention)
         loss, parts = self.model.loss(
@@ -253,9 +250,7 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
             batch.tokens,
             batch.lengths,
             attention_penalty=hp.attention_penalty,
-            attention_entropy=hp.attention_entropy
-            if self.current_epoch >= hp.attention_entropy_from_epoch
-            else 0.0,
+            attention_entropy=entropy,
             entropy_token_ids=self._entropy_ids,  # None: every word is sharpened
         )
         if box_weight > 0 and output.attention is not None:
@@ -266,10 +261,8 @@ class CaptioningSystem(ConfiguredSystem, pl.LightningModule):
             parts["attention_box"] = self._attention_box_nll(output.attention, batch)
             loss = loss + box_weight * parts["attention_box"]
         if self.context_head is not None and output.attention is not None:
-            logits = self.context_head(step_contexts(output.attention, output.features)).float()  # (B, T, V)
-            parts["context_word"] = F.cross_entropy(
-                logits.flatten(0, 1), batch.tokens[:, 1:].flatten(), ignore_index=self.model.pad_id
-            )
+            logits = self.context_head(step_contexts(output.attention, output.features))  # (B, T, V)
+            parts["context_word"] = self.model.token_nll(logits, batch.tokens)
             loss = loss + hp.context_word_weight * parts["context_word"]
         return loss, parts
 
